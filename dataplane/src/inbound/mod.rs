@@ -1,0 +1,3 @@
+//! Inbound protocols: what applications send to the sidecar.
+
+pub mod openai;

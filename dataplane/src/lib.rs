@@ -1,0 +1,36 @@
+//! spillway-proxy: the per-pod sidecar. Applications call it on loopback with the OpenAI API and
+//! name a *feature*; it picks the endpoint from the feature's hierarchy, falls back on failure,
+//! and explains what it did in response headers, logs and metrics.
+//!
+//! # Layout
+//!
+//! The modules follow a request through the sidecar:
+//!
+//! - [`server`]: listener, connections, graceful shutdown, and the path router;
+//! - [`inbound`]: reading and checking what the application sent (`inbound::openai`);
+//! - [`routing`]: the live routing table, swapped atomically when the config file changes;
+//! - [`proxy`]: feature resolution, the fallback loop, the committed reply and its stream guard;
+//! - [`upstream`]: the pooled HTTPS client, credentials, provider requests, the failure vocabulary;
+//! - [`sse`]: server-sent-event framing shared by the stream paths;
+//! - [`metrics`], [`error`], [`body`]: what every layer above reports and returns.
+
+pub mod body;
+pub mod error;
+pub mod inbound;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod sse;
+pub mod upstream;
+
+use std::sync::Arc;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub routing: Arc<routing::Routing>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub max_body_bytes: usize,
+}
+
+pub use server::{Options, Sidecar};

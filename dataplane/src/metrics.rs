@@ -1,0 +1,107 @@
+//! Prometheus metrics, served at `GET /metrics`.
+//!
+//! Labels are bounded: features and endpoints come from the config, outcomes from a fixed list.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    feature: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    feature: String,
+    endpoint: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    feature: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
+    latency: HistogramFamily<AttemptLabels>,
+    ttft: HistogramFamily<EndpointLabels>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("spillway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests by feature and final outcome", requests.clone());
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register("attempts", "Upstream attempts by endpoint and outcome", attempts.clone());
+        let latency: HistogramFamily<AttemptLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to last byte, by the endpoint that answered",
+            latency.clone(),
+        );
+        let ttft: HistogramFamily<EndpointLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "ttft_seconds",
+            "Time to first token (first stream event, or the whole reply when not streaming)",
+            ttft.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("config_reloads", "Routing config reloads by result", reloads.clone());
+        Metrics { registry, requests, attempts, latency, ttft, reloads }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, feature: &str, outcome: &'static str) {
+        self.requests.get_or_create(&RequestLabels { feature: feature.into(), outcome }).inc();
+    }
+
+    pub fn attempt(&self, feature: &str, endpoint: &str, outcome: &'static str) {
+        self.attempts.get_or_create(&AttemptLabels { feature: feature.into(), endpoint: endpoint.into(), outcome }).inc();
+    }
+
+    pub fn ttft(&self, feature: &str, endpoint: &str, d: Duration) {
+        self.ttft.get_or_create(&EndpointLabels { feature: feature.into(), endpoint: endpoint.into() }).observe(d.as_secs_f64());
+    }
+
+    pub fn latency(&self, feature: &str, endpoint: &str, outcome: &'static str, d: Duration) {
+        self.latency
+            .get_or_create(&AttemptLabels { feature: feature.into(), endpoint: endpoint.into(), outcome })
+            .observe(d.as_secs_f64());
+    }
+
+    pub fn config_reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,238 @@
+//! The request path: resolve the feature, walk its hierarchy, commit the first good reply.
+//!
+//! # Layout
+//!
+//! - this module: feature resolution, the fallback loop, the final response and its headers;
+//! - [`attempt`]: one endpoint, up to the commit point;
+//! - [`stream`]: the committed stream's body, which always ends well-formed.
+
+mod attempt;
+mod stream;
+
+use crate::AppState;
+use crate::body::{ProxyBody, full};
+use crate::error::ApiError;
+use crate::inbound::openai::{self, ChatRequest};
+use crate::metrics::Metrics;
+use crate::routing::{FeatureRoute, RoutingTable};
+use crate::upstream::failure::{AttemptFailure, FailureKind};
+use attempt::Reply;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+pub const FEATURE_HEADER: &str = "x-spillway-feature";
+
+/// What every attempt of one request shares.
+pub struct RequestCtx {
+    pub id: String,
+    pub feature: Arc<FeatureRoute>,
+    pub started: Instant,
+    pub deadline: Instant,
+}
+
+/// Records a request's end exactly once: metrics and the access log line.
+pub struct Finish {
+    metrics: Arc<Metrics>,
+    feature: Arc<str>,
+    pub endpoint: Arc<str>,
+    request_id: String,
+    started: Instant,
+    attempts: usize,
+}
+
+impl Finish {
+    pub fn done(self, outcome: &'static str) {
+        let elapsed = self.started.elapsed();
+        self.metrics.latency(&self.feature, &self.endpoint, outcome, elapsed);
+        self.metrics.attempt(&self.feature, &self.endpoint, outcome);
+        self.metrics.request(&self.feature, outcome);
+        tracing::info!(
+            target: "spillway::access",
+            request_id = %self.request_id,
+            feature = %self.feature,
+            endpoint = %self.endpoint,
+            attempts = self.attempts,
+            outcome,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+pub async fn chat_completions(state: &AppState, req: http::Request<hyper::body::Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let id = new_request_id();
+    let (parts, body) = req.into_parts();
+    let table = state.routing.load();
+    let mut resp = match openai::read(&parts.headers, body, state.max_body_bytes).await {
+        Err(e) => {
+            state.metrics.request(feature_label(&table, &parts.headers), "invalid_request");
+            e.into_openai_response()
+        }
+        Ok(chat) => match resolve_feature(&table, &parts.headers, &chat.model) {
+            Err(e) => {
+                state.metrics.request("-", "unknown_feature");
+                e.into_openai_response()
+            }
+            Ok(feature) => {
+                let ctx = RequestCtx { id: id.clone(), deadline: started + feature.deadline, feature, started };
+                route(state, chat, ctx).await
+            }
+        },
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-spillway-request-id", v);
+    }
+    resp
+}
+
+/// The feature comes from the header, else from `model` when it names one.
+fn resolve_feature(table: &RoutingTable, headers: &HeaderMap, model: &str) -> Result<Arc<FeatureRoute>, ApiError> {
+    let known = || table.feature_names().join(", ");
+    if let Some(h) = headers.get(FEATURE_HEADER) {
+        let name = h.to_str().unwrap_or_default();
+        return table.features.get(name).cloned().ok_or_else(|| {
+            ApiError::not_found("unknown_feature", format!("unknown feature `{name}` in {FEATURE_HEADER}; known features: {}", known()))
+        });
+    }
+    table.features.get(model).cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_feature",
+            format!("model `{model}` is not a feature, and no {FEATURE_HEADER} header was sent; known features: {}", known()),
+        )
+    })
+}
+
+fn feature_label<'a>(table: &RoutingTable, headers: &'a HeaderMap) -> &'a str {
+    headers.get(FEATURE_HEADER).and_then(|h| h.to_str().ok()).filter(|f| table.features.contains_key(*f)).unwrap_or("-")
+}
+
+async fn route(state: &AppState, mut chat: ChatRequest, ctx: RequestCtx) -> Response<ProxyBody> {
+    let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
+    for target in &ctx.feature.hierarchy {
+        if Instant::now() >= ctx.deadline {
+            break;
+        }
+        let attempts = failures.len() + 1;
+        let finish = Finish {
+            metrics: state.metrics.clone(),
+            feature: ctx.feature.name.clone(),
+            endpoint: target.name.clone(),
+            request_id: ctx.id.clone(),
+            started: ctx.started,
+            attempts,
+        };
+        match attempt::run(target, &mut chat, &ctx).await {
+            Ok(reply) => return commit(reply, finish, &ctx),
+            Err(f) if f.may_fall_back() => {
+                tracing::warn!(
+                    request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %target.name,
+                    kind = ?f.kind, outcome = f.outcome, detail = %f.detail, "attempt failed; falling back"
+                );
+                state.metrics.attempt(&ctx.feature.name, &target.name, f.outcome);
+                failures.push((target.name.clone(), f));
+            }
+            Err(f) => {
+                // The request itself is at fault: every endpoint would refuse it the same way.
+                let outcome = if f.kind == FailureKind::ContentFiltered { "content_filtered" } else { "bad_request" };
+                let (status, body) = f.reply.unwrap_or((StatusCode::BAD_REQUEST, Default::default()));
+                finish.done(outcome);
+                let mut resp = Response::new(full(body));
+                *resp.status_mut() = status;
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                explain(resp.headers_mut(), &target.name, attempts);
+                return resp;
+            }
+        }
+    }
+    all_failed(state, &ctx, failures)
+}
+
+fn commit(reply: Reply, finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
+    let (endpoint, attempts) = (finish.endpoint.clone(), finish.attempts);
+    let mut resp = match reply {
+        Reply::Complete { status, content_type, body } => {
+            finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
+            finish.done("ok");
+            let mut r = Response::new(full(body));
+            *r.status_mut() = status;
+            r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            r
+        }
+        Reply::Stream { content_type, first, splitter, rest } => {
+            finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
+            let body = stream::GuardedStream::new(first, splitter, rest, ctx.deadline, finish);
+            let mut r = Response::new(body.boxed_unsync());
+            r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+    };
+    explain(resp.headers_mut(), &endpoint, attempts);
+    resp
+}
+
+/// `x-spillway-endpoint` / `x-spillway-attempts`: which endpoint answered, after how many tries.
+fn explain(headers: &mut HeaderMap, endpoint: &str, attempts: usize) {
+    if let Ok(v) = HeaderValue::from_str(endpoint) {
+        headers.insert("x-spillway-endpoint", v);
+    }
+    headers.insert("x-spillway-attempts", HeaderValue::from(attempts));
+}
+
+fn all_failed(state: &AppState, ctx: &RequestCtx, failures: Vec<(Arc<str>, AttemptFailure)>) -> Response<ProxyBody> {
+    let tried = failures.len();
+    let summary =
+        failures.iter().map(|(ep, f)| format!("`{ep}`: {}", f.detail)).collect::<Vec<_>>().join("; ");
+    let all_throttled = tried > 0 && failures.iter().all(|(_, f)| f.kind == FailureKind::Throttled);
+    let out_of_time = Instant::now() >= ctx.deadline;
+    let total = ctx.feature.hierarchy.len();
+    let feature = &ctx.feature.name;
+    let mut err = if out_of_time {
+        ApiError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            kind: "timeout_error",
+            code: "deadline_exceeded",
+            message: format!(
+                "feature `{feature}`: the deadline of {} ms passed after {tried} of {total} endpoints failed ({summary})",
+                ctx.feature.deadline.as_millis()
+            ),
+            param: None,
+            retry_after_s: None,
+        }
+    } else if all_throttled {
+        let wait = failures.iter().filter_map(|(_, f)| f.retry_after).min();
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "rate_limit_error",
+            code: "all_endpoints_throttled",
+            message: format!("feature `{feature}`: every endpoint is throttling ({summary})"),
+            param: None,
+            retry_after_s: Some(wait.map_or(1, |w| w.as_secs_f64().ceil().max(1.0) as u64)),
+        }
+    } else {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "service_unavailable_error",
+            code: "all_endpoints_failed",
+            message: format!("feature `{feature}`: all {tried} endpoints failed ({summary})"),
+            param: None,
+            retry_after_s: None,
+        }
+    };
+    if err.message.len() > 4096 {
+        let cut = (0..=4096).rev().find(|&i| err.message.is_char_boundary(i)).unwrap_or(0);
+        err.message.truncate(cut);
+    }
+    state.metrics.request(feature, err.code);
+    tracing::warn!(request_id = %ctx.id, feature = %feature, attempts = tried, code = err.code, "request failed");
+    let mut resp = err.into_openai_response();
+    resp.headers_mut().insert("x-spillway-attempts", HeaderValue::from(tried));
+    resp
+}
+
+fn new_request_id() -> String {
+    format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+}

@@ -1,0 +1,143 @@
+//! The live routing table: features resolved to ready-to-use endpoints.
+//!
+//! A [`RoutingTable`] is immutable. A new config builds a whole new table, checked end to end,
+//! and [`Routing::swap`] publishes it atomically: a request sees the old table or the new one,
+//! never a mix, and a config that fails to build leaves the old table serving.
+
+pub mod watch;
+
+use crate::upstream::openai::OpenAiUpstream;
+use arc_swap::ArcSwap;
+use spillway_api::config::{ConfigError, ConfigErrors, Endpoint, Provider, RoutingConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One endpoint, ready to send to.
+pub struct EndpointTarget {
+    pub name: Arc<str>,
+    pub spec: Endpoint,
+    pub upstream: OpenAiUpstream,
+}
+
+pub struct FeatureRoute {
+    pub name: Arc<str>,
+    pub hierarchy: Vec<Arc<EndpointTarget>>,
+    pub deadline: Duration,
+    pub attempt_timeout: Option<Duration>,
+}
+
+pub struct RoutingTable {
+    /// Content hash of the config the table was built from.
+    pub version: String,
+    pub features: HashMap<String, Arc<FeatureRoute>>,
+    endpoints: HashMap<String, Arc<EndpointTarget>>,
+}
+
+impl RoutingTable {
+    /// Builds a table from a validated config. Endpoints whose spec is unchanged from `previous`
+    /// are carried over with their connection pools.
+    pub fn build(
+        config: &RoutingConfig,
+        version: String,
+        source: &str,
+        previous: Option<&RoutingTable>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut problems = Vec::new();
+        let mut endpoints = HashMap::new();
+        for (name, spec) in &config.endpoints {
+            if let Some(old) = previous.and_then(|p| p.endpoints.get(name)).filter(|old| old.spec == *spec) {
+                endpoints.insert(name.clone(), old.clone());
+                continue;
+            }
+            match target(name, spec) {
+                Ok(t) => {
+                    endpoints.insert(name.clone(), Arc::new(t));
+                }
+                Err((path, message)) => problems.push(ConfigError {
+                    file: source.to_owned(),
+                    path: format!("endpoints.{name}{path}"),
+                    message,
+                }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let features = config
+            .features
+            .iter()
+            .map(|(name, f)| {
+                let route = FeatureRoute {
+                    name: name.as_str().into(),
+                    // Validation guarantees every hierarchy entry names an endpoint.
+                    hierarchy: f.hierarchy.iter().filter_map(|e| endpoints.get(e).cloned()).collect(),
+                    deadline: Duration::from_millis(f.deadline_ms),
+                    attempt_timeout: f.attempt_timeout_ms.map(Duration::from_millis),
+                };
+                (name.clone(), Arc::new(route))
+            })
+            .collect();
+        Ok(RoutingTable { version, features, endpoints })
+    }
+
+    pub fn feature_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.features.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+fn target(name: &str, spec: &Endpoint) -> Result<EndpointTarget, (&'static str, String)> {
+    match spec.provider {
+        Provider::Openai | Provider::OpenaiCompatible => {}
+        other => {
+            return Err((
+                ".provider",
+                format!(
+                    "provider `{}` is not supported by this spillway-proxy yet (supported: openai, openai_compatible)",
+                    other.as_str()
+                ),
+            ));
+        }
+    }
+    let upstream = OpenAiUpstream::new(spec).map_err(|e| (".auth", e))?;
+    Ok(EndpointTarget { name: name.into(), spec: spec.clone(), upstream })
+}
+
+/// Content hash naming a config version: equal text, equal version.
+pub fn version_of(text: &[u8]) -> String {
+    // FNV-1a: stable across builds and platforms, which `DefaultHasher` does not promise.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The table requests read, swappable while they run.
+pub struct Routing {
+    current: ArcSwap<RoutingTable>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Routing {
+    pub fn new(table: RoutingTable) -> Self {
+        Routing { current: ArcSwap::from_pointee(table), generation: tokio::sync::watch::Sender::new(0) }
+    }
+
+    pub fn load(&self) -> Arc<RoutingTable> {
+        self.current.load_full()
+    }
+
+    pub fn swap(&self, table: RoutingTable) {
+        self.current.store(Arc::new(table));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Fires after every swap; lets tests and operators wait for a reload instead of guessing.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}

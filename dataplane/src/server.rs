@@ -1,0 +1,185 @@
+//! The sidecar's listener and path router.
+//!
+//! Connections are served by hyper (HTTP/1.1 and h2c on the same port). Shutdown stops
+//! accepting, lets in-flight requests and streams finish within a grace period, then returns.
+
+use crate::body::{ProxyBody, full};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::routing::{Routing, RoutingTable, version_of, watch};
+use crate::{AppState, proxy};
+use anyhow::{Context, bail};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub struct Options {
+    pub listen: SocketAddr,
+    pub config: PathBuf,
+    pub max_body_bytes: usize,
+    /// Reload the config when its file changes.
+    pub watch: bool,
+    /// How long in-flight requests get to finish on shutdown.
+    pub grace: Duration,
+}
+
+impl Options {
+    pub fn new(config: PathBuf) -> Self {
+        Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            config,
+            max_body_bytes: 10 * 1024 * 1024,
+            watch: true,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub routing: Arc<Routing>,
+    pub metrics: Arc<Metrics>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sidecar {
+    /// Loads the config, binds, and starts serving. Fails if the config is invalid or the
+    /// address is not loopback: the sidecar holds provider credentials and must not be reachable
+    /// from outside the pod.
+    pub async fn start(opts: Options) -> anyhow::Result<Sidecar> {
+        if !opts.listen.ip().is_loopback() {
+            bail!("refusing to listen on {}: the sidecar binds loopback addresses only", opts.listen);
+        }
+        let text = std::fs::read_to_string(&opts.config)
+            .with_context(|| format!("cannot read config {}", opts.config.display()))?;
+        let source = opts.config.display().to_string();
+        let config = spillway_api::config::load_str(&text, &source)?;
+        let table = RoutingTable::build(&config, version_of(text.as_bytes()), &source, None)?;
+        tracing::info!(file = %source, version = %table.version, features = table.features.len(), "routing config loaded");
+        let routing = Arc::new(Routing::new(table));
+        let metrics = Arc::new(Metrics::default());
+        let watch = if opts.watch {
+            Some(watch::watch(opts.config.clone(), routing.clone(), metrics.clone()).context("cannot watch the config file")?)
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(AppState { routing: routing.clone(), metrics: metrics.clone(), max_body_bytes: opts.max_body_bytes });
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            serve(listener, state, rx, opts.grace).await;
+            drop(watch);
+        });
+        tracing::info!(%addr, "spillway-proxy listening");
+        Ok(Sidecar { addr, routing, metrics, shutdown: Some(tx), task })
+    }
+
+    /// Stops accepting and waits for in-flight requests (up to the grace period).
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Runs until the serve loop ends (after [`Sidecar::shutdown`] from elsewhere, or never).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+
+    pub fn shutdown_handle(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: oneshot::Receiver<()>, grace: Duration) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace_s = grace.as_secs(), "in-flight requests did not finish within the grace period");
+    }
+}
+
+async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/chat/completions") => proxy::chat_completions(state, req).await,
+        (_, "/v1/chat/completions") => ApiError::invalid_request(
+            "method_not_allowed",
+            None,
+            format!("{} is not allowed on /v1/chat/completions; use POST", req.method()),
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        .into_openai_response(),
+        (&Method::GET, "/v1/models") => models(state),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") => {
+            let version = state.routing.load().version.clone();
+            text(StatusCode::OK, "application/json", serde_json::json!({"ready": true, "config_version": version}).to_string())
+        }
+        (&Method::GET, "/metrics") => {
+            text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
+        }
+        (_, path) => ApiError::not_found(
+            "unknown_path",
+            format!("no route for {} {path}; spillway serves POST /v1/chat/completions", req.method()),
+        )
+        .into_openai_response(),
+    }
+}
+
+/// Features are what applications put in `model`, so they are what `/v1/models` lists.
+fn models(state: &AppState) -> Response<ProxyBody> {
+    let table = state.routing.load();
+    let data: Vec<_> = table
+        .feature_names()
+        .into_iter()
+        .map(|f| serde_json::json!({"id": f, "object": "model", "created": 0, "owned_by": "spillway"}))
+        .collect();
+    text(StatusCode::OK, "application/json", serde_json::json!({"object": "list", "data": data}).to_string())
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}

@@ -1,0 +1,225 @@
+//! The one error vocabulary (DESIGN.md §3). Fallback decides on [`FailureKind`] alone, and the kind
+//! is decided by status plus the provider's machine-readable type or code, never message text.
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The provider is out of capacity for us (429, overloaded): try elsewhere, it is not broken.
+    Throttled,
+    /// 5xx, connect errors, resets, timeouts, malformed or truncated replies.
+    Unavailable,
+    /// The request itself is wrong; every endpoint would say the same. Returned as-is.
+    BadRequest,
+    /// The endpoint's credentials, permissions, quota or model id are wrong — a fault of that
+    /// endpoint's configuration, not of the caller, so another endpoint may serve the request.
+    Auth,
+    /// The provider's safety filter refused. Returned as-is: routing around a filter is not ours to do.
+    ContentFiltered,
+    /// The prompt does not fit this model; a later tier may have a larger window.
+    ContextTooLong,
+}
+
+impl FailureKind {
+    pub fn may_fall_back(self) -> bool {
+        !matches!(self, FailureKind::BadRequest | FailureKind::ContentFiltered)
+    }
+}
+
+/// Why one attempt at one endpoint failed.
+#[derive(Debug, Clone)]
+pub struct AttemptFailure {
+    pub kind: FailureKind,
+    /// Metrics label: `connect_error`, `timeout`, `reset`, `status_503`, `malformed`, …
+    pub outcome: &'static str,
+    pub detail: String,
+    pub retry_after: Option<Duration>,
+    /// The upstream's own error reply, returned to the caller when the failure is not retried.
+    pub reply: Option<(StatusCode, Bytes)>,
+}
+
+impl AttemptFailure {
+    pub fn unavailable(outcome: &'static str, detail: impl Into<String>) -> Self {
+        AttemptFailure { kind: FailureKind::Unavailable, outcome, detail: detail.into(), retry_after: None, reply: None }
+    }
+
+    /// Turns a transport error of the pooled client into a failure.
+    pub fn from_client_error(err: &hyper_util::client::legacy::Error) -> Self {
+        if err.is_connect() {
+            return Self::unavailable("connect_error", format!("cannot connect: {}", source_chain(err)));
+        }
+        Self::unavailable("reset", format!("connection failed before a response: {}", source_chain(err)))
+    }
+}
+
+pub fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+/// Classifies an OpenAI-format error reply (`{"error":{"type","code",…}}`).
+pub fn classify_openai(status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
+    #[derive(serde::Deserialize, Default)]
+    struct Envelope {
+        #[serde(default)]
+        error: Detail,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Detail {
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+    }
+    let detail: Detail = serde_json::from_slice::<Envelope>(&body).map(|e| e.error).unwrap_or_default();
+    let code = detail.code.as_ref().and_then(|c| c.as_str()).unwrap_or_default();
+    let kind_str = detail.kind.as_deref().unwrap_or_default();
+    let kind = match status.as_u16() {
+        429 if code == "insufficient_quota" => FailureKind::Auth,
+        429 | 529 => FailureKind::Throttled,
+        400 if code == "context_length_exceeded" => FailureKind::ContextTooLong,
+        400 if code == "content_filter" || code == "content_policy_violation" => FailureKind::ContentFiltered,
+        401 | 403 => FailureKind::Auth,
+        // A 404 from a provider means the endpoint's model or deployment does not exist there.
+        404 | 408 | 409 => FailureKind::Unavailable,
+        400..=499 => FailureKind::BadRequest,
+        _ => FailureKind::Unavailable,
+    };
+    let described = match (kind_str, code) {
+        ("", "") => String::new(),
+        (t, "") => format!(" ({t})"),
+        ("", c) => format!(" ({c})"),
+        (t, c) => format!(" ({t}/{c})"),
+    };
+    AttemptFailure {
+        kind,
+        outcome: status_outcome(status),
+        detail: format!("HTTP {}{described}", status.as_u16()),
+        retry_after: retry_after(headers),
+        reply: Some((status, body)),
+    }
+}
+
+fn status_outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        429 => "throttled",
+        400 => "status_400",
+        401 => "status_401",
+        403 => "status_403",
+        404 => "status_404",
+        408 => "status_408",
+        500 => "status_500",
+        502 => "status_502",
+        503 => "status_503",
+        504 => "status_504",
+        529 => "throttled",
+        400..=499 => "status_4xx",
+        _ => "status_5xx",
+    }
+}
+
+/// `retry-after-ms` (OpenAI's, milliseconds) wins over `retry-after` (seconds).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+    if let Some(ms) = get("retry-after-ms").filter(|v| v.is_finite() && *v >= 0.0) {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    get("retry-after").filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_failure(text: &str) -> AttemptFailure {
+        // The fixtures' envelope: {"status", "headers", "body"}.
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let status = StatusCode::from_u16(v["status"].as_u64().unwrap() as u16).unwrap();
+        let mut headers = HeaderMap::new();
+        for (k, val) in v["headers"].as_object().into_iter().flatten() {
+            headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), val.as_str().unwrap().parse().unwrap());
+        }
+        classify_openai(status, &headers, Bytes::from(v["body"].to_string()))
+    }
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!("../../../tests/fixtures/openai/", $name))
+        };
+    }
+
+    #[test]
+    fn openai_fixtures_map_to_the_vocabulary() {
+        let cases = [
+            (fixture!("error_400_unsupported_parameter.json"), FailureKind::BadRequest),
+            (fixture!("error_401_invalid_api_key.json"), FailureKind::Auth),
+            (fixture!("error_404_model_not_found.json"), FailureKind::Unavailable),
+            (fixture!("error_429_rate_limit.json"), FailureKind::Throttled),
+            (fixture!("error_429_insufficient_quota.json"), FailureKind::Auth),
+            (fixture!("error_500_server_error.json"), FailureKind::Unavailable),
+            (fixture!("error_503_overloaded.json"), FailureKind::Unavailable),
+        ];
+        for (text, want) in cases {
+            let f = fixture_failure(text);
+            assert_eq!(f.kind, want, "{}", f.detail);
+        }
+    }
+
+    #[test]
+    fn rate_limit_fixture_carries_retry_after() {
+        let f = fixture_failure(fixture!("error_429_rate_limit.json"));
+        assert!(f.retry_after.is_some(), "the 429 fixture has retry-after headers");
+        assert!(f.may_fall_back());
+    }
+
+    #[test]
+    fn classification_ignores_message_text() {
+        let body = Bytes::from_static(br#"{"error":{"message":"rate limit exceeded, context_length_exceeded","type":"invalid_request_error","code":null}}"#);
+        assert_eq!(classify_openai(StatusCode::BAD_REQUEST, &HeaderMap::new(), body).kind, FailureKind::BadRequest);
+        let body = Bytes::from_static(br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#);
+        assert_eq!(classify_openai(StatusCode::BAD_REQUEST, &HeaderMap::new(), body).kind, FailureKind::ContextTooLong);
+        let garbage = Bytes::from_static(b"<html>bad gateway</html>");
+        assert_eq!(classify_openai(StatusCode::BAD_GATEWAY, &HeaderMap::new(), garbage).kind, FailureKind::Unavailable);
+    }
+
+    #[test]
+    fn retry_after_ms_wins() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+    }
+}
+
+impl AttemptFailure {
+    pub fn may_fall_back(&self) -> bool {
+        self.kind.may_fall_back()
+    }
+}
+
+/// Classifies an error event that arrived inside an OpenAI-format stream (after HTTP 200).
+pub fn classify_openai_stream_error(error: &serde_json::Value) -> AttemptFailure {
+    let kind_str = error.get("type").and_then(|v| v.as_str()).unwrap_or_default();
+    let code = error.get("code").and_then(|v| v.as_str()).unwrap_or_default();
+    let kind = if code == "rate_limit_exceeded" || matches!(kind_str, "tokens" | "requests" | "rate_limit_error") {
+        FailureKind::Throttled
+    } else {
+        FailureKind::Unavailable
+    };
+    AttemptFailure {
+        kind,
+        outcome: "stream_error",
+        detail: format!("error event in the stream ({kind_str}{}{code})", if code.is_empty() { "" } else { "/" }),
+        retry_after: None,
+        reply: None,
+    }
+}

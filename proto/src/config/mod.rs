@@ -1,0 +1,16 @@
+//! The routing config: endpoints, pools, features and breaker policies.
+//!
+//! [`load_str`] parses YAML and validates it in one step, so no caller can hold a
+//! [`RoutingConfig`] that was parsed but never checked. Every problem is reported with the file,
+//! the path inside it (`features.ai_search.hierarchy[2]`) and what is wrong.
+
+mod error;
+mod load;
+mod model;
+mod region;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load_file, load_str};
+pub use model::*;
+pub use region::region_group;

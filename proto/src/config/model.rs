@@ -1,0 +1,249 @@
+//! The config model of DESIGN.md §2. Unknown keys are errors (`deny_unknown_fields`) so a typo
+//! never silently falls back to a default.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Endpoint>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
+    #[serde(default)]
+    pub features: BTreeMap<String, Feature>,
+    #[serde(default)]
+    pub breakers: BTreeMap<String, BreakerPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Openai,
+    OpenaiCompatible,
+    Anthropic,
+    Bedrock,
+    Vertex,
+    AzureOpenai,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Openai => "openai",
+            Provider::OpenaiCompatible => "openai_compatible",
+            Provider::Anthropic => "anthropic",
+            Provider::Bedrock => "bedrock",
+            Provider::Vertex => "vertex",
+            Provider::AzureOpenai => "azure_openai",
+        }
+    }
+}
+
+/// One concrete model at one provider, in one region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub provider: Provider,
+    /// Cloud region (`us-east-1`, `europe-west4`) or a region group (`us`, `eu`) for providers
+    /// that do not expose regions. Needed whenever a feature using the endpoint has a boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The provider's model id (for Bedrock also an ARN or inference profile id).
+    pub model: String,
+    /// Provider API flavour: bedrock `converse | invoke`, vertex `gemini | anthropic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// Base URL up to and including the version prefix, e.g. `https://api.openai.com/v1`.
+    /// Required for `openai_compatible`; overrides the provider default otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// GCP project (vertex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+    /// Extra headers sent on every request to this endpoint (e.g. `OpenAI-Project`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+    /// TCP + TLS connect timeout; a connect that takes longer moves on to the next tier.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+
+/// Where an endpoint's credentials come from. Secrets themselves never appear in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// No credentials (self-hosted models on a trusted network).
+    None,
+    /// A static API key read from an environment variable or a file (re-read when it changes).
+    ApiKey {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<PathBuf>,
+    },
+    /// The AWS default chain: env, web identity (IRSA), container credentials, IMDSv2.
+    AwsDefault,
+    /// The GCP default chain: metadata server, service-account key, external account.
+    GcpDefault,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    /// The provisioned-throughput pool this endpoint draws from.
+    pub pool: String,
+    /// The on-demand twin that takes the overflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_to: Option<String>,
+}
+
+/// Provisioned throughput, in model units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub model_units: u32,
+    pub tokens_per_minute_per_unit: u64,
+    #[serde(default = "default_spill_at")]
+    pub spill_at_utilisation: f64,
+}
+
+fn default_spill_at() -> f64 {
+    0.95
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureClass {
+    /// Latency-sensitive: provisioned throughput first.
+    #[default]
+    Interactive,
+    /// Throughput work: on-demand first, never consumes provisioned throughput.
+    Batch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    #[serde(default)]
+    pub class: FeatureClass,
+    /// Region groups (`us`, `eu`, …) the feature's data may go to; empty = unrestricted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boundary: Vec<String>,
+    /// Endpoint names, primary first.
+    pub hierarchy: Vec<String>,
+    /// Named breaker policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+    /// Bound on the whole request, all attempts and the streamed response included.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Bound on one attempt until its first byte (response head, and for a stream its first
+    /// event). When it passes, the attempt is abandoned and the next tier tried. Unset: only the
+    /// deadline bounds an attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout_ms: Option<u64>,
+    /// Race the next tier when the first token is late: milliseconds, or a percentile (`p90`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge_after_ttft_ms: Option<HedgeAfter>,
+}
+
+fn default_deadline_ms() -> u64 {
+    300_000
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HedgeAfter {
+    Millis(u64),
+    /// `p50` … `p99`: the endpoint's own observed TTFT percentile.
+    Percentile(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerPolicy {
+    #[serde(default = "default_window_s")]
+    pub window_s: u32,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    #[serde(default = "default_error_rate")]
+    pub error_rate: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_ttft: Option<SlowRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_total: Option<SlowRule>,
+    #[serde(default = "default_open_for_s")]
+    pub open_for_s: u32,
+    #[serde(default)]
+    pub ramp: Ramp,
+}
+
+fn default_window_s() -> u32 {
+    30
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_error_rate() -> f64 {
+    0.2
+}
+fn default_open_for_s() -> u32 {
+    30
+}
+
+/// "More than `rate` of requests slower than `over_ms`" — a percentile trip without a percentile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowRule {
+    pub over_ms: u64,
+    pub rate: f64,
+}
+
+/// The PARTIAL-OPEN ramp.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ramp {
+    #[serde(default = "default_ramp_start")]
+    pub start: f64,
+    #[serde(default = "default_ramp_factor")]
+    pub factor: f64,
+    #[serde(default = "default_ramp_step_s")]
+    pub step_s: u32,
+    #[serde(default = "default_ramp_max_s")]
+    pub max_s: u32,
+}
+
+impl Default for Ramp {
+    fn default() -> Self {
+        Ramp {
+            start: default_ramp_start(),
+            factor: default_ramp_factor(),
+            step_s: default_ramp_step_s(),
+            max_s: default_ramp_max_s(),
+        }
+    }
+}
+
+fn default_ramp_start() -> f64 {
+    0.05
+}
+fn default_ramp_factor() -> f64 {
+    2.0
+}
+fn default_ramp_step_s() -> u32 {
+    10
+}
+fn default_ramp_max_s() -> u32 {
+    300
+}

@@ -1,0 +1,15 @@
+//! spillway-api: the contract shared by the sidecar (data plane) and the control plane.
+//!
+//! # Layout
+//!
+//! - [`config`]: the routing config model (DESIGN.md §2), its YAML loader and its validation.
+//!   Both planes read the same format; a config that passes [`config::load_str`] is safe to serve.
+//! - [`v1`]: the generated gRPC types of the control-plane protocol (`proto/spillway/v1/*.proto`).
+
+pub mod config;
+
+/// Generated protobuf and gRPC types of the control-plane protocol.
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("spillway.v1");
+}
