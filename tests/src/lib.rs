@@ -1,0 +1,13 @@
+//! spillway's test kit: scriptable fake providers and helpers to run a sidecar against them.
+//!
+//! # Layout
+//!
+//! - [`fake`]: an OpenAI-compatible fake upstream, scripted per server (flags / [`fake::Script`])
+//!   and per request (`x-fake-*` headers). Used by the end-to-end tests, the quick start and
+//!   load tests, so it is built to be fast.
+//! - [`harness`]: starting a sidecar on `127.0.0.1:0` with a YAML config, and a small client.
+//!
+//! The end-to-end tests themselves live in `tests/tests/`.
+
+pub mod fake;
+pub mod harness;
