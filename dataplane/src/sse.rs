@@ -109,6 +109,32 @@ pub fn classify(event: &[u8]) -> EventKind {
     EventKind::Data
 }
 
+/// Whether an OpenAI chunk carries output: a delta with anything but its role (content, tool
+/// calls, refusal, reasoning…), a finish reason, or the usage chunk. The role-only chunk that
+/// opens every stream does not count, so a stream that opens and then stalls or dies can still
+/// fall back, and time to first token means what it says.
+pub fn carries_output(event: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Vec<Choice>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Choice {
+        #[serde(default)]
+        delta: serde_json::Map<String, serde_json::Value>,
+        #[serde(default)]
+        finish_reason: Option<String>,
+    }
+    let Some(payload) = data(event) else { return false };
+    let Ok(chunk) = serde_json::from_str::<Chunk>(&payload) else { return true };
+    chunk.choices.is_empty()
+        || chunk.choices.iter().any(|c| {
+            c.finish_reason.is_some()
+                || c.delta.iter().any(|(k, v)| k != "role" && !v.is_null() && v.as_str() != Some(""))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +179,18 @@ mod tests {
         let kinds: Vec<EventKind> = events(text).map(classify).collect();
         assert!(matches!(kinds.last(), Some(EventKind::Error(e)) if e["type"].is_string()), "{kinds:?}");
         assert!(!kinds.contains(&EventKind::Done));
+    }
+
+    #[test]
+    fn the_role_chunk_is_not_output_but_content_tool_calls_and_usage_are() {
+        let text = include_bytes!("../../tests/fixtures/openai/chat_stream.sse");
+        let flags: Vec<bool> = events(text).filter(|e| classify(e) == EventKind::Data).map(carries_output).collect();
+        assert!(!flags[0], "role chunk");
+        assert!(flags[1..].iter().all(|f| *f), "{flags:?}");
+        let text = include_bytes!("../../tests/fixtures/openai/chat_stream_tool_call.sse");
+        let first_output = events(text).position(carries_output).unwrap();
+        let first = data(events(text).nth(first_output).unwrap()).unwrap();
+        assert!(first.contains("tool_calls"), "{first}");
     }
 
     #[test]

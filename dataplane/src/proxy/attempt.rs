@@ -66,8 +66,8 @@ pub async fn run(target: &EndpointTarget, req: &mut ChatRequest, ctx: &RequestCt
     }
 }
 
-/// Reads until the stream's first data event. Comments (keep-alives) before it are kept and
-/// forwarded with it.
+/// Reads until the stream's first token ([`sse::carries_output`]). What came before it (the
+/// role chunk, keep-alive comments) is kept and forwarded with it.
 async fn first_event(
     content_type: HeaderValue,
     mut body: Incoming,
@@ -78,24 +78,27 @@ async fn first_event(
     let mut first = BytesMut::new();
     loop {
         let frame = match timeout_at(first_byte_by, body.frame()).await {
-            Err(_) => return Err(timed_out(ctx, first_byte_by, "no first stream event")),
-            Ok(None) => return Err(AttemptFailure::unavailable("truncated", "stream ended before its first event")),
-            Ok(Some(Err(e))) => return Err(AttemptFailure::unavailable("reset", format!("stream failed before its first event: {e}"))),
+            Err(_) => return Err(timed_out(ctx, first_byte_by, "no first token")),
+            Ok(None) => return Err(AttemptFailure::unavailable("truncated", "stream ended before its first token")),
+            Ok(Some(Err(e))) => {
+                return Err(AttemptFailure::unavailable("reset", format!("stream failed before its first token: {e}")));
+            }
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
         splitter.push(&data);
         let Some(block) = splitter.take_complete() else { continue };
-        let mut has_data = false;
+        let mut has_output = false;
         for event in sse::events(&block) {
             match sse::classify(event) {
                 EventKind::Error(e) => return Err(failure::classify_openai_stream_error(&e)),
-                EventKind::Data | EventKind::Done => has_data = true,
+                EventKind::Data => has_output |= sse::carries_output(event),
+                EventKind::Done => has_output = true,
                 EventKind::Other => {}
             }
         }
         first.extend_from_slice(&block);
-        if has_data {
+        if has_output {
             return Ok(Reply::Stream { content_type, first: first.freeze(), splitter, rest: body });
         }
     }

@@ -44,7 +44,7 @@ impl Body for ScriptedBody {
         }
         let Some(event) = self.events.pop_front() else { return Poll::Ready(None) };
         self.sent += 1;
-        if !self.interval.is_zero() && !self.events.is_empty() {
+        if !self.interval.is_zero() && (!self.events.is_empty() || self.abort_after.is_some()) {
             self.sleep = Some(Box::pin(tokio::time::sleep(self.interval)));
         }
         Poll::Ready(Some(Ok(Frame::data(event))))
