@@ -153,7 +153,11 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => {
             let version = state.routing.load().version.clone();
-            text(StatusCode::OK, "application/json", serde_json::json!({"ready": true, "config_version": version}).to_string())
+            let reload = state.routing.status();
+            let body = serde_json::json!({"ready": true, "config_version": version,
+                "reloads_applied": reload.applied, "reloads_rejected": reload.rejected,
+                "last_reload_error": reload.last_error});
+            text(StatusCode::OK, "application/json", body.to_string())
         }
         (&Method::GET, "/metrics") => {
             text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())

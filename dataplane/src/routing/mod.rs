@@ -116,15 +116,23 @@ pub fn version_of(text: &[u8]) -> String {
     format!("{h:016x}")
 }
 
+/// Counts of config reloads, and why the last rejected one was rejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    pub applied: u64,
+    pub rejected: u64,
+    pub last_error: Option<String>,
+}
+
 /// The table requests read, swappable while they run.
 pub struct Routing {
     current: ArcSwap<RoutingTable>,
-    generation: tokio::sync::watch::Sender<u64>,
+    status: tokio::sync::watch::Sender<ReloadStatus>,
 }
 
 impl Routing {
     pub fn new(table: RoutingTable) -> Self {
-        Routing { current: ArcSwap::from_pointee(table), generation: tokio::sync::watch::Sender::new(0) }
+        Routing { current: ArcSwap::from_pointee(table), status: tokio::sync::watch::Sender::new(ReloadStatus::default()) }
     }
 
     pub fn load(&self) -> Arc<RoutingTable> {
@@ -133,11 +141,27 @@ impl Routing {
 
     pub fn swap(&self, table: RoutingTable) {
         self.current.store(Arc::new(table));
-        self.generation.send_modify(|g| *g += 1);
+        self.status.send_modify(|s| {
+            s.applied += 1;
+            s.last_error = None;
+        });
     }
 
-    /// Fires after every swap; lets tests and operators wait for a reload instead of guessing.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.generation.subscribe()
+    /// Records a config that was not applied; the current table keeps serving.
+    pub fn reject(&self, error: String) {
+        self.status.send_modify(|s| {
+            s.rejected += 1;
+            s.last_error = Some(error);
+        });
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Fires after every reload, applied or rejected: lets tests and operators wait for one
+    /// instead of guessing how long it takes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<ReloadStatus> {
+        self.status.subscribe()
     }
 }

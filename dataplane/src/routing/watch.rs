@@ -74,6 +74,7 @@ pub fn reload(path: &Path, routing: &Routing, metrics: &Metrics) {
             // Mid-swap (the rename has not landed yet) or deleted: keep serving what we have.
             tracing::warn!(file = %source, error = %e, "config file unreadable; keeping the current routing table");
             metrics.config_reload("error");
+            routing.reject(format!("{source}: cannot read the file: {e}"));
             return;
         }
     };
@@ -93,6 +94,7 @@ pub fn reload(path: &Path, routing: &Routing, metrics: &Metrics) {
         Err(errors) => {
             metrics.config_reload("error");
             tracing::error!(file = %source, version = %current.version, "{errors}; keeping the current routing table");
+            routing.reject(errors.to_string());
         }
     }
 }
