@@ -1,0 +1,149 @@
+"""The official `openai` SDK against a running sidecar.
+
+Started by tests/tests/sdk_openai.rs, which runs the fakes and the sidecar and passes the
+sidecar's URL in SPILLWAY_BASE_URL. Features it configures:
+  chat      -> primary (healthy)
+  flaky     -> broken (always 503), then backup
+  midstream -> an upstream that sends its own error event after two chunks
+  truncated -> an upstream that drops the connection after two chunks
+"""
+
+import json
+import os
+
+import openai
+import pytest
+
+BASE_URL = os.environ["SPILLWAY_BASE_URL"]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city", "days"],
+        },
+    },
+}
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.fixture()
+def client():
+    # No SDK retries: every failure must be the sidecar's answer, not hidden by the client.
+    return openai.OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused-by-the-sidecar", max_retries=0)
+
+
+def test_non_streaming(client):
+    raw = client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
+    completion = raw.parse()
+    assert completion.choices[0].message.content.startswith("Hello from primary.")
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.total_tokens > 0
+    assert raw.headers["x-spillway-endpoint"] == "primary"
+    assert raw.headers["x-spillway-request-id"].startswith("req_")
+
+
+def test_multi_part_content_and_unknown_fields(client):
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+    ]
+    completion = client.chat.completions.create(
+        model="chat", messages=messages, temperature=0.2, extra_body={"a_parameter_from_the_future": True})
+    assert completion.choices[0].message.content
+
+
+def test_streaming_with_usage(client):
+    stream = client.chat.completions.create(
+        model="chat", messages=HELLO, stream=True, stream_options={"include_usage": True})
+    text, usage, finish = "", None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    assert text.startswith("Hello from primary.")
+    assert finish == "stop"
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_tool_call(client):
+    completion = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert set(json.loads(call.function.arguments)) == {"city", "days"}
+
+
+def test_streamed_tool_call(client):
+    stream = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True)
+    name, arguments, finish = None, "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or []:
+                name = call.function.name or name
+                arguments += call.function.arguments or ""
+            finish = choice.finish_reason or finish
+    assert name == "get_weather"
+    assert finish == "tool_calls"
+    assert set(json.loads(arguments)) == {"city", "days"}
+
+
+def test_fallback_from_a_failing_primary(client):
+    raw = client.chat.completions.with_raw_response.create(model="flaky", messages=HELLO)
+    assert raw.parse().choices[0].message.content.startswith("Hello from backup.")
+    assert raw.headers["x-spillway-endpoint"] == "backup"
+    assert raw.headers["x-spillway-attempts"] == "2"
+
+    stream = client.chat.completions.create(model="flaky", messages=HELLO, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).startswith("Hello from backup.")
+
+
+def test_feature_in_header(client):
+    completion = client.chat.completions.create(
+        model="anything", messages=HELLO, extra_headers={"x-spillway-feature": "flaky"})
+    assert completion.choices[0].message.content.startswith("Hello from backup.")
+
+
+def test_unknown_feature(client):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert info.value.code == "unknown_feature"
+    assert "chat, flaky, midstream, truncated" in info.value.message
+
+
+def test_malformed_requests(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="chat", messages=[])
+    assert info.value.code == "empty_messages"
+    assert info.value.param == "messages"
+
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="chat", messages=[{"role": "wizard", "content": "x"}])
+    assert "messages[0].role" in info.value.message
+
+    with pytest.raises(openai.BadRequestError) as info:
+        client.post("/chat/completions", cast_to=object, content=b"{not json",
+                    options={"headers": {"Content-Type": "application/json"}})
+    assert info.value.code == "invalid_json"
+
+
+@pytest.mark.parametrize("feature", ["midstream", "truncated"])
+def test_mid_stream_failure_raises_instead_of_ending_quietly(client, feature):
+    stream = client.chat.completions.create(model=feature, messages=HELLO, stream=True)
+    received = ""
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream:
+            for choice in chunk.choices:
+                received += choice.delta.content or ""
+    assert received.startswith("Hello from"), "the chunks before the failure arrived"
+    assert info.value.message
