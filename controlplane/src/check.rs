@@ -41,7 +41,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.yaml");
         let bad = dir.join("bad.yaml");
-        std::fs::write(&good, "endpoints:\n  a: { provider: openai, model: m }\nfeatures:\n  f: { hierarchy: [a] }\n").unwrap();
+        std::fs::write(&good, "endpoints:\n  a: { provider: openai, model: m }\nfeatures:\n  f: { hierarchy: [a] }\n")
+            .unwrap();
         std::fs::write(&bad, "endpoints: {}\nfeatures:\n  f: { hierarchy: [a] }\n").unwrap();
         let (report, ok) = check(&[&good]);
         assert!(ok, "{report}");

@@ -80,11 +80,15 @@ impl Metrics {
     }
 
     pub fn attempt(&self, feature: &str, endpoint: &str, outcome: &'static str) {
-        self.attempts.get_or_create(&AttemptLabels { feature: feature.into(), endpoint: endpoint.into(), outcome }).inc();
+        self.attempts
+            .get_or_create(&AttemptLabels { feature: feature.into(), endpoint: endpoint.into(), outcome })
+            .inc();
     }
 
     pub fn ttft(&self, feature: &str, endpoint: &str, d: Duration) {
-        self.ttft.get_or_create(&EndpointLabels { feature: feature.into(), endpoint: endpoint.into() }).observe(d.as_secs_f64());
+        self.ttft
+            .get_or_create(&EndpointLabels { feature: feature.into(), endpoint: endpoint.into() })
+            .observe(d.as_secs_f64());
     }
 
     pub fn latency(&self, feature: &str, endpoint: &str, outcome: &'static str, d: Duration) {

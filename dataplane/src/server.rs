@@ -6,13 +6,14 @@
 use crate::body::{ProxyBody, full};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::routing::{Routing, RoutingTable, version_of, watch};
+use crate::routing::{Routing, RoutingTable, watch};
 use crate::{AppState, proxy};
 use anyhow::{Context, bail};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
+use spillway_api::config::version_of;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,13 +70,21 @@ impl Sidecar {
         let routing = Arc::new(Routing::new(table));
         let metrics = Arc::new(Metrics::default());
         let watch = if opts.watch {
-            Some(watch::watch(opts.config.clone(), routing.clone(), metrics.clone()).context("cannot watch the config file")?)
+            Some(
+                watch::watch(opts.config.clone(), routing.clone(), metrics.clone())
+                    .context("cannot watch the config file")?,
+            )
         } else {
             None
         };
-        let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let listener =
+            TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(AppState { routing: routing.clone(), metrics: metrics.clone(), max_body_bytes: opts.max_body_bytes });
+        let state = Arc::new(AppState {
+            routing: routing.clone(),
+            metrics: metrics.clone(),
+            max_body_bytes: opts.max_body_bytes,
+        });
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             serve(listener, state, rx, opts.grace).await;

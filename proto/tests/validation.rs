@@ -58,7 +58,9 @@ fn the_design_example_is_valid() {
 
 #[test]
 fn type_errors_carry_the_path_and_the_file() {
-    let e = errors("endpoints:\n  a: { provider: openai, model: m, connect_timeout_ms: soon }\nfeatures:\n  f: { hierarchy: [a] }\n");
+    let e = errors(
+        "endpoints:\n  a: { provider: openai, model: m, connect_timeout_ms: soon }\nfeatures:\n  f: { hierarchy: [a] }\n",
+    );
     assert_eq!(e.len(), 1);
     assert!(e[0].starts_with("routing.yaml: endpoints.a.connect_timeout_ms:"), "{e:?}");
 }
@@ -124,7 +126,10 @@ features:
   f: { boundary: [eu], hierarchy: [eu-pt, eu-gemini, openai] }
 "#,
     );
-    assert!(has(&e, "features.f.hierarchy[0] (spill_to of `eu-pt`): endpoint `us-od` is in region `us-east-1` (group us)"), "{e:?}");
+    assert!(
+        has(&e, "features.f.hierarchy[0] (spill_to of `eu-pt`): endpoint `us-od` is in region `us-east-1` (group us)"),
+        "{e:?}"
+    );
     assert!(has(&e, "features.f.hierarchy[2]: endpoint `openai` has no region"), "{e:?}");
     assert!(!has(&e, "eu-gemini"), "europe-west4 is inside eu: {e:?}");
 }

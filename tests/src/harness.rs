@@ -79,7 +79,12 @@ impl TestClient {
         Ok(Reply { status: parts.status, headers: parts.headers, body })
     }
 
-    pub async fn post_json(&self, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> anyhow::Result<Reply> {
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<Reply> {
         let mut b = Request::post(url).header("content-type", "application/json");
         for (k, v) in headers {
             b = b.header(*k, *v);

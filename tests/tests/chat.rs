@@ -102,7 +102,8 @@ async fn streaming_forwards_every_event_and_usage() {
     assert!(r.header("content-type").starts_with("text/event-stream"));
     assert_eq!(r.header("x-spillway-endpoint"), "primary");
     let text = r.text();
-    let datas: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap()).collect();
+    let datas: Vec<&str> =
+        text.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap()).collect();
     assert_eq!(datas.last(), Some(&"[DONE]"));
     let chunks: Vec<Value> = datas[..datas.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     let content: String =
@@ -153,22 +154,22 @@ async fn tool_calls_round_trip_streaming_and_not() {
 async fn bad_input_gets_openai_errors_that_say_what_is_wrong() {
     let (primary, backup, sc, client) = setup().await;
     let url = sc.url("/v1/chat/completions");
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16, &str)> = vec![
-        ("invalid json", vec![], "{\"model\": \"chat\",".into(), 400, "invalid_json"),
-        ("missing messages", vec![], json!({"model": "chat"}).to_string(), 400, "missing_messages"),
-        ("empty messages", vec![], json!({"model": "chat", "messages": []}).to_string(), 400, "empty_messages"),
-        ("no model", vec![], json!({"messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "missing_model"),
-        ("form post", vec![("content-type", "application/x-www-form-urlencoded")], "model=chat".into(), 415, "unsupported_content_type"),
+    let json_ct = "application/json";
+    let cases = [
+        ("invalid json", json_ct, "{\"model\": \"chat\",".to_owned(), 400, "invalid_json"),
+        ("missing messages", json_ct, json!({"model": "chat"}).to_string(), 400, "missing_messages"),
+        ("empty messages", json_ct, json!({"model": "chat", "messages": []}).to_string(), 400, "empty_messages"),
+        (
+            "no model",
+            json_ct,
+            json!({"messages": [{"role": "user", "content": "x"}]}).to_string(),
+            400,
+            "missing_model",
+        ),
+        ("form post", "application/x-www-form-urlencoded", "model=chat".to_owned(), 415, "unsupported_content_type"),
     ];
-    for (what, headers, body, status, code) in cases {
-        let mut req = http::Request::post(&url);
-        let has_ct = headers.iter().any(|(k, _)| *k == "content-type");
-        if !has_ct {
-            req = req.header("content-type", "application/json");
-        }
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
+    for (what, content_type, body, status, code) in cases {
+        let req = http::Request::post(&url).header("content-type", content_type);
         let r = client.send(req.body(http_body_util::Full::new(body.into())).unwrap()).await.unwrap();
         assert_eq!(r.status, status, "{what}: {}", r.text());
         let e = r.json();

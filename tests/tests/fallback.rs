@@ -88,7 +88,8 @@ async fn mid_stream_failure_ends_with_an_error_event_not_a_silent_truncation() {
     let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
     let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
     // Chunks a second apart (paused time), so each is on the wire before the connection dies.
-    let sc = sidecar(&primary.base_url(), "x-fake-drop-after: '2', x-fake-chunk-interval-ms: '1000'", &backup, "").await;
+    let sc =
+        sidecar(&primary.base_url(), "x-fake-drop-after: '2', x-fake-chunk-interval-ms: '1000'", &backup, "").await;
     let r = ask(&sc, true).await;
     assert_eq!(answered_by(&r), "primary");
     let text = r.text();
@@ -114,7 +115,11 @@ async fn upstream_error_event_is_forwarded_as_is() {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    assert_eq!(last, fixture.trim_end().rsplit("\n\n").next().unwrap(), "the provider's own error event, byte for byte");
+    assert_eq!(
+        last,
+        fixture.trim_end().rsplit("\n\n").next().unwrap(),
+        "the provider's own error event, byte for byte"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +191,13 @@ async fn the_deadline_bounds_all_attempts_and_the_stream() {
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("20000 ms"));
 
     // A committed stream that outlives the deadline ends with an error event.
-    let sc = sidecar(&primary.base_url(), "x-fake-chunk-interval-ms: '15000', x-fake-chunks: '10'", &backup, ", deadline_ms: 20000").await;
+    let sc = sidecar(
+        &primary.base_url(),
+        "x-fake-chunk-interval-ms: '15000', x-fake-chunks: '10'",
+        &backup,
+        ", deadline_ms: 20000",
+    )
+    .await;
     let r = ask(&sc, true).await;
     assert_eq!(answered_by(&r), "primary");
     let last = r.text().trim_end().rsplit("\n\n").next().unwrap().to_owned();

@@ -26,7 +26,12 @@ async fn next_reload(rx: &mut tokio::sync::watch::Receiver<spillway_dataplane::r
 
 async fn status_of(sc: &TestSidecar, feature: &str) -> u16 {
     let body = json!({"model": feature, "messages": [{"role": "user", "content": "hi"}]});
-    TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap().status.as_u16()
+    TestClient::default()
+        .post_json(&sc.url("/v1/chat/completions"), &[], body.to_string())
+        .await
+        .unwrap()
+        .status
+        .as_u16()
 }
 
 fn replace_by_rename(path: &Path, text: &str) {
@@ -102,6 +107,7 @@ async fn an_invalid_config_never_starts_a_sidecar() {
 #[tokio::test]
 async fn the_sidecar_refuses_non_loopback_addresses() {
     let fake = FakeProvider::start(FakeConfig::named("up")).await.unwrap();
-    let err = TestSidecar::start_with(&yaml(&fake, "f"), |o| o.listen = "0.0.0.0:0".parse().unwrap()).await.err().unwrap();
+    let err =
+        TestSidecar::start_with(&yaml(&fake, "f"), |o| o.listen = "0.0.0.0:0".parse().unwrap()).await.err().unwrap();
     assert!(format!("{err}").contains("loopback"), "{err}");
 }

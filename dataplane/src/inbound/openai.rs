@@ -38,7 +38,11 @@ where
             .with_status(StatusCode::PAYLOAD_TOO_LARGE));
         }
         Err(e) => {
-            return Err(ApiError::invalid_request("body_read_error", None, format!("could not read the request body: {e}")));
+            return Err(ApiError::invalid_request(
+                "body_read_error",
+                None,
+                format!("could not read the request body: {e}"),
+            ));
         }
     };
     parse(&bytes)
@@ -61,9 +65,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 pub fn parse(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid_request("invalid_json", None, format!("request body is not valid JSON: {e}"))
-    })?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid_request("invalid_json", None, format!("request body is not valid JSON: {e}")))?;
     let Value::Object(body) = value else {
         return Err(ApiError::invalid_request("invalid_json", None, "request body must be a JSON object"));
     };
@@ -141,8 +144,10 @@ mod tests {
 
     #[test]
     fn keeps_unknown_fields_and_reads_stream_flag() {
-        let r = parse(br#"{"model":"chat","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":7,"x_new":{"a":1}}"#)
-            .unwrap();
+        let r = parse(
+            br#"{"model":"chat","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":7,"x_new":{"a":1}}"#,
+        )
+        .unwrap();
         assert!(r.stream);
         assert_eq!(r.model, "chat");
         assert_eq!(r.body["seed"], 7);

@@ -94,13 +94,19 @@ fn resolve_feature(table: &RoutingTable, headers: &HeaderMap, model: &str) -> Re
     if let Some(h) = headers.get(FEATURE_HEADER) {
         let name = h.to_str().unwrap_or_default();
         return table.features.get(name).cloned().ok_or_else(|| {
-            ApiError::not_found("unknown_feature", format!("unknown feature `{name}` in {FEATURE_HEADER}; known features: {}", known()))
+            ApiError::not_found(
+                "unknown_feature",
+                format!("unknown feature `{name}` in {FEATURE_HEADER}; known features: {}", known()),
+            )
         });
     }
     table.features.get(model).cloned().ok_or_else(|| {
         ApiError::not_found(
             "unknown_feature",
-            format!("model `{model}` is not a feature, and no {FEATURE_HEADER} header was sent; known features: {}", known()),
+            format!(
+                "model `{model}` is not a feature, and no {FEATURE_HEADER} header was sent; known features: {}",
+                known()
+            ),
         )
     })
 }
@@ -184,8 +190,7 @@ fn explain(headers: &mut HeaderMap, endpoint: &str, attempts: usize) {
 
 fn all_failed(state: &AppState, ctx: &RequestCtx, failures: Vec<(Arc<str>, AttemptFailure)>) -> Response<ProxyBody> {
     let tried = failures.len();
-    let summary =
-        failures.iter().map(|(ep, f)| format!("`{ep}`: {}", f.detail)).collect::<Vec<_>>().join("; ");
+    let summary = failures.iter().map(|(ep, f)| format!("`{ep}`: {}", f.detail)).collect::<Vec<_>>().join("; ");
     let all_throttled = tried > 0 && failures.iter().all(|(_, f)| f.kind == FailureKind::Throttled);
     let out_of_time = Instant::now() >= ctx.deadline;
     let total = ctx.feature.hierarchy.len();

@@ -105,17 +105,6 @@ fn target(name: &str, spec: &Endpoint) -> Result<EndpointTarget, (&'static str, 
     Ok(EndpointTarget { name: name.into(), spec: spec.clone(), upstream })
 }
 
-/// Content hash naming a config version: equal text, equal version.
-pub fn version_of(text: &[u8]) -> String {
-    // FNV-1a: stable across builds and platforms, which `DefaultHasher` does not promise.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
 /// Counts of config reloads, and why the last rejected one was rejected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadStatus {
@@ -132,7 +121,10 @@ pub struct Routing {
 
 impl Routing {
     pub fn new(table: RoutingTable) -> Self {
-        Routing { current: ArcSwap::from_pointee(table), status: tokio::sync::watch::Sender::new(ReloadStatus::default()) }
+        Routing {
+            current: ArcSwap::from_pointee(table),
+            status: tokio::sync::watch::Sender::new(ReloadStatus::default()),
+        }
     }
 
     pub fn load(&self) -> Arc<RoutingTable> {

@@ -5,9 +5,10 @@
 //! `..data` symlink, and in both cases a watch on the old inode would never fire again. Every
 //! event in the directory triggers a re-read; a content hash makes the unrelated ones free.
 
-use super::{Routing, RoutingTable, version_of};
+use super::{Routing, RoutingTable};
 use crate::metrics::Metrics;
 use notify::{RecursiveMode, Watcher};
+use spillway_api::config::version_of;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

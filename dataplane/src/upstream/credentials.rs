@@ -13,7 +13,10 @@ pub enum Credential {
     None,
     /// A bearer header value built once (environment variables do not change under a process).
     Static(HeaderValue),
-    File { path: PathBuf, cached: Mutex<(Instant, HeaderValue)> },
+    File {
+        path: PathBuf,
+        cached: Mutex<(Instant, HeaderValue)>,
+    },
 }
 
 impl std::fmt::Debug for Credential {

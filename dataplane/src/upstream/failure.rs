@@ -41,8 +41,18 @@ pub struct AttemptFailure {
 }
 
 impl AttemptFailure {
+    pub fn may_fall_back(&self) -> bool {
+        self.kind.may_fall_back()
+    }
+
     pub fn unavailable(outcome: &'static str, detail: impl Into<String>) -> Self {
-        AttemptFailure { kind: FailureKind::Unavailable, outcome, detail: detail.into(), retry_after: None, reply: None }
+        AttemptFailure {
+            kind: FailureKind::Unavailable,
+            outcome,
+            detail: detail.into(),
+            retry_after: None,
+            reply: None,
+        }
     }
 
     /// Turns a transport error of the pooled client into a failure.
@@ -121,7 +131,7 @@ fn status_outcome(status: StatusCode) -> &'static str {
         503 => "status_503",
         504 => "status_504",
         529 => "throttled",
-        400..=499 => "status_4xx",
+        _ if status.is_client_error() => "status_4xx",
         _ => "status_5xx",
     }
 }
@@ -133,6 +143,24 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
     get("retry-after").filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64)
+}
+
+/// Classifies an error event that arrived inside an OpenAI-format stream (after HTTP 200).
+pub fn classify_openai_stream_error(error: &serde_json::Value) -> AttemptFailure {
+    let kind_str = error.get("type").and_then(|v| v.as_str()).unwrap_or_default();
+    let code = error.get("code").and_then(|v| v.as_str()).unwrap_or_default();
+    let kind = if code == "rate_limit_exceeded" || matches!(kind_str, "tokens" | "requests" | "rate_limit_error") {
+        FailureKind::Throttled
+    } else {
+        FailureKind::Unavailable
+    };
+    AttemptFailure {
+        kind,
+        outcome: "stream_error",
+        detail: format!("error event in the stream ({kind_str}{}{code})", if code.is_empty() { "" } else { "/" }),
+        retry_after: None,
+        reply: None,
+    }
 }
 
 #[cfg(test)]
@@ -184,7 +212,9 @@ mod tests {
     fn classification_ignores_message_text() {
         let body = Bytes::from_static(br#"{"error":{"message":"rate limit exceeded, context_length_exceeded","type":"invalid_request_error","code":null}}"#);
         assert_eq!(classify_openai(StatusCode::BAD_REQUEST, &HeaderMap::new(), body).kind, FailureKind::BadRequest);
-        let body = Bytes::from_static(br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#);
+        let body = Bytes::from_static(
+            br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        );
         assert_eq!(classify_openai(StatusCode::BAD_REQUEST, &HeaderMap::new(), body).kind, FailureKind::ContextTooLong);
         let garbage = Bytes::from_static(b"<html>bad gateway</html>");
         assert_eq!(classify_openai(StatusCode::BAD_GATEWAY, &HeaderMap::new(), garbage).kind, FailureKind::Unavailable);
@@ -197,29 +227,5 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
         h.insert("retry-after-ms", "250".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
-    }
-}
-
-impl AttemptFailure {
-    pub fn may_fall_back(&self) -> bool {
-        self.kind.may_fall_back()
-    }
-}
-
-/// Classifies an error event that arrived inside an OpenAI-format stream (after HTTP 200).
-pub fn classify_openai_stream_error(error: &serde_json::Value) -> AttemptFailure {
-    let kind_str = error.get("type").and_then(|v| v.as_str()).unwrap_or_default();
-    let code = error.get("code").and_then(|v| v.as_str()).unwrap_or_default();
-    let kind = if code == "rate_limit_exceeded" || matches!(kind_str, "tokens" | "requests" | "rate_limit_error") {
-        FailureKind::Throttled
-    } else {
-        FailureKind::Unavailable
-    };
-    AttemptFailure {
-        kind,
-        outcome: "stream_error",
-        detail: format!("error event in the stream ({kind_str}{}{code})", if code.is_empty() { "" } else { "/" }),
-        retry_after: None,
-        reply: None,
     }
 }

@@ -9,8 +9,10 @@ mod load;
 mod model;
 mod region;
 mod validate;
+mod version;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};
 pub use model::*;
 pub use region::region_group;
+pub use version::version_of;

@@ -58,7 +58,10 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
         if let Some(b) = &feature.breaker
             && !config.breakers.contains_key(b)
         {
-            p.add(format!("{path}.breaker"), format!("unknown breaker policy `{b}`{}", known("policies", config.breakers.keys())));
+            p.add(
+                format!("{path}.breaker"),
+                format!("unknown breaker policy `{b}`{}", known("policies", config.breakers.keys())),
+            );
         }
         if feature.deadline_ms == 0 {
             p.add(format!("{path}.deadline_ms"), "must be greater than 0");
@@ -66,12 +69,18 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
         if let Some(t) = feature.attempt_timeout_ms
             && (t == 0 || t > feature.deadline_ms)
         {
-            p.add(format!("{path}.attempt_timeout_ms"), format!("must be in 1..={} (the deadline)", feature.deadline_ms));
+            p.add(
+                format!("{path}.attempt_timeout_ms"),
+                format!("must be in 1..={} (the deadline)", feature.deadline_ms),
+            );
         }
         if let Some(HedgeAfter::Percentile(q)) = &feature.hedge_after_ttft_ms {
             let ok = q.strip_prefix('p').and_then(|n| n.parse::<u8>().ok()).is_some_and(|n| (1..=99).contains(&n));
             if !ok {
-                p.add(format!("{path}.hedge_after_ttft_ms"), format!("`{q}` is neither milliseconds nor a percentile like p90"));
+                p.add(
+                    format!("{path}.hedge_after_ttft_ms"),
+                    format!("`{q}` is neither milliseconds nor a percentile like p90"),
+                );
             }
         }
         check_boundary(&mut p, config, name);
@@ -81,7 +90,11 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
         if b.window_s == 0 {
             p.add(format!("{path}.window_s"), "must be at least 1");
         }
-        for (key, rate) in [("error_rate", Some(b.error_rate)), ("slow_ttft.rate", b.slow_ttft.as_ref().map(|s| s.rate)), ("slow_total.rate", b.slow_total.as_ref().map(|s| s.rate))] {
+        for (key, rate) in [
+            ("error_rate", Some(b.error_rate)),
+            ("slow_ttft.rate", b.slow_ttft.as_ref().map(|s| s.rate)),
+            ("slow_total.rate", b.slow_total.as_ref().map(|s| s.rate)),
+        ] {
             if let Some(r) = rate
                 && !(r > 0.0 && r <= 1.0)
             {
@@ -114,29 +127,33 @@ fn check_endpoint(p: &mut Problems, config: &RoutingConfig, name: &str, e: &Endp
             p.add(format!("{path}.base_url"), format!("is required for provider {}", e.provider.as_str()));
         }
         (Some(url), _) => {
-            let ok = url
-                .parse::<http::Uri>()
-                .ok()
-                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() && u.query().is_none());
+            let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() && u.query().is_none()
+            });
             if !ok {
                 p.add(format!("{path}.base_url"), format!("`{url}` is not an http(s) URL without a query"));
             }
         }
         _ => {}
     }
-    let api_ok = match (e.provider, e.api.as_deref()) {
-        (_, None) => true,
-        (Provider::Bedrock, Some("converse" | "invoke")) => true,
-        (Provider::Vertex, Some("gemini" | "anthropic")) => true,
-        _ => false,
-    };
+    let api_ok = matches!(
+        (e.provider, e.api.as_deref()),
+        (_, None) | (Provider::Bedrock, Some("converse" | "invoke")) | (Provider::Vertex, Some("gemini" | "anthropic"))
+    );
     if !api_ok {
         let expected = match e.provider {
             Provider::Bedrock => "converse or invoke",
             Provider::Vertex => "gemini or anthropic",
             _ => "nothing (this provider has one API)",
         };
-        p.add(format!("{path}.api"), format!("`{}` is not an API of {}; expected {expected}", e.api.as_deref().unwrap_or_default(), e.provider.as_str()));
+        p.add(
+            format!("{path}.api"),
+            format!(
+                "`{}` is not an API of {}; expected {expected}",
+                e.api.as_deref().unwrap_or_default(),
+                e.provider.as_str()
+            ),
+        );
     }
     if matches!(e.provider, Provider::Bedrock | Provider::Vertex) && e.region.is_none() {
         p.add(format!("{path}.region"), format!("is required for provider {}", e.provider.as_str()));
@@ -150,7 +167,10 @@ fn check_endpoint(p: &mut Problems, config: &RoutingConfig, name: &str, e: &Endp
                 p.add(format!("{path}.auth"), "api_key needs exactly one of `env` or `file`");
             }
             if matches!(e.provider, Provider::Bedrock | Provider::Vertex) {
-                p.add(format!("{path}.auth.kind"), format!("api_key does not work with {}; use aws_default or gcp_default", e.provider.as_str()));
+                p.add(
+                    format!("{path}.auth.kind"),
+                    format!("api_key does not work with {}; use aws_default or gcp_default", e.provider.as_str()),
+                );
             }
         }
         (Some(Auth::AwsDefault), prov) if prov != Provider::Bedrock => {
@@ -165,7 +185,10 @@ fn check_endpoint(p: &mut Problems, config: &RoutingConfig, name: &str, e: &Endp
         let lower = header.to_ascii_lowercase();
         if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
             p.add(format!("{path}.headers.{header}"), "is not a valid HTTP header name");
-        } else if matches!(lower.as_str(), "host" | "content-length" | "transfer-encoding" | "connection" | "authorization" | "x-api-key") {
+        } else if matches!(
+            lower.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection" | "authorization" | "x-api-key"
+        ) {
             p.add(format!("{path}.headers.{header}"), "is set by spillway itself; credentials belong in `auth`");
         }
     }
@@ -179,7 +202,10 @@ fn check_endpoint(p: &mut Problems, config: &RoutingConfig, name: &str, e: &Endp
     }
     if let Some(cap) = &e.capacity {
         if !config.pools.contains_key(&cap.pool) {
-            p.add(format!("{path}.capacity.pool"), format!("unknown pool `{}`{}", cap.pool, known("pools", config.pools.keys())));
+            p.add(
+                format!("{path}.capacity.pool"),
+                format!("unknown pool `{}`{}", cap.pool, known("pools", config.pools.keys())),
+            );
         }
         if let Some(to) = &cap.spill_to {
             if to == name {
@@ -196,9 +222,17 @@ fn check_spill_cycles(p: &mut Problems, config: &RoutingConfig) {
     for start in config.endpoints.keys() {
         let mut seen = BTreeSet::new();
         let mut at = start;
-        while let Some(next) = config.endpoints.get(at).and_then(|e| e.capacity.as_ref()).and_then(|c| c.spill_to.as_ref()) {
+        while let Some(next) =
+            config.endpoints.get(at).and_then(|e| e.capacity.as_ref()).and_then(|c| c.spill_to.as_ref())
+        {
             if next == start {
-                p.add(format!("endpoints.{start}.capacity.spill_to"), format!("spill_to forms a cycle through {}", seen.iter().map(|s: &&String| s.as_str()).collect::<Vec<_>>().join(" → ")));
+                p.add(
+                    format!("endpoints.{start}.capacity.spill_to"),
+                    format!(
+                        "spill_to forms a cycle through {}",
+                        seen.iter().map(|s: &&String| s.as_str()).collect::<Vec<_>>().join(" → ")
+                    ),
+                );
                 break;
             }
             if !seen.insert(next) || next == at {
@@ -218,13 +252,18 @@ fn check_boundary(p: &mut Problems, config: &RoutingConfig, feature: &str) {
     }
     for (i, g) in f.boundary.iter().enumerate() {
         if !KNOWN_GROUPS.contains(&g.as_str()) {
-            p.add(format!("features.{feature}.boundary[{i}]"), format!("unknown region group `{g}`; known: {}", KNOWN_GROUPS.join(", ")));
+            p.add(
+                format!("features.{feature}.boundary[{i}]"),
+                format!("unknown region group `{g}`; known: {}", KNOWN_GROUPS.join(", ")),
+            );
         }
     }
     for (i, name) in f.hierarchy.iter().enumerate() {
         let mut chain = vec![(format!("features.{feature}.hierarchy[{i}]"), name)];
         let mut at = name;
-        while let Some(to) = config.endpoints.get(at).and_then(|e| e.capacity.as_ref()).and_then(|c| c.spill_to.as_ref()) {
+        while let Some(to) =
+            config.endpoints.get(at).and_then(|e| e.capacity.as_ref()).and_then(|c| c.spill_to.as_ref())
+        {
             if chain.iter().any(|(_, n)| *n == to) {
                 break;
             }
@@ -235,11 +274,23 @@ fn check_boundary(p: &mut Problems, config: &RoutingConfig, feature: &str) {
             let Some(endpoint) = config.endpoints.get(ep) else { continue };
             let group = endpoint.region.as_deref().and_then(region_group);
             match (endpoint.region.as_deref(), group) {
-                (None, _) => p.add(path, format!("endpoint `{ep}` has no region, so it cannot be shown to stay inside boundary [{}]", f.boundary.join(", "))),
-                (Some(r), None) => p.add(path, format!("endpoint `{ep}` is in region `{r}`, which belongs to no known region group")),
-                (Some(r), Some(g)) if !f.boundary.iter().any(|b| b == g) => {
-                    p.add(path, format!("endpoint `{ep}` is in region `{r}` (group {g}), outside the feature's boundary [{}]", f.boundary.join(", ")))
+                (None, _) => p.add(
+                    path,
+                    format!(
+                        "endpoint `{ep}` has no region, so it cannot be shown to stay inside boundary [{}]",
+                        f.boundary.join(", ")
+                    ),
+                ),
+                (Some(r), None) => {
+                    p.add(path, format!("endpoint `{ep}` is in region `{r}`, which belongs to no known region group"))
                 }
+                (Some(r), Some(g)) if !f.boundary.iter().any(|b| b == g) => p.add(
+                    path,
+                    format!(
+                        "endpoint `{ep}` is in region `{r}` (group {g}), outside the feature's boundary [{}]",
+                        f.boundary.join(", ")
+                    ),
+                ),
                 _ => {}
             }
         }

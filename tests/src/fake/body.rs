@@ -34,13 +34,19 @@ impl Body for ScriptedBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if let Some(s) = self.sleep.as_mut() {
             ready!(s.as_mut().poll(cx));
             self.sleep = None;
         }
         if self.abort_after == Some(self.sent) {
-            return Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fake: stream dropped"))));
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "fake: stream dropped",
+            ))));
         }
         let Some(event) = self.events.pop_front() else { return Poll::Ready(None) };
         self.sent += 1;

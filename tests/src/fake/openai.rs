@@ -122,7 +122,9 @@ impl Answer {
                 while !rest.is_empty() {
                     let cut = (step..=rest.len()).find(|&i| rest.is_char_boundary(i)).unwrap_or(rest.len());
                     let (piece, tail) = rest.split_at(cut);
-                    content.push(self.chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None));
+                    content.push(
+                        self.chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None),
+                    );
                     rest = tail;
                 }
                 "tool_calls"

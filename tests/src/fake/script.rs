@@ -90,6 +90,7 @@ impl Script {
 
     /// The error status this request gets, if any.
     pub fn forced_status(&self) -> Option<u16> {
-        self.status.or_else(|| (self.error_rate > 0.0 && fastrand::f64() < self.error_rate).then_some(self.error_status))
+        self.status
+            .or_else(|| (self.error_rate > 0.0 && fastrand::f64() < self.error_rate).then_some(self.error_status))
     }
 }

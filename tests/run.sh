@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# spillway's whole test suite, as CI runs it (.ci/run calls exactly this):
+# formatting, lints, and every unit and end-to-end test — the official OpenAI SDK test included.
+# Installs what it needs: cargo-nextest if missing, and the SDK virtualenv (tests/python/setup.sh).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest…" >&2
+  cargo install cargo-nextest --locked
+fi
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add "$component"
+  fi
+done
+bash tests/python/setup.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo nextest run --workspace --locked --no-fail-fast
