@@ -1,6 +1,7 @@
 //! Errors spillway itself answers with, rendered in the caller's own API format.
 
 use crate::body::{ProxyBody, full};
+use crate::protocol::{Protocol, anthropic};
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
@@ -39,13 +40,23 @@ impl ApiError {
         Self::invalid_request(code, None, message).with_status(StatusCode::NOT_FOUND)
     }
 
-    /// The OpenAI error envelope: `{"error":{"message","type","param","code"}}`.
-    pub fn openai_json(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    /// The error body in the caller's protocol: OpenAI's `{"error":{"message","type","param","code"}}`
+    /// or Anthropic's `{"type":"error","error":{"type","message"}}`.
+    pub fn body(&self, protocol: Protocol) -> serde_json::Value {
+        match protocol {
+            Protocol::OpenAi => {
+                json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+            }
+            Protocol::Anthropic => anthropic::error_body(anthropic::error_type(self.status.as_u16()), &self.message),
+        }
     }
 
     pub fn into_openai_response(self) -> Response<ProxyBody> {
-        let mut resp = Response::new(full(self.openai_json().to_string()));
+        self.into_response(Protocol::OpenAi)
+    }
+
+    pub fn into_response(self, protocol: Protocol) -> Response<ProxyBody> {
+        let mut resp = Response::new(full(self.body(protocol).to_string()));
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(s) = self.retry_after_s {

@@ -15,9 +15,11 @@
 //! - [`metrics`], [`error`], [`body`]: what every layer above reports and returns.
 
 pub mod body;
+pub mod canonical;
 pub mod error;
 pub mod inbound;
 pub mod metrics;
+pub mod protocol;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -6,6 +6,7 @@
 use crate::body::{ProxyBody, full};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::protocol::Protocol;
 use crate::routing::{Routing, RoutingTable, watch};
 use crate::{AppState, proxy};
 use anyhow::{Context, bail};
@@ -150,7 +151,15 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: oneshot::R
 
 async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/v1/chat/completions") => proxy::chat_completions(state, req).await,
+        (&Method::POST, "/v1/chat/completions") => proxy::serve(state, req, Protocol::OpenAi).await,
+        (&Method::POST, "/v1/messages") => proxy::serve(state, req, Protocol::Anthropic).await,
+        (_, "/v1/messages") => ApiError::invalid_request(
+            "method_not_allowed",
+            None,
+            format!("{} is not allowed on /v1/messages; use POST", req.method()),
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        .into_response(Protocol::Anthropic),
         (_, "/v1/chat/completions") => ApiError::invalid_request(
             "method_not_allowed",
             None,
@@ -173,7 +182,10 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         }
         (_, path) => ApiError::not_found(
             "unknown_path",
-            format!("no route for {} {path}; spillway serves POST /v1/chat/completions", req.method()),
+            format!(
+                "no route for {} {path}; spillway serves POST /v1/chat/completions and POST /v1/messages",
+                req.method()
+            ),
         )
         .into_openai_response(),
     }

@@ -92,6 +92,16 @@ pub fn data(event: &[u8]) -> Option<String> {
     out
 }
 
+/// The `event:` name of an event (Anthropic names every event; OpenAI names none).
+pub fn event_name(event: &[u8]) -> Option<&[u8]> {
+    event.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let name = line.strip_prefix(b"event:")?;
+        Some(name.strip_prefix(b" ").unwrap_or(name))
+    })
+}
+
+/// Classifies an OpenAI stream event without parsing content chunks.
 pub fn classify(event: &[u8]) -> EventKind {
     let Some(payload) = data(event) else { return EventKind::Other };
     if payload.trim() == "[DONE]" {
@@ -191,6 +201,14 @@ mod tests {
         let first_output = events(text).position(carries_output).unwrap();
         let first = data(events(text).nth(first_output).unwrap()).unwrap();
         assert!(first.contains("tool_calls"), "{first}");
+    }
+
+    #[test]
+    fn anthropic_event_names() {
+        let text = include_bytes!("../../tests/fixtures/anthropic/messages_stream.sse");
+        let names: Vec<&[u8]> = events(text).filter_map(event_name).collect();
+        assert_eq!(names.first(), Some(&&b"message_start"[..]));
+        assert_eq!(names.last(), Some(&&b"message_stop"[..]));
     }
 
     #[test]

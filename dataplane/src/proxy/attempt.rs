@@ -1,13 +1,16 @@
 //! One attempt at one endpoint, up to the point where the reply can be committed to the caller.
 //!
-//! Nothing reaches the caller until an attempt returns `Ok`: a non-streaming reply is read whole,
-//! and a stream is held until its first real event arrives. So every failure up to then — a
-//! refused connection, a 503, a stream that opens with 200 and dies — can still fall back.
+//! Nothing reaches the caller until an attempt returns `Ok`: a non-streaming reply is read whole
+//! (and translated, if the endpoint speaks another protocol), and a stream is held until its
+//! first token. So every failure up to then — a refused connection, a 503, a stream that opens
+//! with 200 and dies — can still fall back.
 
 use super::RequestCtx;
-use crate::inbound::openai::ChatRequest;
+use crate::canonical::{self, Event};
+use crate::inbound;
+use crate::protocol::{self, Protocol, anthropic, openai};
 use crate::routing::EndpointTarget;
-use crate::sse::{self, EventKind, SseSplitter};
+use crate::sse::SseSplitter;
 use crate::upstream::failure::{self, AttemptFailure};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode, header};
@@ -21,16 +24,34 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const REPLY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub enum Reply {
-    /// A whole, well-formed non-streaming reply.
+    /// A whole, well-formed non-streaming reply, already in the caller's protocol.
     Complete { status: StatusCode, content_type: HeaderValue, body: Bytes },
-    /// A stream whose first event has arrived; `first` holds it (and any comments before it).
-    Stream { content_type: HeaderValue, first: Bytes, splitter: SseSplitter, rest: Incoming },
+    /// A stream whose first token has arrived; `first` holds the provider's events up to it.
+    Stream { first: Bytes, splitter: SseSplitter, rest: Incoming },
 }
 
-pub async fn run(target: &EndpointTarget, req: &mut ChatRequest, ctx: &RequestCtx) -> Result<Reply, AttemptFailure> {
+/// Sends `req` to `target`. `canonical` is the request in canonical form, present whenever some
+/// endpoint of the hierarchy speaks another protocol than the caller.
+pub async fn run(
+    target: &EndpointTarget,
+    req: &mut inbound::Request,
+    canonical: Option<&canonical::Request>,
+    ctx: &RequestCtx,
+) -> Result<Reply, AttemptFailure> {
     let first_byte_by = ctx.feature.attempt_timeout.map_or(ctx.deadline, |t| (Instant::now() + t).min(ctx.deadline));
-    let upstream_req = target.upstream.request(&mut req.body, &ctx.id);
-    let resp = match timeout_at(first_byte_by, target.upstream.client.request(upstream_req)).await {
+    let up = &target.upstream;
+    let upstream_req = match (up.wire == req.protocol, canonical) {
+        (true, _) => up.request(&mut req.body, Some(&req.protocol_headers), &ctx.id),
+        (false, Some(c)) => {
+            let mut body = match up.wire {
+                Protocol::OpenAi => openai::encode_request(c, up.model(), up.max_tokens_field),
+                Protocol::Anthropic => anthropic::encode_request(c, Some(up.model())),
+            };
+            up.request(&mut body, None, &ctx.id)
+        }
+        (false, None) => return Err(AttemptFailure::unavailable("internal", "no canonical request to translate")),
+    };
+    let resp = match timeout_at(first_byte_by, up.client.request(upstream_req)).await {
         Err(_) => return Err(timed_out(ctx, first_byte_by, "no response head")),
         Ok(Err(e)) => return Err(AttemptFailure::from_client_error(&e)),
         Ok(Ok(r)) => r,
@@ -41,7 +62,7 @@ pub async fn run(target: &EndpointTarget, req: &mut ChatRequest, ctx: &RequestCt
             Ok(Ok(c)) => c.to_bytes(),
             _ => Bytes::new(),
         };
-        return Err(failure::classify_openai(parts.status, &parts.headers, body));
+        return Err(failure::classify(up.wire, parts.status, &parts.headers, body));
     }
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
@@ -52,30 +73,49 @@ pub async fn run(target: &EndpointTarget, req: &mut ChatRequest, ctx: &RequestCt
                 format!("asked for a stream, got Content-Type {content_type:?}"),
             ));
         }
-        first_event(content_type, body, first_byte_by, ctx).await
-    } else {
-        let body = match timeout_at(ctx.deadline, Limited::new(body, REPLY_LIMIT).collect()).await {
-            Err(_) => return Err(timed_out(ctx, ctx.deadline, "reply body incomplete")),
-            Ok(Err(e)) => return Err(AttemptFailure::unavailable("reset", format!("reply body failed: {e}"))),
-            Ok(Ok(c)) => c.to_bytes(),
-        };
+        return first_token(up.wire, body, first_byte_by, ctx).await;
+    }
+    let body = match timeout_at(ctx.deadline, Limited::new(body, REPLY_LIMIT).collect()).await {
+        Err(_) => return Err(timed_out(ctx, ctx.deadline, "reply body incomplete")),
+        Ok(Err(e)) => return Err(AttemptFailure::unavailable("reset", format!("reply body failed: {e}"))),
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    if up.wire == req.protocol {
         if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
             return Err(AttemptFailure::unavailable("malformed", "reply body is not valid JSON"));
         }
-        Ok(Reply::Complete { status: parts.status, content_type, body })
+        return Ok(Reply::Complete { status: parts.status, content_type, body });
     }
+    let decoded = match up.wire {
+        Protocol::OpenAi => openai::decode_response(&body),
+        Protocol::Anthropic => anthropic::decode_response(&body),
+    };
+    let Some(reply) = decoded else {
+        return Err(AttemptFailure::unavailable("malformed", "reply body is not a well-formed reply of its protocol"));
+    };
+    let encoded = match req.protocol {
+        Protocol::OpenAi => openai::encode_response(&reply),
+        Protocol::Anthropic => anthropic::encode_response(&reply),
+    };
+    Ok(Reply::Complete {
+        status: StatusCode::OK,
+        content_type: HeaderValue::from_static("application/json"),
+        body: Bytes::from(encoded.to_string()),
+    })
 }
 
-/// Reads until the stream's first token ([`sse::carries_output`]). What came before it (the
-/// role chunk, keep-alive comments) is kept and forwarded with it.
-async fn first_event(
-    content_type: HeaderValue,
+/// Reads until the stream's first token. What came before it (the role chunk, `message_start`,
+/// keep-alives) is kept and forwarded with it. An error event before it is a failed attempt.
+async fn first_token(
+    wire: Protocol,
     mut body: Incoming,
     first_byte_by: Instant,
     ctx: &RequestCtx,
 ) -> Result<Reply, AttemptFailure> {
     let mut splitter = SseSplitter::default();
+    let mut decoder = protocol::stream_decoder(wire);
     let mut first = BytesMut::new();
+    let mut events = Vec::new();
     loop {
         let frame = match timeout_at(first_byte_by, body.frame()).await {
             Err(_) => return Err(timed_out(ctx, first_byte_by, "no first token")),
@@ -88,18 +128,22 @@ async fn first_event(
         let Ok(data) = frame.into_data() else { continue };
         splitter.push(&data);
         let Some(block) = splitter.take_complete() else { continue };
+        for event in crate::sse::events(&block) {
+            decoder.decode(event, &mut events);
+        }
         let mut has_output = false;
-        for event in sse::events(&block) {
-            match sse::classify(event) {
-                EventKind::Error(e) => return Err(failure::classify_openai_stream_error(&e)),
-                EventKind::Data => has_output |= sse::carries_output(event),
-                EventKind::Done => has_output = true,
-                EventKind::Other => {}
+        for e in events.drain(..) {
+            match e {
+                Event::Error { overloaded, message } => return Err(failure::stream_error(overloaded, &message)),
+                Event::Text(_) | Event::ToolStart { .. } | Event::ToolArgs { .. } | Event::Stop(_) | Event::End => {
+                    has_output = true
+                }
+                Event::Start { .. } | Event::Usage(_) => {}
             }
         }
         first.extend_from_slice(&block);
         if has_output {
-            return Ok(Reply::Stream { content_type, first: first.freeze(), splitter, rest: body });
+            return Ok(Reply::Stream { first: first.freeze(), splitter, rest: body });
         }
     }
 }

@@ -11,9 +11,11 @@ mod stream;
 
 use crate::AppState;
 use crate::body::{ProxyBody, full};
+use crate::canonical;
 use crate::error::ApiError;
-use crate::inbound::openai::{self, ChatRequest};
+use crate::inbound;
 use crate::metrics::Metrics;
+use crate::protocol::{Protocol, anthropic, openai};
 use crate::routing::{FeatureRoute, RoutingTable};
 use crate::upstream::failure::{AttemptFailure, FailureKind};
 use attempt::Reply;
@@ -61,24 +63,37 @@ impl Finish {
     }
 }
 
-pub async fn chat_completions(state: &AppState, req: http::Request<hyper::body::Incoming>) -> Response<ProxyBody> {
+/// Serves one API call in the caller's `protocol`: `POST /v1/chat/completions` (OpenAI) or
+/// `POST /v1/messages` (Anthropic).
+pub async fn serve(
+    state: &AppState,
+    req: http::Request<hyper::body::Incoming>,
+    protocol: Protocol,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let id = new_request_id();
     let (parts, body) = req.into_parts();
     let table = state.routing.load();
-    let mut resp = match openai::read(&parts.headers, body, state.max_body_bytes).await {
+    let parsed = match inbound::read_body(&parts.headers, body, state.max_body_bytes).await {
+        Ok(bytes) => match protocol {
+            Protocol::OpenAi => inbound::openai::parse(&bytes),
+            Protocol::Anthropic => inbound::anthropic::parse(&bytes, &parts.headers),
+        },
+        Err(e) => Err(e),
+    };
+    let mut resp = match parsed {
         Err(e) => {
             state.metrics.request(feature_label(&table, &parts.headers), "invalid_request");
-            e.into_openai_response()
+            e.into_response(protocol)
         }
-        Ok(chat) => match resolve_feature(&table, &parts.headers, &chat.model) {
+        Ok(request) => match resolve_feature(&table, &parts.headers, &request.model) {
             Err(e) => {
                 state.metrics.request("-", "unknown_feature");
-                e.into_openai_response()
+                e.into_response(protocol)
             }
             Ok(feature) => {
                 let ctx = RequestCtx { id: id.clone(), deadline: started + feature.deadline, feature, started };
-                route(state, chat, ctx).await
+                route(state, request, ctx).await
             }
         },
     };
@@ -115,7 +130,24 @@ fn feature_label<'a>(table: &RoutingTable, headers: &'a HeaderMap) -> &'a str {
     headers.get(FEATURE_HEADER).and_then(|h| h.to_str().ok()).filter(|f| table.features.contains_key(*f)).unwrap_or("-")
 }
 
-async fn route(state: &AppState, mut chat: ChatRequest, ctx: RequestCtx) -> Response<ProxyBody> {
+async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> Response<ProxyBody> {
+    // Translate only when some endpoint speaks another protocol than the caller; a request
+    // that cannot be translated is the caller's to fix, before anything is sent.
+    let canonical = if ctx.feature.hierarchy.iter().any(|t| t.upstream.wire != req.protocol) {
+        let decoded = match req.protocol {
+            Protocol::OpenAi => openai::decode_request(&req.body),
+            Protocol::Anthropic => anthropic::decode_request(&req.body),
+        };
+        match decoded {
+            Ok(c) => Some(c),
+            Err(e) => {
+                state.metrics.request(&ctx.feature.name, "invalid_request");
+                return e.into_response(req.protocol);
+            }
+        }
+    } else {
+        None
+    };
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
     for target in &ctx.feature.hierarchy {
         if Instant::now() >= ctx.deadline {
@@ -130,8 +162,12 @@ async fn route(state: &AppState, mut chat: ChatRequest, ctx: RequestCtx) -> Resp
             started: ctx.started,
             attempts,
         };
-        match attempt::run(target, &mut chat, &ctx).await {
-            Ok(reply) => return commit(reply, finish, &ctx),
+        match attempt::run(target, &mut req, canonical.as_ref(), &ctx).await {
+            Ok(reply) => {
+                let mode =
+                    stream::Mode::new(req.protocol, target.upstream.wire, include_usage(&req, canonical.as_ref()));
+                return commit(reply, mode, finish, &ctx);
+            }
             Err(f) if f.may_fall_back() => {
                 tracing::warn!(
                     request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %target.name,
@@ -143,20 +179,43 @@ async fn route(state: &AppState, mut chat: ChatRequest, ctx: RequestCtx) -> Resp
             Err(f) => {
                 // The request itself is at fault: every endpoint would refuse it the same way.
                 let outcome = if f.kind == FailureKind::ContentFiltered { "content_filtered" } else { "bad_request" };
-                let (status, body) = f.reply.unwrap_or((StatusCode::BAD_REQUEST, Default::default()));
                 finish.done(outcome);
-                let mut resp = Response::new(full(body));
-                *resp.status_mut() = status;
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let mut resp = refusal(f, target.upstream.wire, req.protocol);
                 explain(resp.headers_mut(), &target.name, attempts);
                 return resp;
             }
         }
     }
-    all_failed(state, &ctx, failures)
+    all_failed(state, &ctx, req.protocol, failures)
 }
 
-fn commit(reply: Reply, finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
+fn include_usage(req: &inbound::Request, canonical: Option<&canonical::Request>) -> bool {
+    canonical.map_or(req.protocol == Protocol::Anthropic, |c| c.include_usage)
+}
+
+/// A provider's refusal of the request, in the caller's protocol: as-is when the protocols
+/// match, else its message re-wrapped.
+fn refusal(f: AttemptFailure, wire: Protocol, client: Protocol) -> Response<ProxyBody> {
+    let (status, body) = f.reply.unwrap_or((StatusCode::BAD_REQUEST, Default::default()));
+    let body = if wire == client {
+        body
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let message = v.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or(&f.detail);
+        let code = v.pointer("/error/code").and_then(|m| m.as_str());
+        let out = match client {
+            Protocol::OpenAi => openai::error_body(openai::error_type(status.as_u16()), code, message, None),
+            Protocol::Anthropic => anthropic::error_body(anthropic::error_type(status.as_u16()), message),
+        };
+        out.to_string().into()
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn commit(reply: Reply, mode: stream::Mode, finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
     let (endpoint, attempts) = (finish.endpoint.clone(), finish.attempts);
     let mut resp = match reply {
         Reply::Complete { status, content_type, body } => {
@@ -167,11 +226,11 @@ fn commit(reply: Reply, finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody>
             r.headers_mut().insert(header::CONTENT_TYPE, content_type);
             r
         }
-        Reply::Stream { content_type, first, splitter, rest } => {
+        Reply::Stream { first, splitter, rest } => {
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
-            let body = stream::GuardedStream::new(first, splitter, rest, ctx.deadline, finish);
+            let body = stream::GuardedStream::new(mode, first, splitter, rest, ctx.deadline, finish);
             let mut r = Response::new(body.boxed_unsync());
-            r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             r
         }
@@ -188,7 +247,12 @@ fn explain(headers: &mut HeaderMap, endpoint: &str, attempts: usize) {
     headers.insert("x-spillway-attempts", HeaderValue::from(attempts));
 }
 
-fn all_failed(state: &AppState, ctx: &RequestCtx, failures: Vec<(Arc<str>, AttemptFailure)>) -> Response<ProxyBody> {
+fn all_failed(
+    state: &AppState,
+    ctx: &RequestCtx,
+    protocol: Protocol,
+    failures: Vec<(Arc<str>, AttemptFailure)>,
+) -> Response<ProxyBody> {
     let tried = failures.len();
     let summary = failures.iter().map(|(ep, f)| format!("`{ep}`: {}", f.detail)).collect::<Vec<_>>().join("; ");
     let all_throttled = tried > 0 && failures.iter().all(|(_, f)| f.kind == FailureKind::Throttled);
@@ -233,7 +297,7 @@ fn all_failed(state: &AppState, ctx: &RequestCtx, failures: Vec<(Arc<str>, Attem
     }
     state.metrics.request(feature, err.code);
     tracing::warn!(request_id = %ctx.id, feature = %feature, attempts = tried, code = err.code, "request failed");
-    let mut resp = err.into_openai_response();
+    let mut resp = err.into_response(protocol);
     resp.headers_mut().insert("x-spillway-attempts", HeaderValue::from(tried));
     resp
 }

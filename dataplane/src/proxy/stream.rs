@@ -1,22 +1,47 @@
 //! The body of a committed stream: forwards whole events and guarantees a well-formed end.
 //!
-//! A stream ends in exactly one of three ways the client can tell apart: the upstream's own
-//! `[DONE]`, the upstream's own error event, or an error event written by spillway when the
-//! upstream fails, stalls past the deadline or closes early. A dropped body (the client went
-//! away) drops the upstream body with it, which closes the upstream request.
+//! A stream ends in exactly one of three ways the client can tell apart: the provider's own end
+//! (`[DONE]`, `message_stop`), the provider's own error event, or an error event written by
+//! spillway when the provider fails, stalls past the deadline or closes early — always in the
+//! client's protocol. A dropped body (the client went away) drops the upstream body with it,
+//! which closes the upstream request.
 
 use super::Finish;
+use crate::canonical::Event;
+use crate::protocol::{self, Protocol, StreamDecoder, StreamEncoder};
 use crate::sse::{self, EventKind, SseSplitter};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use serde_json::json;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::time::{Instant, Sleep};
 
+/// How provider events become client events.
+pub enum Mode {
+    /// Same protocol: events are forwarded byte for byte, and the end is spotted without
+    /// parsing JSON.
+    Passthrough(Protocol),
+    /// Provider events → canonical events → client events.
+    Translate { decoder: Box<dyn StreamDecoder>, encoder: Box<dyn StreamEncoder> },
+}
+
+impl Mode {
+    pub fn new(client: Protocol, wire: Protocol, include_usage: bool) -> Mode {
+        if client == wire {
+            Mode::Passthrough(client)
+        } else {
+            Mode::Translate {
+                decoder: protocol::stream_decoder(wire),
+                encoder: protocol::stream_encoder(client, include_usage),
+            }
+        }
+    }
+}
+
 pub struct GuardedStream {
+    mode: Mode,
     /// Bytes to send before polling upstream again.
     next: Option<Bytes>,
     upstream: Option<Incoming>,
@@ -24,33 +49,80 @@ pub struct GuardedStream {
     deadline: Pin<Box<Sleep>>,
     finish: Option<Finish>,
     endpoint: std::sync::Arc<str>,
+    events: Vec<Event>,
 }
 
 impl GuardedStream {
-    pub fn new(first: Bytes, splitter: SseSplitter, rest: Incoming, deadline: Instant, finish: Finish) -> Self {
+    pub fn new(
+        mode: Mode,
+        first: Bytes,
+        splitter: SseSplitter,
+        rest: Incoming,
+        deadline: Instant,
+        finish: Finish,
+    ) -> Self {
         let endpoint = finish.endpoint.clone();
         let mut s = GuardedStream {
+            mode,
             next: None,
             upstream: Some(rest),
             splitter,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             finish: Some(finish),
             endpoint,
+            events: Vec::new(),
         };
         s.next = s.inspect(first);
         s
     }
 
-    /// Looks for the end of the stream in a block about to be forwarded.
+    /// Turns a block of provider events into what the client gets, noticing the stream's end.
     fn inspect(&mut self, block: Bytes) -> Option<Bytes> {
-        for event in sse::events(&block) {
-            match sse::classify(event) {
-                EventKind::Done => self.end("ok"),
-                EventKind::Error(_) => self.end("stream_error"),
-                EventKind::Data | EventKind::Other => {}
+        let mut ended = None;
+        let out = match &mut self.mode {
+            Mode::Passthrough(Protocol::OpenAi) => {
+                for event in sse::events(&block) {
+                    match sse::classify(event) {
+                        EventKind::Done => ended = Some("ok"),
+                        EventKind::Error(_) => ended = Some("stream_error"),
+                        EventKind::Data | EventKind::Other => {}
+                    }
+                }
+                block
             }
+            Mode::Passthrough(Protocol::Anthropic) => {
+                for event in sse::events(&block) {
+                    match sse::event_name(event) {
+                        Some(b"message_stop") => ended = Some("ok"),
+                        Some(b"error") => ended = Some("stream_error"),
+                        _ => {}
+                    }
+                }
+                block
+            }
+            Mode::Translate { decoder, encoder } => {
+                for event in sse::events(&block) {
+                    decoder.decode(event, &mut self.events);
+                }
+                let mut out = BytesMut::new();
+                for e in self.events.drain(..) {
+                    encoder.encode(&e, &mut out);
+                    match e {
+                        Event::End => ended = Some("ok"),
+                        Event::Error { .. } => ended = Some("stream_error"),
+                        _ => {}
+                    }
+                    if ended.is_some() {
+                        break;
+                    }
+                }
+                out.freeze()
+            }
+        };
+        if let Some(outcome) = ended {
+            self.end(outcome);
         }
-        Some(block)
+        (!out.is_empty()).then_some(out)
     }
 
     fn end(&mut self, outcome: &'static str) {
@@ -60,11 +132,15 @@ impl GuardedStream {
         }
     }
 
-    /// Ends the stream with an error event of spillway's own.
+    /// Ends the stream with an error event of spillway's own, in the client's protocol.
     fn fail(&mut self, outcome: &'static str, code: &'static str, message: String) -> Bytes {
         self.end(outcome);
-        let event = json!({"error": {"message": message, "type": "server_error", "param": null, "code": code}});
-        Bytes::from(format!("data: {event}\n\n"))
+        let mut out = BytesMut::new();
+        match &mut self.mode {
+            Mode::Translate { encoder, .. } => encoder.failure(code, &message, &mut out),
+            Mode::Passthrough(p) => protocol::stream_encoder(*p, false).failure(code, &message, &mut out),
+        }
+        out.freeze()
     }
 }
 

@@ -6,7 +6,7 @@
 
 pub mod watch;
 
-use crate::upstream::openai::OpenAiUpstream;
+use crate::upstream::provider::Upstream;
 use arc_swap::ArcSwap;
 use spillway_api::config::{ConfigError, ConfigErrors, Endpoint, Provider, RoutingConfig};
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use std::time::Duration;
 pub struct EndpointTarget {
     pub name: Arc<str>,
     pub spec: Endpoint,
-    pub upstream: OpenAiUpstream,
+    pub upstream: Upstream,
 }
 
 pub struct FeatureRoute {
@@ -90,18 +90,19 @@ impl RoutingTable {
 
 fn target(name: &str, spec: &Endpoint) -> Result<EndpointTarget, (&'static str, String)> {
     match spec.provider {
-        Provider::Openai | Provider::OpenaiCompatible => {}
+        Provider::Openai | Provider::OpenaiCompatible | Provider::AzureOpenai | Provider::Anthropic => {}
         other => {
             return Err((
                 ".provider",
                 format!(
-                    "provider `{}` is not supported by this spillway-proxy yet (supported: openai, openai_compatible)",
+                    "provider `{}` is not supported by this spillway-proxy yet \
+                     (supported: openai, openai_compatible, azure_openai, anthropic)",
                     other.as_str()
                 ),
             ));
         }
     }
-    let upstream = OpenAiUpstream::new(spec).map_err(|e| (".auth", e))?;
+    let upstream = Upstream::new(spec).map_err(|e| (".auth", e))?;
     Ok(EndpointTarget { name: name.into(), spec: spec.clone(), upstream })
 }
 

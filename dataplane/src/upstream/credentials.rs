@@ -1,17 +1,27 @@
-//! API keys from the environment or a file. Values are marked sensitive so they never appear in
-//! logs or debug output; a key file is re-read periodically so a rotated Kubernetes Secret is
-//! picked up without a restart.
+//! API keys from the environment or a file, sent the way the provider wants them
+//! (`Authorization: Bearer`, `x-api-key`, `api-key`). Values are marked sensitive so they never
+//! appear in logs or debug output; a key file is re-read periodically so a rotated Kubernetes
+//! Secret is picked up without a restart.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue, header};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use tokio::time::{Duration, Instant};
 
 const FILE_REFRESH: Duration = Duration::from_secs(30);
 
-pub enum Credential {
+/// How a provider expects its key.
+#[derive(Debug, Clone)]
+pub enum Scheme {
+    /// `Authorization: Bearer <key>` (OpenAI, OpenAI-compatible servers, Azure with Entra tokens).
+    Bearer,
+    /// The raw key in a header of its own (`x-api-key` for Anthropic, `api-key` for Azure).
+    Header(HeaderName),
+}
+
+enum Source {
     None,
-    /// A bearer header value built once (environment variables do not change under a process).
+    /// Built once: environment variables do not change under a process.
     Static(HeaderValue),
     File {
         path: PathBuf,
@@ -19,62 +29,81 @@ pub enum Credential {
     },
 }
 
+pub struct Credential {
+    scheme: Scheme,
+    source: Source,
+}
+
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credential::None => f.write_str("Credential::None"),
-            Credential::Static(_) => f.write_str("Credential::Static(<redacted>)"),
-            Credential::File { path, .. } => write!(f, "Credential::File({})", path.display()),
+        match &self.source {
+            Source::None => f.write_str("Credential::None"),
+            Source::Static(_) => write!(f, "Credential::Static({:?}, <redacted>)", self.scheme),
+            Source::File { path, .. } => write!(f, "Credential::File({:?}, {})", self.scheme, path.display()),
         }
     }
 }
 
-fn bearer(key: &str) -> Result<HeaderValue, String> {
+impl Credential {
+    pub fn none() -> Self {
+        Credential { scheme: Scheme::Bearer, source: Source::None }
+    }
+
+    pub fn from_env(var: &str, scheme: Scheme) -> Result<Self, String> {
+        let key = std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
+        let value = value(&scheme, &key).map_err(|e| format!("{e} (from {var})"))?;
+        Ok(Credential { scheme, source: Source::Static(value) })
+    }
+
+    pub fn from_file(path: PathBuf, scheme: Scheme) -> Result<Self, String> {
+        let value = read_key_file(&scheme, &path)?;
+        Ok(Credential { scheme, source: Source::File { path, cached: Mutex::new((Instant::now(), value)) } })
+    }
+
+    /// The header to send, if any. A key file that became unreadable keeps the last good key:
+    /// failing every request because a Secret is mid-rotation would be worse.
+    pub fn header(&self) -> Option<(HeaderName, HeaderValue)> {
+        let name = match &self.scheme {
+            Scheme::Bearer => header::AUTHORIZATION,
+            Scheme::Header(h) => h.clone(),
+        };
+        let value = match &self.source {
+            Source::None => return None,
+            Source::Static(v) => v.clone(),
+            Source::File { path, cached } => {
+                let mut guard = cached.lock().unwrap_or_else(|p| p.into_inner());
+                if guard.0.elapsed() >= FILE_REFRESH {
+                    guard.0 = Instant::now();
+                    match read_key_file(&self.scheme, path) {
+                        Ok(v) => guard.1 = v,
+                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "keeping the last API key"),
+                    }
+                }
+                guard.1.clone()
+            }
+        };
+        Some((name, value))
+    }
+}
+
+fn value(scheme: &Scheme, key: &str) -> Result<HeaderValue, String> {
     let key = key.trim();
     if key.is_empty() {
         return Err("the API key is empty".into());
     }
-    let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
+    let text = match scheme {
+        Scheme::Bearer => format!("Bearer {key}"),
+        Scheme::Header(_) => key.to_owned(),
+    };
+    let mut v = HeaderValue::from_str(&text)
         .map_err(|_| "the API key contains characters not allowed in an HTTP header".to_string())?;
     v.set_sensitive(true);
     Ok(v)
 }
 
-impl Credential {
-    pub fn from_env(var: &str) -> Result<Self, String> {
-        let key = std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
-        Ok(Credential::Static(bearer(&key).map_err(|e| format!("{e} (from {var})"))?))
-    }
-
-    pub fn from_file(path: PathBuf) -> Result<Self, String> {
-        let value = read_key_file(&path)?;
-        Ok(Credential::File { path, cached: Mutex::new((Instant::now(), value)) })
-    }
-
-    /// The `Authorization` value to send, if any. A key file that became unreadable keeps the last
-    /// good key: failing every request because a Secret is mid-rotation would be worse.
-    pub fn authorization(&self) -> Option<HeaderValue> {
-        match self {
-            Credential::None => None,
-            Credential::Static(v) => Some(v.clone()),
-            Credential::File { path, cached } => {
-                let mut guard = cached.lock().unwrap_or_else(|p| p.into_inner());
-                if guard.0.elapsed() >= FILE_REFRESH {
-                    guard.0 = Instant::now();
-                    match read_key_file(path) {
-                        Ok(v) => guard.1 = v,
-                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "keeping the last API key"),
-                    }
-                }
-                Some(guard.1.clone())
-            }
-        }
-    }
-}
-
-fn read_key_file(path: &PathBuf) -> Result<HeaderValue, String> {
+fn read_key_file(scheme: &Scheme, path: &PathBuf) -> Result<HeaderValue, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
-    bearer(&text).map_err(|e| format!("{e} (in {})", path.display()))
+    value(scheme, &text).map_err(|e| format!("{e} (in {})", path.display()))
 }
 
 #[cfg(test)]
@@ -83,25 +112,28 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_the_key() {
-        let c = Credential::Static(bearer("sk-secret-123").unwrap());
-        assert!(!format!("{c:?}").contains("sk-secret"));
-        assert!(c.authorization().unwrap().is_sensitive());
+        // SAFETY: single-threaded test; nextest runs each test in its own process.
+        unsafe { std::env::set_var("SPILLWAY_CRED_TEST", "sk-secret-123") };
+        let c =
+            Credential::from_env("SPILLWAY_CRED_TEST", Scheme::Header(HeaderName::from_static("x-api-key"))).unwrap();
+        assert!(!format!("{c:?}").contains("sk-secret"), "{c:?}");
+        let (name, value) = c.header().unwrap();
+        assert_eq!((name.as_str(), value.to_str().unwrap()), ("x-api-key", "sk-secret-123"));
+        assert!(value.is_sensitive());
     }
 
     #[tokio::test(start_paused = true)]
     async fn key_file_rotation_is_picked_up_after_the_refresh_interval() {
-        let dir = std::env::temp_dir().join(format!("spillway-key-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("key");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
         std::fs::write(&path, "old-key\n").unwrap();
-        let c = Credential::from_file(path.clone()).unwrap();
+        let c = Credential::from_file(path.clone(), Scheme::Bearer).unwrap();
         std::fs::write(&path, "new-key").unwrap();
-        assert_eq!(c.authorization().unwrap(), "Bearer old-key");
+        assert_eq!(c.header().unwrap().1, "Bearer old-key");
         tokio::time::advance(FILE_REFRESH).await;
-        assert_eq!(c.authorization().unwrap(), "Bearer new-key");
+        assert_eq!(c.header().unwrap().1, "Bearer new-key");
         std::fs::remove_file(&path).unwrap();
         tokio::time::advance(FILE_REFRESH).await;
-        assert_eq!(c.authorization().unwrap(), "Bearer new-key", "a vanished file keeps the last key");
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(c.header().unwrap().1, "Bearer new-key", "a vanished file keeps the last key");
     }
 }

@@ -1,6 +1,7 @@
 //! The one error vocabulary (DESIGN.md §3). Fallback decides on [`FailureKind`] alone, and the kind
 //! is decided by status plus the provider's machine-readable type or code, never message text.
 
+use crate::protocol::Protocol;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use std::time::Duration;
@@ -145,19 +146,45 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     get("retry-after").filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64)
 }
 
-/// Classifies an error event that arrived inside an OpenAI-format stream (after HTTP 200).
-pub fn classify_openai_stream_error(error: &serde_json::Value) -> AttemptFailure {
-    let kind_str = error.get("type").and_then(|v| v.as_str()).unwrap_or_default();
-    let code = error.get("code").and_then(|v| v.as_str()).unwrap_or_default();
-    let kind = if code == "rate_limit_exceeded" || matches!(kind_str, "tokens" | "requests" | "rate_limit_error") {
-        FailureKind::Throttled
-    } else {
-        FailureKind::Unavailable
+/// Classifies an error reply in the provider's protocol.
+pub fn classify(wire: Protocol, status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
+    match wire {
+        Protocol::OpenAi => classify_openai(status, headers, body),
+        Protocol::Anthropic => classify_anthropic(status, headers, body),
+    }
+}
+
+/// Classifies an Anthropic error reply (`{"type":"error","error":{"type",…}}`).
+pub fn classify_anthropic(status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let kind_str = v.pointer("/error/type").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
+    let spend_cap =
+        v.pointer("/error/details/error_code").and_then(|c| c.as_str()) == Some("enforced_spend_limit_reached");
+    let kind = match status.as_u16() {
+        // A monthly spend cap is an account problem, not momentary capacity.
+        429 if spend_cap => FailureKind::Auth,
+        429 | 529 => FailureKind::Throttled,
+        401..=403 => FailureKind::Auth,
+        404 | 408 | 409 => FailureKind::Unavailable,
+        _ if status.is_client_error() => FailureKind::BadRequest,
+        _ => FailureKind::Unavailable,
     };
+    let described = if kind_str.is_empty() { String::new() } else { format!(" ({kind_str})") };
     AttemptFailure {
         kind,
+        outcome: status_outcome(status),
+        detail: format!("HTTP {}{described}", status.as_u16()),
+        retry_after: retry_after(headers),
+        reply: Some((status, body)),
+    }
+}
+
+/// An error the provider sent inside a stream before its first token.
+pub fn stream_error(overloaded: bool, message: &str) -> AttemptFailure {
+    AttemptFailure {
+        kind: if overloaded { FailureKind::Throttled } else { FailureKind::Unavailable },
         outcome: "stream_error",
-        detail: format!("error event in the stream ({kind_str}{}{code})", if code.is_empty() { "" } else { "/" }),
+        detail: format!("error event in the stream: {message}"),
         retry_after: None,
         reply: None,
     }
@@ -199,6 +226,30 @@ mod tests {
             let f = fixture_failure(text);
             assert_eq!(f.kind, want, "{}", f.detail);
         }
+    }
+
+    #[test]
+    fn anthropic_fixtures_map_to_the_vocabulary() {
+        macro_rules! afixture {
+            ($name:literal) => {
+                include_str!(concat!("../../../tests/fixtures/anthropic/", $name))
+            };
+        }
+        let cases = [
+            (afixture!("error_400_invalid_request.json"), FailureKind::BadRequest),
+            (afixture!("error_401_authentication.json"), FailureKind::Auth),
+            (afixture!("error_429_rate_limit.json"), FailureKind::Throttled),
+            (afixture!("error_500_api_error.json"), FailureKind::Unavailable),
+            (afixture!("error_529_overloaded.json"), FailureKind::Throttled),
+        ];
+        for (text, want) in cases {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            let status = StatusCode::from_u16(v["status"].as_u64().unwrap() as u16).unwrap();
+            let f = classify(Protocol::Anthropic, status, &HeaderMap::new(), Bytes::from(v["body"].to_string()));
+            assert_eq!(f.kind, want, "{}", f.detail);
+        }
+        let cap = Bytes::from_static(br#"{"type":"error","error":{"type":"rate_limit_error","message":"x","details":{"error_code":"enforced_spend_limit_reached"}}}"#);
+        assert_eq!(classify_anthropic(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), cap).kind, FailureKind::Auth);
     }
 
     #[test]

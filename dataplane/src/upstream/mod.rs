@@ -6,7 +6,7 @@
 
 pub mod credentials;
 pub mod failure;
-pub mod openai;
+pub mod provider;
 
 use bytes::Bytes;
 use http_body_util::Full;

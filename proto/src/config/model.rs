@@ -60,6 +60,10 @@ pub struct Endpoint {
     /// Required for `openai_compatible`; overrides the provider default otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// Provider API version: azure_openai's `api-version` query parameter, anthropic's
+    /// `anthropic-version` header (a client's own header wins on pass-through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     /// GCP project (vertex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,

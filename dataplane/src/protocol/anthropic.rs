@@ -1,0 +1,468 @@
+//! Anthropic Messages ↔ canonical.
+
+use super::{StreamDecoder, StreamEncoder};
+use crate::canonical::{self as c, Event, Image, Message, Part, Role, StopReason, ToolChoice, Usage};
+use crate::error::ApiError;
+use crate::sse;
+use bytes::BytesMut;
+use serde_json::{Map, Value, json};
+
+/// Anthropic requires `max_tokens`; a request translated from a protocol where it is optional
+/// gets this.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+fn bad(param: &'static str, message: String) -> ApiError {
+    ApiError::invalid_request("invalid_value", Some(param), message)
+}
+
+/// A client's checked request body → canonical.
+pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError> {
+    let mut req = c::Request {
+        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        max_tokens: body.get("max_tokens").and_then(Value::as_u64),
+        temperature: body.get("temperature").and_then(Value::as_f64),
+        top_p: body.get("top_p").and_then(Value::as_f64),
+        top_k: body.get("top_k").and_then(Value::as_u64),
+        user: body.get("metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str).map(str::to_owned),
+        ..Default::default()
+    };
+    // An Anthropic client always gets usage in its stream.
+    req.include_usage = true;
+    req.stop = body
+        .get("stop_sequences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    match body.get("system") {
+        Some(Value::String(s)) if !s.is_empty() => req.system.push(s.clone()),
+        Some(Value::Array(blocks)) => {
+            req.system.extend(blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(str::to_owned))
+        }
+        _ => {}
+    }
+    for (i, t) in body.get("tools").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let name = t
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("tools", format!("tools[{i}].name is required")))?;
+        let Some(schema) = t.get("input_schema") else {
+            return Err(bad(
+                "tools",
+                format!("tools[{i}] (`{name}`) is a server tool, which only Anthropic endpoints run"),
+            ));
+        };
+        req.tools.push(c::Tool {
+            name: name.to_owned(),
+            description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+            schema: schema.clone(),
+        });
+    }
+    if let Some(tc) = body.get("tool_choice") {
+        req.no_parallel_tools = tc.get("disable_parallel_tool_use").and_then(Value::as_bool).unwrap_or(false);
+        req.tool_choice = Some(match tc.get("type").and_then(Value::as_str).unwrap_or("auto") {
+            "any" => ToolChoice::Any,
+            "none" => ToolChoice::None,
+            "tool" => ToolChoice::Tool(tc.get("name").and_then(Value::as_str).unwrap_or_default().to_owned()),
+            _ => ToolChoice::Auto,
+        });
+    }
+    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for (i, m) in messages.iter().enumerate() {
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("assistant") => Role::Assistant,
+            _ => Role::User,
+        };
+        let content = blocks(m.get("content").unwrap_or(&Value::Null), &format!("messages[{i}]"))?;
+        req.messages.push(Message { role, content });
+    }
+    Ok(req)
+}
+
+fn blocks(content: &Value, at: &str) -> Result<Vec<Part>, ApiError> {
+    let list = match content {
+        Value::String(s) => return Ok(vec![Part::Text(s.clone())]),
+        Value::Array(list) => list,
+        _ => return Ok(Vec::new()),
+    };
+    let mut parts = Vec::new();
+    for (j, b) in list.iter().enumerate() {
+        let kind = b.get("type").and_then(Value::as_str).unwrap_or_default();
+        let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        match kind {
+            "text" => parts.push(Part::Text(s("text"))),
+            "image" => {
+                let src = b.get("source").unwrap_or(&Value::Null);
+                let img = match src.get("type").and_then(Value::as_str) {
+                    Some("url") => Image::Url(src.get("url").and_then(Value::as_str).unwrap_or_default().to_owned()),
+                    _ => Image::Base64 {
+                        media_type: src.get("media_type").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        data: src.get("data").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    },
+                };
+                parts.push(Part::Image(img));
+            }
+            "tool_use" => parts.push(Part::ToolUse {
+                id: s("id"),
+                name: s("name"),
+                input: b.get("input").cloned().unwrap_or_else(|| json!({})),
+            }),
+            "tool_result" => parts.push(Part::ToolResult {
+                tool_use_id: s("tool_use_id"),
+                content: blocks(b.get("content").unwrap_or(&Value::Null), &format!("{at}.content[{j}]"))?,
+                is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+            }),
+            // Reasoning from an earlier Anthropic turn means nothing to another provider.
+            "thinking" | "redacted_thinking" => {}
+            other => {
+                return Err(bad(
+                    "messages",
+                    format!("{at}.content[{j}] is a `{other}` block, which this endpoint's protocol cannot carry"),
+                ));
+            }
+        }
+    }
+    Ok(parts)
+}
+
+fn part_json(p: &Part) -> Value {
+    match p {
+        Part::Text(t) => json!({"type": "text", "text": t}),
+        Part::Image(Image::Url(u)) => json!({"type": "image", "source": {"type": "url", "url": u}}),
+        Part::Image(Image::Base64 { media_type, data }) => {
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }
+        Part::ToolUse { id, name, input } => {
+            let input = if input.is_object() { input.clone() } else { json!({"value": input}) };
+            json!({"type": "tool_use", "id": id, "name": name, "input": input})
+        }
+        Part::ToolResult { tool_use_id, content, is_error } => {
+            let content: Vec<Value> = content.iter().map(part_json).collect();
+            json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error})
+        }
+    }
+}
+
+/// Canonical → an Anthropic request body for `model` (`None` for Vertex and Bedrock, which
+/// take the model from the URL).
+pub fn encode_request(req: &c::Request, model: Option<&str>) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(m) = model {
+        out.insert("model".into(), m.into());
+    }
+    out.insert("max_tokens".into(), req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into());
+    if !req.system.is_empty() {
+        out.insert("system".into(), req.system.join("\n\n").into());
+    }
+    // Anthropic wants strictly alternating turns that start with the user.
+    let mut messages: Vec<Value> = Vec::new();
+    let mut last_role = None;
+    for m in &req.messages {
+        let role = if m.role == Role::User { "user" } else { "assistant" };
+        let content: Vec<Value> = m.content.iter().map(part_json).collect();
+        if content.is_empty() {
+            continue;
+        }
+        if last_role == Some(role) {
+            if let Some(Value::Array(prev)) = messages.last_mut().and_then(|v| v.get_mut("content")) {
+                prev.extend(content);
+            }
+        } else {
+            messages.push(json!({"role": role, "content": content}));
+            last_role = Some(role);
+        }
+    }
+    out.insert("messages".into(), messages.into());
+    if let Some(t) = req.temperature {
+        out.insert("temperature".into(), t.into());
+    }
+    if let Some(p) = req.top_p {
+        out.insert("top_p".into(), p.into());
+    }
+    if let Some(k) = req.top_k {
+        out.insert("top_k".into(), k.into());
+    }
+    if !req.stop.is_empty() {
+        out.insert("stop_sequences".into(), req.stop.clone().into());
+    }
+    if let Some(u) = &req.user {
+        out.insert("metadata".into(), json!({"user_id": u}));
+    }
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"name": t.name, "input_schema": t.schema});
+                if let Some(d) = &t.description {
+                    v["description"] = d.clone().into();
+                }
+                v
+            })
+            .collect();
+        out.insert("tools".into(), tools.into());
+    }
+    let choice = match (&req.tool_choice, req.no_parallel_tools) {
+        (None, false) => None,
+        (None | Some(ToolChoice::Auto), _) => Some(json!({"type": "auto"})),
+        (Some(ToolChoice::Any), _) => Some(json!({"type": "any"})),
+        (Some(ToolChoice::None), _) => Some(json!({"type": "none"})),
+        (Some(ToolChoice::Tool(n)), _) => Some(json!({"type": "tool", "name": n})),
+    };
+    if let Some(mut ch) = choice.filter(|_| !req.tools.is_empty()) {
+        if req.no_parallel_tools && ch["type"] != "none" {
+            ch["disable_parallel_tool_use"] = true.into();
+        }
+        out.insert("tool_choice".into(), ch);
+    }
+    if req.stream {
+        out.insert("stream".into(), true.into());
+    }
+    out
+}
+
+pub fn stop_from(reason: &str) -> StopReason {
+    match reason {
+        "end_turn" | "pause_turn" => StopReason::EndTurn,
+        "max_tokens" => StopReason::MaxTokens,
+        "stop_sequence" => StopReason::StopSequence,
+        "tool_use" => StopReason::ToolUse,
+        "refusal" => StopReason::Refusal,
+        "model_context_window_exceeded" => StopReason::ContextWindow,
+        other => StopReason::Other(other.to_owned()),
+    }
+}
+
+pub fn stop_to(reason: &StopReason) -> &str {
+    match reason {
+        StopReason::EndTurn => "end_turn",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopSequence => "stop_sequence",
+        StopReason::ToolUse => "tool_use",
+        StopReason::Refusal => "refusal",
+        StopReason::ContextWindow => "model_context_window_exceeded",
+        StopReason::Other(s) => s,
+    }
+}
+
+fn usage_from(v: Option<&Value>) -> Usage {
+    let get = |k: &str| v.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    Usage { input_tokens: get("input_tokens"), output_tokens: get("output_tokens") }
+}
+
+/// A provider's `message` → canonical. `None` if it is not one.
+pub fn decode_response(body: &[u8]) -> Option<c::Response> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if v.get("type").and_then(Value::as_str) != Some("message") {
+        return None;
+    }
+    let content = blocks(v.get("content")?, "content").ok()?;
+    Some(c::Response {
+        id: v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        model: v.get("model").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        content,
+        stop: stop_from(v.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn")),
+        usage: usage_from(v.get("usage")),
+    })
+}
+
+fn message_id(id: &str) -> String {
+    if id.starts_with("msg_") { id.to_owned() } else { format!("msg_{id}") }
+}
+
+/// Canonical → the client's `message`.
+pub fn encode_response(r: &c::Response) -> Value {
+    let content: Vec<Value> = r.content.iter().map(part_json).collect();
+    json!({"id": message_id(&r.id), "type": "message", "role": "assistant", "model": r.model, "content": content,
+           "stop_reason": stop_to(&r.stop), "stop_sequence": null,
+           "usage": {"input_tokens": r.usage.input_tokens, "output_tokens": r.usage.output_tokens}})
+}
+
+/// The Anthropic `error.type` for a status.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        400 | 415 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// The Anthropic error envelope.
+pub fn error_body(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+/// Anthropic events → canonical events.
+#[derive(Default)]
+pub struct Decoder {
+    /// Tool calls seen so far, and the content-block index of the current one.
+    tools: usize,
+    tool_block: Option<u64>,
+}
+
+impl StreamDecoder for Decoder {
+    fn decode(&mut self, event: &[u8], out: &mut Vec<Event>) {
+        let Some(payload) = sse::data(event) else { return };
+        let Ok(v) = serde_json::from_str::<Value>(&payload) else { return };
+        match v.get("type").and_then(Value::as_str).unwrap_or_default() {
+            "message_start" => {
+                let m = v.get("message");
+                let s = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or_default().to_owned();
+                out.push(Event::Start { id: s("id"), model: s("model") });
+                out.push(Event::Usage(usage_from(m.and_then(|m| m.get("usage")))));
+            }
+            "content_block_start" => {
+                let b = v.get("content_block");
+                match b.and_then(|b| b.get("type")).and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let s =
+                            |k: &str| b.and_then(|b| b.get(k)).and_then(Value::as_str).unwrap_or_default().to_owned();
+                        out.push(Event::ToolStart { index: self.tools, id: s("id"), name: s("name") });
+                        self.tool_block = v.get("index").and_then(Value::as_u64);
+                        self.tools += 1;
+                    }
+                    Some("text") => {
+                        if let Some(t) = b.and_then(|b| b.get("text")).and_then(Value::as_str).filter(|t| !t.is_empty())
+                        {
+                            out.push(Event::Text(t.to_owned()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let d = v.get("delta");
+                match d.and_then(|d| d.get("type")).and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d.and_then(|d| d.get("text")).and_then(Value::as_str).unwrap_or_default();
+                        out.push(Event::Text(t.to_owned()));
+                    }
+                    Some("input_json_delta") if self.tool_block.is_some() => {
+                        let f = d.and_then(|d| d.get("partial_json")).and_then(Value::as_str).unwrap_or_default();
+                        if !f.is_empty() {
+                            out.push(Event::ToolArgs { index: self.tools - 1, fragment: f.to_owned() });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    out.push(Event::Stop(stop_from(r)));
+                }
+                out.push(Event::Usage(usage_from(v.get("usage"))));
+            }
+            "message_stop" => out.push(Event::End),
+            "error" => {
+                let kind = v.pointer("/error/type").and_then(Value::as_str).unwrap_or_default();
+                out.push(Event::Error {
+                    overloaded: matches!(kind, "overloaded_error" | "rate_limit_error"),
+                    message: v.pointer("/error/message").and_then(Value::as_str).unwrap_or("upstream error").to_owned(),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Text,
+    Tool,
+}
+
+/// Canonical events → Anthropic events.
+#[derive(Default)]
+pub struct Encoder {
+    /// The open content block and its index; `next` is the index the next block gets.
+    open: Option<Block>,
+    next: u64,
+    stop: Option<StopReason>,
+    usage: Usage,
+}
+
+fn write_event(name: &str, data: &Value, out: &mut BytesMut) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+impl Encoder {
+    fn close(&mut self, out: &mut BytesMut) {
+        if self.open.take().is_some() {
+            write_event("content_block_stop", &json!({"type": "content_block_stop", "index": self.next - 1}), out);
+        }
+    }
+
+    fn open(&mut self, block: Block, start: Value, out: &mut BytesMut) {
+        self.close(out);
+        write_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": self.next, "content_block": start}),
+            out,
+        );
+        self.open = Some(block);
+        self.next += 1;
+    }
+
+    fn delta(&self, delta: Value, out: &mut BytesMut) {
+        write_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": self.next - 1, "delta": delta}),
+            out,
+        );
+    }
+}
+
+impl StreamEncoder for Encoder {
+    fn encode(&mut self, event: &Event, out: &mut BytesMut) {
+        match event {
+            Event::Start { id, model } => {
+                let msg = json!({"id": message_id(id), "type": "message", "role": "assistant", "model": model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": 0}});
+                write_event("message_start", &json!({"type": "message_start", "message": msg}), out);
+            }
+            Event::Text(t) => {
+                if self.open != Some(Block::Text) {
+                    self.open(Block::Text, json!({"type": "text", "text": ""}), out);
+                }
+                self.delta(json!({"type": "text_delta", "text": t}), out);
+            }
+            Event::ToolStart { id, name, .. } => {
+                self.open(Block::Tool, json!({"type": "tool_use", "id": id, "name": name, "input": {}}), out);
+            }
+            Event::ToolArgs { fragment, .. } => {
+                if self.open == Some(Block::Tool) {
+                    self.delta(json!({"type": "input_json_delta", "partial_json": fragment}), out);
+                }
+            }
+            Event::Usage(u) => self.usage.merge(*u),
+            Event::Stop(r) => self.stop = Some(r.clone()),
+            Event::Error { overloaded, message } => {
+                let kind = if *overloaded { "overloaded_error" } else { "api_error" };
+                write_event("error", &error_body(kind, message), out);
+            }
+            Event::End => {
+                self.close(out);
+                let reason = self.stop.take().unwrap_or(StopReason::EndTurn);
+                let delta = json!({"type": "message_delta", "delta": {"stop_reason": stop_to(&reason), "stop_sequence": null},
+                    "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens}});
+                write_event("message_delta", &delta, out);
+                write_event("message_stop", &json!({"type": "message_stop"}), out);
+            }
+        }
+    }
+
+    fn failure(&mut self, _code: &str, message: &str, out: &mut BytesMut) {
+        write_event("error", &error_body("api_error", message), out);
+    }
+}
