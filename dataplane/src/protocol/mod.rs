@@ -55,3 +55,6 @@ pub fn stream_encoder(p: Protocol, include_usage: bool) -> Box<dyn StreamEncoder
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests;
