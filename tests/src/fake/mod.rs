@@ -1,10 +1,12 @@
-//! A fast, scriptable, OpenAI-compatible fake provider.
+//! A fast, scriptable fake provider speaking OpenAI Chat Completions (also at Azure OpenAI's
+//! deployment paths) and Anthropic Messages.
 //!
 //! Behaviour comes from the server's [`Script`] and, per request, from `x-fake-*` headers (see
 //! [`Script::with_headers`]), in the manner of envoyproxy/ai-gateway's test upstream. Through the
 //! sidecar, per-request headers are set with an endpoint's `headers:` in the routing config.
 //! Every reply carries `x-fake-name`, so a test can tell which upstream answered.
 
+pub mod anthropic;
 mod body;
 pub mod openai;
 mod script;
@@ -135,39 +137,64 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     if path == "/v1/models" || path == "/models" {
         return Ok(json(StatusCode::OK, Bytes::from_static(b"{\"object\":\"list\",\"data\":[]}"), &cfg.name));
     }
-    if parts.method != http::Method::POST || !(path == "/v1/chat/completions" || path == "/chat/completions") {
-        return Ok(error(404, &cfg.name, None));
+    let wire = if path == "/v1/messages" {
+        Wire::Anthropic
+    } else if path == "/v1/chat/completions" || path == "/chat/completions" || is_azure_path(path) {
+        Wire::OpenAi
+    } else {
+        return Ok(error(Wire::OpenAi, 404, &cfg.name, None));
+    };
+    if parts.method != http::Method::POST {
+        return Ok(error(wire, 405, &cfg.name, None));
     }
-    if let Some(key) = &cfg.require_key {
-        let want = format!("Bearer {key}");
-        if parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
-            return Ok(error(401, &cfg.name, None));
-        }
+    if let Some(key) = &cfg.require_key
+        && !has_key(&parts.headers, key)
+    {
+        return Ok(error(wire, 401, &cfg.name, None));
     }
     if let Some(status) = script.forced_status() {
-        return Ok(error(status, &cfg.name, script.retry_after));
+        return Ok(error(wire, status, &cfg.name, script.retry_after));
     }
-    let Ok(chat) = serde_json::from_slice::<openai::ChatIn>(&bytes) else { return Ok(error(400, &cfg.name, None)) };
-    if chat.messages.is_none() {
-        return Ok(error(400, &cfg.name, None));
-    }
-    let answer = openai::Answer::new(&chat, &cfg.name, script.chunks, bytes.len(), seq);
-    if !chat.stream {
+    let (answer, stream) = match wire {
+        Wire::OpenAi => match serde_json::from_slice::<openai::ChatIn>(&bytes) {
+            Ok(chat) if chat.messages.is_some() => {
+                (openai::Answer::new(&chat, &cfg.name, script.chunks, bytes.len(), seq), chat.stream)
+            }
+            _ => return Ok(error(wire, 400, &cfg.name, None)),
+        },
+        Wire::Anthropic => match serde_json::from_slice::<anthropic::MessagesIn>(&bytes) {
+            Ok(m) if m.messages.is_some() && m.max_tokens.is_some() => {
+                (m.answer(&cfg.name, script.chunks, bytes.len(), seq), m.stream)
+            }
+            _ => return Ok(error(wire, 400, &cfg.name, None)),
+        },
+    };
+    if !stream {
         if !script.ttft.is_zero() {
             tokio::time::sleep(script.ttft).await;
         }
-        return Ok(json(StatusCode::OK, answer.complete(), &cfg.name));
+        let body = match wire {
+            Wire::OpenAi => answer.complete(),
+            Wire::Anthropic => anthropic::complete(&answer),
+        };
+        return Ok(json(StatusCode::OK, body, &cfg.name));
     }
-    let (mut events, closing) = answer.stream_events();
+    let [mut events, content, closing] = match wire {
+        Wire::OpenAi => answer.stream_events(),
+        Wire::Anthropic => anthropic::stream_events(&answer),
+    };
     let mut abort_after = None;
-    // drop_after / error_after count content chunks; the role chunk comes first.
     if let Some(n) = script.error_after {
-        events.truncate(n as usize + 1);
-        events.push(openai::stream_error_event());
+        events.extend(content.into_iter().take(n as usize));
+        events.push(match wire {
+            Wire::OpenAi => openai::stream_error_event(),
+            Wire::Anthropic => anthropic::stream_error_event(),
+        });
     } else if let Some(n) = script.drop_after {
-        events.truncate(n as usize + 1);
+        events.extend(content.into_iter().take(n as usize));
         abort_after = Some(events.len());
     } else {
+        events.extend(content);
         events.extend(closing);
     }
     let body = ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after);
@@ -175,6 +202,27 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     name_header(&mut resp, &cfg.name);
     Ok(resp)
+}
+
+#[derive(Clone, Copy)]
+enum Wire {
+    OpenAi,
+    Anthropic,
+}
+
+/// Azure OpenAI: `/openai/deployments/{deployment}/chat/completions?api-version=…`.
+fn is_azure_path(path: &str) -> bool {
+    path.strip_prefix("/openai/deployments/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(deployment, tail)| !deployment.is_empty() && tail == "chat/completions")
+}
+
+/// The key in any of the ways providers take it: `Authorization: Bearer`, `x-api-key`, `api-key`.
+fn has_key(h: &HeaderMap, key: &str) -> bool {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    get("authorization").and_then(|v| v.strip_prefix("Bearer ")) == Some(key)
+        || get("x-api-key") == Some(key)
+        || get("api-key") == Some(key)
 }
 
 fn json(status: StatusCode, body: Bytes, name: &str) -> Response<FakeBody> {
@@ -185,9 +233,13 @@ fn json(status: StatusCode, body: Bytes, name: &str) -> Response<FakeBody> {
     resp
 }
 
-fn error(status: u16, name: &str, retry_after: Option<u64>) -> Response<FakeBody> {
+fn error(wire: Wire, status: u16, name: &str, retry_after: Option<u64>) -> Response<FakeBody> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = json(code, openai::error_body(status), name);
+    let body = match wire {
+        Wire::OpenAi => openai::error_body(status),
+        Wire::Anthropic => anthropic::error_body(status),
+    };
+    let mut resp = json(code, body, name);
     if let Some(s) = retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
     }

@@ -43,13 +43,14 @@ struct FunctionIn {
 
 /// What the fake will answer, decided once per request.
 pub struct Answer {
-    id: String,
-    model: String,
-    name: String,
-    chunks: u32,
-    tool_call: Option<(String, String)>,
-    prompt_tokens: u64,
-    include_usage: bool,
+    pub(super) id: String,
+    pub(super) model: String,
+    pub(super) name: String,
+    pub(super) chunks: u32,
+    /// The tool call to make: name and JSON arguments.
+    pub(super) tool_call: Option<(String, String)>,
+    pub(super) prompt_tokens: u64,
+    pub(super) include_usage: bool,
 }
 
 impl Answer {
@@ -59,13 +60,23 @@ impl Answer {
             model: req.model.clone(),
             name: name.to_owned(),
             chunks: chunks.max(1),
-            tool_call: tool_call(req),
+            tool_call: choose_tool(
+                req.tools.iter().filter_map(|t| t.function.as_ref()).map(|f| (f.name.as_str(), f.parameters.as_ref())),
+                match &req.tool_choice {
+                    Some(Value::String(s)) if s == "none" => Choice::None,
+                    Some(Value::Object(o)) => match o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+                        Some(n) => Choice::Named(n.to_owned()),
+                        None => Choice::None,
+                    },
+                    _ => Choice::First,
+                },
+            ),
             prompt_tokens: (body_len as u64 / 4).max(1),
             include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
         }
     }
 
-    fn word(&self, i: u32) -> String {
+    pub(super) fn word(&self, i: u32) -> String {
         if i == 0 { format!("Hello from {}.", self.name) } else { format!(" w{i}") }
     }
 
@@ -104,13 +115,14 @@ impl Answer {
         Bytes::from(format!("data: {c}\n\n"))
     }
 
-    /// The stream's events, split into the content part (which `drop_after` / `error_after`
-    /// count) and the closing part.
-    pub fn stream_events(&self) -> (Vec<Bytes>, Vec<Bytes>) {
+    /// The stream's events: opening, content (which `drop_after` / `error_after` count) and
+    /// closing.
+    pub fn stream_events(&self) -> [Vec<Bytes>; 3] {
+        let mut opening = Vec::new();
         let mut content = Vec::new();
         let finish = match &self.tool_call {
             Some((name, args)) => {
-                content.push(self.chunk(
+                opening.push(self.chunk(
                     json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_fake0",
                         "type": "function", "function": {"name": name, "arguments": ""}}]}),
                     None,
@@ -130,7 +142,7 @@ impl Answer {
                 "tool_calls"
             }
             None => {
-                content.push(self.chunk(json!({"role": "assistant", "content": "", "refusal": null}), None));
+                opening.push(self.chunk(json!({"role": "assistant", "content": "", "refusal": null}), None));
                 for i in 0..self.chunks {
                     content.push(self.chunk(json!({"content": self.word(i)}), None));
                 }
@@ -144,24 +156,29 @@ impl Answer {
             closing.push(Bytes::from(format!("data: {c}\n\n")));
         }
         closing.push(Bytes::from_static(b"data: [DONE]\n\n"));
-        (content, closing)
+        [opening, content, closing]
     }
 }
 
-/// The tool the fake "decides" to call: the named one, else the first, unless tool_choice is
-/// "none". Arguments fill the schema's required properties with placeholder values.
-fn tool_call(req: &ChatIn) -> Option<(String, String)> {
-    let tools: Vec<&FunctionIn> = req.tools.iter().filter_map(|t| t.function.as_ref()).collect();
-    let chosen = match &req.tool_choice {
-        Some(Value::String(s)) if s == "none" => return None,
-        Some(Value::Object(o)) => {
-            let name = o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str)?;
-            tools.iter().find(|t| t.name == name).copied()?
-        }
-        _ => *tools.first()?,
+pub(super) enum Choice {
+    None,
+    First,
+    Named(String),
+}
+
+/// The tool the fake "decides" to call: the named one, else the first, unless told none.
+/// Arguments fill the schema's required properties with placeholder values.
+pub(super) fn choose_tool<'a>(
+    tools: impl Iterator<Item = (&'a str, Option<&'a Value>)>,
+    choice: Choice,
+) -> Option<(String, String)> {
+    let tools: Vec<(&str, Option<&Value>)> = tools.collect();
+    let (name, params) = match choice {
+        Choice::None => return None,
+        Choice::Named(n) => *tools.iter().find(|(t, _)| *t == n)?,
+        Choice::First => *tools.first()?,
     };
     let mut args = serde_json::Map::new();
-    let params = chosen.parameters.as_ref();
     let required = params.and_then(|p| p.get("required")).and_then(Value::as_array).cloned().unwrap_or_default();
     for key in required.iter().filter_map(Value::as_str) {
         let ty = params.and_then(|p| p.pointer(&format!("/properties/{key}/type"))).and_then(Value::as_str);
@@ -174,7 +191,23 @@ fn tool_call(req: &ChatIn) -> Option<(String, String)> {
         };
         args.insert(key.to_owned(), v);
     }
-    Some((chosen.name.clone(), Value::Object(args).to_string()))
+    Some((name.to_owned(), Value::Object(args).to_string()))
+}
+
+/// Splits `s` into about `parts` pieces on character boundaries, as providers fragment
+/// tool-call arguments.
+pub(super) fn fragments(s: &str, parts: usize) -> Vec<&str> {
+    let parts = parts.clamp(1, s.len().max(1));
+    let step = s.len().div_ceil(parts).max(1);
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let cut = (step..=rest.len()).find(|&i| rest.is_char_boundary(i)).unwrap_or(rest.len());
+        let (piece, tail) = rest.split_at(cut);
+        out.push(piece);
+        rest = tail;
+    }
+    out
 }
 
 /// An OpenAI error body for a status, shaped like the fixtures.
