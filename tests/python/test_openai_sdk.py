@@ -1,11 +1,12 @@
 """The official `openai` SDK against a running sidecar.
 
-Started by tests/tests/sdk_openai.rs, which runs the fakes and the sidecar and passes the
-sidecar's URL in SPILLWAY_BASE_URL. Features it configures:
-  chat      -> primary (healthy)
-  flaky     -> broken (always 503), then backup
+Started by tests/tests/sdk.rs, which runs the fakes and the sidecar and passes the sidecar's
+URL in SPILLWAY_BASE_URL. Features it configures:
+  chat      -> primary (healthy, OpenAI-compatible)
+  claude    -> the same fake as an Anthropic endpoint (the sidecar translates)
+  flaky     -> broken (always 503), an Anthropic endpoint answering 529, then backup
   midstream -> an upstream that sends its own error event after two chunks
-  truncated -> an upstream that drops the connection after two chunks
+  truncated -> an Anthropic upstream that drops the connection after two chunks
 """
 
 import json
@@ -98,11 +99,25 @@ def test_streamed_tool_call(client):
     assert set(json.loads(arguments)) == {"city", "days"}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_endpoint_through_the_openai_sdk(client, stream):
+    if stream:
+        chunks = list(client.chat.completions.create(
+            model="claude", messages=HELLO, stream=True, stream_options={"include_usage": True}))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("Hello from primary.")
+        assert chunks[-1].usage.completion_tokens > 0
+    else:
+        completion = client.chat.completions.create(model="claude", messages=HELLO, tools=[WEATHER_TOOL])
+        call = completion.choices[0].message.tool_calls[0]
+        assert completion.choices[0].finish_reason == "tool_calls"
+        assert set(json.loads(call.function.arguments)) == {"city", "days"}
+
+
 def test_fallback_from_a_failing_primary(client):
     raw = client.chat.completions.with_raw_response.create(model="flaky", messages=HELLO)
     assert raw.parse().choices[0].message.content.startswith("Hello from backup.")
     assert raw.headers["x-spillway-endpoint"] == "backup"
-    assert raw.headers["x-spillway-attempts"] == "2"
+    assert raw.headers["x-spillway-attempts"] == "3"
 
     stream = client.chat.completions.create(model="flaky", messages=HELLO, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).startswith("Hello from backup.")
@@ -118,7 +133,7 @@ def test_unknown_feature(client):
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert info.value.code == "unknown_feature"
-    assert "chat, flaky, midstream, truncated" in info.value.message
+    assert "chat, claude, flaky, midstream, truncated" in info.value.message
 
 
 def test_malformed_requests(client):

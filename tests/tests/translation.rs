@@ -100,7 +100,10 @@ async fn openai_client_tool_calls_through_an_anthropic_endpoint() {
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     let call = &v["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "weather");
-    assert_eq!(serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(), json!({"city": "fake-city"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "fake-city"})
+    );
 
     let mut streamed = tools;
     streamed["stream"] = json!(true);
@@ -130,8 +133,12 @@ async fn anthropic_client_on_an_openai_endpoint() {
     assert_eq!(sent.body["messages"][0], json!({"role": "system", "content": "Be brief."}));
     assert_eq!(sent.body["max_tokens"], 256);
 
-    let r = anthropic_call(&sc, "to-openai", json!({"stream": true, "tools": [{"name": "weather", "input_schema": tool()}],
-        "tool_choice": {"type": "tool", "name": "weather"}}))
+    let r = anthropic_call(
+        &sc,
+        "to-openai",
+        json!({"stream": true, "tools": [{"name": "weather", "input_schema": tool()}],
+        "tool_choice": {"type": "tool", "name": "weather"}}),
+    )
     .await;
     let events = sse_data(&r);
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -189,7 +196,11 @@ async fn fallback_crosses_protocols_and_errors_come_in_the_callers_format() {
     assert_eq!(r.json()["error"]["type"], "not_found_error");
 
     let bad = TestClient::default()
-        .post_json(&sc.url("/v1/messages"), &[], json!({"model": "to-claude", "messages": [{"role": "user", "content": "x"}]}).to_string())
+        .post_json(
+            &sc.url("/v1/messages"),
+            &[],
+            json!({"model": "to-claude", "messages": [{"role": "user", "content": "x"}]}).to_string(),
+        )
         .await
         .unwrap();
     assert_eq!(bad.status, 400);

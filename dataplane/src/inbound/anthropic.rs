@@ -12,7 +12,11 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<Request, ApiError> {
     match body.get("max_tokens") {
         Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
         None => {
-            return Err(ApiError::invalid_request("missing_max_tokens", Some("max_tokens"), "`max_tokens` is required"));
+            return Err(ApiError::invalid_request(
+                "missing_max_tokens",
+                Some("max_tokens"),
+                "`max_tokens` is required",
+            ));
         }
         Some(v) => {
             return Err(ApiError::invalid_request(

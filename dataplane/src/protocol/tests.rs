@@ -120,10 +120,8 @@ fn openai_streams_reach_anthropic_clients_intact() {
 #[test]
 fn translated_anthropic_stream_has_the_documented_event_order() {
     let translated = translate(Protocol::OpenAi, Protocol::Anthropic, &fixture("openai/chat_stream_tool_call.sse"));
-    let names: Vec<String> = sse::events(&translated)
-        .filter_map(sse::event_name)
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
+    let names: Vec<String> =
+        sse::events(&translated).filter_map(sse::event_name).map(|n| String::from_utf8_lossy(n).into_owned()).collect();
     assert_eq!(names.first().map(String::as_str), Some("message_start"));
     assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"]);
     // Every block that starts stops, and indexes count up from 0.
@@ -144,7 +142,8 @@ fn openai_request_fixture_becomes_a_valid_anthropic_request() {
     let first = &a["messages"][0]["content"];
     assert_eq!(first[1]["source"]["type"], "base64");
     assert_eq!(first[1]["source"]["media_type"], "image/png");
-    let calls: Vec<&Value> = a["messages"][1]["content"].as_array().unwrap().iter().filter(|b| b["type"] == "tool_use").collect();
+    let calls: Vec<&Value> =
+        a["messages"][1]["content"].as_array().unwrap().iter().filter(|b| b["type"] == "tool_use").collect();
     assert_eq!(calls[0]["input"], json!({"location": "Paris, France"}));
     let results = a["messages"][2]["content"].as_array().unwrap();
     assert_eq!(results.len(), 2, "both tool results in one user turn");
@@ -161,7 +160,10 @@ fn anthropic_request_fixture_becomes_a_valid_openai_request() {
     assert_eq!(msgs[0], json!({"role": "system", "content": "You are a concise weather assistant."}));
     assert!(msgs[1]["content"][1]["image_url"]["url"].as_str().unwrap().starts_with("data:image/png;base64,"));
     let call = &msgs[2]["tool_calls"][0];
-    assert_eq!(serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(), json!({"location": "Paris"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"location": "Paris"})
+    );
     assert_eq!(msgs[3]["role"], "tool");
     assert_eq!(msgs[3]["tool_call_id"], call["id"]);
     assert_eq!(o["max_completion_tokens"], 1024);
@@ -187,7 +189,8 @@ fn untranslatable_requests_are_refused_with_the_reason() {
     let e = openai::decode_request(bad_args.as_object().unwrap()).unwrap_err();
     assert!(e.message.contains("messages[0].tool_calls[0].function.arguments"), "{}", e.message);
 
-    let audio = json!({"model": "f", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]});
+    let audio =
+        json!({"model": "f", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]});
     assert!(openai::decode_request(audio.as_object().unwrap()).unwrap_err().message.contains("input_audio"));
 
     let server_tool = json!({"model": "f", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],

@@ -35,7 +35,12 @@ impl MessagesIn {
         let choice = match self.tool_choice.as_ref().and_then(|c| c.get("type")).and_then(Value::as_str) {
             Some("none") => Choice::None,
             Some("tool") => Choice::Named(
-                self.tool_choice.as_ref().and_then(|c| c.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+                self.tool_choice
+                    .as_ref()
+                    .and_then(|c| c.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
             ),
             _ => Choice::First,
         };
@@ -139,7 +144,9 @@ pub fn error_body(status: u16) -> Bytes {
         529 => ("overloaded_error", "Overloaded"),
         _ => ("api_error", "fake: Internal server error"),
     };
-    Bytes::from(json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}).to_string())
+    Bytes::from(
+        json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}).to_string(),
+    )
 }
 
 /// The mid-stream overload of fixture `messages_stream_midstream_overloaded.sse`.

@@ -64,10 +64,12 @@ impl Answer {
                 req.tools.iter().filter_map(|t| t.function.as_ref()).map(|f| (f.name.as_str(), f.parameters.as_ref())),
                 match &req.tool_choice {
                     Some(Value::String(s)) if s == "none" => Choice::None,
-                    Some(Value::Object(o)) => match o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
-                        Some(n) => Choice::Named(n.to_owned()),
-                        None => Choice::None,
-                    },
+                    Some(Value::Object(o)) => {
+                        match o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+                            Some(n) => Choice::Named(n.to_owned()),
+                            None => Choice::None,
+                        }
+                    }
                     _ => Choice::First,
                 },
             ),

@@ -1,0 +1,108 @@
+"""The official `anthropic` SDK against a running sidecar (started by tests/tests/sdk.rs).
+
+Features: chat -> an OpenAI endpoint; claude -> an Anthropic endpoint; flaky -> an OpenAI
+endpoint answering 503, an Anthropic endpoint answering 529, then an OpenAI backup;
+midstream / truncated -> upstreams that fail after two chunks.
+"""
+
+import json
+import os
+
+import anthropic
+import pytest
+
+BASE_URL = os.environ["SPILLWAY_BASE_URL"]
+WEATHER = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+    },
+}
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.fixture()
+def client():
+    return anthropic.Anthropic(base_url=BASE_URL, api_key="unused-by-the-sidecar", max_retries=0)
+
+
+@pytest.mark.parametrize("feature,upstream", [("claude", "primary"), ("chat", "primary")])
+def test_non_streaming(client, feature, upstream):
+    raw = client.messages.with_raw_response.create(model=feature, max_tokens=64, system="Be brief.", messages=HELLO)
+    message = raw.parse()
+    assert message.type == "message"
+    assert message.content[0].text.startswith(f"Hello from {upstream}.")
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens > 0
+    assert raw.headers["x-spillway-request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize("feature", ["claude", "chat"])
+def test_streaming(client, feature):
+    with client.messages.stream(model=feature, max_tokens=64, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.startswith("Hello from primary.")
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("feature", ["claude", "chat"])
+def test_tool_use(client, feature):
+    message = client.messages.create(
+        model=feature, max_tokens=64, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"},
+        messages=[{"role": "user", "content": "Weather in Paris?"}])
+    assert message.stop_reason == "tool_use"
+    call = next(b for b in message.content if b.type == "tool_use")
+    assert call.name == "get_weather"
+    assert set(call.input) == {"city", "days"}
+
+    # The tool result goes back in the next turn, across protocols too.
+    follow_up = client.messages.create(
+        model=feature, max_tokens=64, tools=[WEATHER],
+        messages=[{"role": "user", "content": "Weather in Paris?"},
+                  {"role": "assistant", "content": [{"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C, rain"}]}])
+    assert follow_up.type == "message"
+
+
+@pytest.mark.parametrize("feature", ["claude", "chat"])
+def test_streamed_tool_use(client, feature):
+    with client.messages.stream(model=feature, max_tokens=64, tools=[WEATHER],
+                                messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
+        final = stream.get_final_message()
+    call = next(b for b in final.content if b.type == "tool_use")
+    assert set(call.input) == {"city", "days"}
+    assert final.stop_reason == "tool_use"
+
+
+def test_fallback_across_protocols(client):
+    raw = client.messages.with_raw_response.create(model="flaky", max_tokens=64, messages=HELLO)
+    assert raw.parse().content[0].text.startswith("Hello from backup.")
+    assert raw.headers["x-spillway-endpoint"] == "backup"
+    assert raw.headers["x-spillway-attempts"] == "3"
+
+
+def test_unknown_feature(client):
+    with pytest.raises(anthropic.NotFoundError) as info:
+        client.messages.create(model="claude-3-opus", max_tokens=64, messages=HELLO)
+    assert "known features" in info.value.message
+
+
+def test_malformed_request(client):
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client.messages.create(model="claude", max_tokens=64, messages=[])
+    assert "messages" in info.value.message
+
+
+@pytest.mark.parametrize("feature", ["midstream", "truncated"])
+def test_mid_stream_failure_raises(client, feature):
+    received = ""
+    with pytest.raises(anthropic.APIError):
+        with client.messages.stream(model=feature, max_tokens=64, messages=HELLO) as stream:
+            for text in stream.text_stream:
+                received += text
+    assert received.startswith("Hello from")
