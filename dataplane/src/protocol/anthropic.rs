@@ -1,6 +1,6 @@
 //! Anthropic Messages ↔ canonical.
 
-use super::{StreamDecoder, StreamEncoder};
+use super::{SseEventDecoder, StreamEncoder};
 use crate::canonical::{self as c, Event, Image, Message, Part, Role, StopReason, ToolChoice, Usage};
 use crate::error::ApiError;
 use crate::sse;
@@ -306,10 +306,17 @@ pub struct Decoder {
     tool_block: Option<u64>,
 }
 
-impl StreamDecoder for Decoder {
+impl SseEventDecoder for Decoder {
     fn decode(&mut self, event: &[u8], out: &mut Vec<Event>) {
         let Some(payload) = sse::data(event) else { return };
         let Ok(v) = serde_json::from_str::<Value>(&payload) else { return };
+        self.decode_json(&v, out);
+    }
+}
+
+impl Decoder {
+    /// One Anthropic stream event, however it was framed (SSE, or a Bedrock `chunk`).
+    pub fn decode_json(&mut self, v: &Value, out: &mut Vec<Event>) {
         match v.get("type").and_then(Value::as_str).unwrap_or_default() {
             "message_start" => {
                 let m = v.get("message");

@@ -10,9 +10,11 @@
 //! - errors: the client's error body for a status and message (`error_body`).
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod openai;
 
-use crate::canonical::Event;
+use crate::canonical::{self, Event};
+use crate::sse::{self, SseSplitter};
 use bytes::BytesMut;
 
 /// The API a client or an endpoint speaks.
@@ -24,10 +26,79 @@ pub enum Protocol {
     Anthropic,
 }
 
-/// Turns provider stream events into canonical events.
+/// What an endpoint speaks on the wire: its request body and its reply framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI Chat Completions JSON and SSE.
+    OpenAi,
+    /// Anthropic Messages JSON and SSE.
+    Anthropic,
+    /// Bedrock Converse JSON and event-stream frames.
+    BedrockConverse,
+    /// Bedrock InvokeModel: Anthropic bodies, replies in event-stream `chunk` frames.
+    BedrockInvoke,
+}
+
+impl Wire {
+    /// Whether a client of `client` can be passed through to this wire untranslated.
+    pub fn passes_through(self, client: Protocol) -> bool {
+        matches!((self, client), (Wire::OpenAi, Protocol::OpenAi) | (Wire::Anthropic, Protocol::Anthropic))
+    }
+
+    /// A provider reply body → canonical; `None` if it is not a reply of this wire.
+    pub fn decode_response(self, body: &[u8], model: &str) -> Option<canonical::Response> {
+        match self {
+            Wire::OpenAi => openai::decode_response(body),
+            Wire::Anthropic | Wire::BedrockInvoke => anthropic::decode_response(body),
+            Wire::BedrockConverse => bedrock::decode_response(body, model),
+        }
+    }
+
+    pub fn stream_decoder(self, model: &str) -> Box<dyn StreamDecoder> {
+        match self {
+            Wire::OpenAi => Box::new(Sse::new(openai::Decoder::default())),
+            Wire::Anthropic => Box::new(Sse::new(anthropic::Decoder::default())),
+            Wire::BedrockConverse => Box::new(bedrock::ConverseStream::new(model)),
+            Wire::BedrockInvoke => Box::new(bedrock::InvokeStream::default()),
+        }
+    }
+}
+
+/// Turns a provider's stream body into canonical events. Each decoder does its own framing
+/// (SSE, AWS event-stream), so it is fed raw body bytes as they arrive.
 pub trait StreamDecoder: Send {
-    /// `event` is one complete frame (an SSE event); canonical events are appended to `out`.
+    /// Appends the events of every frame completed by `bytes`. An error means the stream is
+    /// corrupt (a bad event-stream CRC, say) and must be treated as failed.
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String>;
+}
+
+/// Decodes one SSE event of a protocol.
+pub trait SseEventDecoder: Send {
     fn decode(&mut self, event: &[u8], out: &mut Vec<Event>);
+}
+
+/// SSE framing around an event decoder.
+pub struct Sse<D> {
+    splitter: SseSplitter,
+    inner: D,
+}
+
+impl<D> Sse<D> {
+    pub fn new(inner: D) -> Self {
+        Sse { splitter: SseSplitter::default(), inner }
+    }
+}
+
+impl<D: SseEventDecoder> StreamDecoder for Sse<D> {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String> {
+        self.splitter.push(bytes);
+        if let Some(block) = self.splitter.take_complete() {
+            for event in sse::events(&block) {
+                self.inner.decode(event, out);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Turns canonical events into the client's stream.
@@ -35,13 +106,6 @@ pub trait StreamEncoder: Send {
     fn encode(&mut self, event: &Event, out: &mut BytesMut);
     /// A failure spillway detected (upstream died, deadline): the client's own error event.
     fn failure(&mut self, code: &str, message: &str, out: &mut BytesMut);
-}
-
-pub fn stream_decoder(p: Protocol) -> Box<dyn StreamDecoder> {
-    match p {
-        Protocol::OpenAi => Box::<openai::Decoder>::default(),
-        Protocol::Anthropic => Box::<anthropic::Decoder>::default(),
-    }
 }
 
 pub fn stream_encoder(p: Protocol, include_usage: bool) -> Box<dyn StreamEncoder> {

@@ -1,6 +1,6 @@
 //! OpenAI Chat Completions ↔ canonical.
 
-use super::{StreamDecoder, StreamEncoder, unix_now};
+use super::{SseEventDecoder, StreamEncoder, unix_now};
 use crate::canonical::{self as c, Event, Image, Message, Part, Role, StopReason, ToolChoice, Usage};
 use crate::error::ApiError;
 use crate::sse;
@@ -382,7 +382,7 @@ pub struct Decoder {
     started: bool,
 }
 
-impl StreamDecoder for Decoder {
+impl SseEventDecoder for Decoder {
     fn decode(&mut self, event: &[u8], out: &mut Vec<Event>) {
         let Some(payload) = sse::data(event) else { return };
         if payload.trim() == "[DONE]" {

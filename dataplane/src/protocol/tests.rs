@@ -1,7 +1,7 @@
 //! Golden translation tests over the recorded provider fixtures: every direction of every
 //! pair carries the same text, tool calls, stop reason and usage.
 
-use super::{Protocol, anthropic, openai, stream_decoder, stream_encoder};
+use super::{Protocol, Wire, anthropic, openai, stream_encoder};
 use crate::canonical::{Event, Part, StopReason, Usage};
 use crate::sse;
 use bytes::BytesMut;
@@ -29,12 +29,21 @@ struct Seen {
     error: Option<String>,
 }
 
-fn seen(p: Protocol, bytes: &[u8]) -> Seen {
-    let mut d = stream_decoder(p);
-    let mut events = Vec::new();
-    for e in sse::events(bytes) {
-        d.decode(e, &mut events);
+fn wire(p: Protocol) -> Wire {
+    match p {
+        Protocol::OpenAi => Wire::OpenAi,
+        Protocol::Anthropic => Wire::Anthropic,
     }
+}
+
+fn seen(p: Protocol, bytes: &[u8]) -> Seen {
+    seen_wire(wire(p), bytes)
+}
+
+fn seen_wire(w: Wire, bytes: &[u8]) -> Seen {
+    let mut d = w.stream_decoder("m");
+    let mut events = Vec::new();
+    d.feed(bytes, &mut events).unwrap();
     let mut s = Seen::default();
     let mut args: Vec<String> = Vec::new();
     for e in events {
@@ -69,12 +78,14 @@ fn comparable(mut s: Seen) -> Seen {
 
 /// Provider stream in `from` → client stream in `to`, as the sidecar does it.
 fn translate(from: Protocol, to: Protocol, bytes: &[u8]) -> Vec<u8> {
-    let mut d = stream_decoder(from);
+    translate_wire(wire(from), to, bytes)
+}
+
+fn translate_wire(from: Wire, to: Protocol, bytes: &[u8]) -> Vec<u8> {
+    let mut d = from.stream_decoder("m");
     let mut e = stream_encoder(to, true);
     let (mut events, mut out) = (Vec::new(), BytesMut::new());
-    for ev in sse::events(bytes) {
-        d.decode(ev, &mut events);
-    }
+    d.feed(bytes, &mut events).unwrap();
     for ev in &events {
         e.encode(ev, &mut out);
     }

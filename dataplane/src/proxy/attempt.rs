@@ -8,10 +8,10 @@
 use super::RequestCtx;
 use crate::canonical::{self, Event};
 use crate::inbound;
-use crate::protocol::{self, Protocol, anthropic, openai};
+use crate::protocol::{Protocol, Wire, anthropic, bedrock, openai};
 use crate::routing::EndpointTarget;
-use crate::sse::SseSplitter;
 use crate::upstream::failure::{self, AttemptFailure};
+use crate::upstream::provider::Upstream;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -26,8 +26,8 @@ const REPLY_LIMIT: usize = 64 * 1024 * 1024;
 pub enum Reply {
     /// A whole, well-formed non-streaming reply, already in the caller's protocol.
     Complete { status: StatusCode, content_type: HeaderValue, body: Bytes },
-    /// A stream whose first token has arrived; `first` holds the provider's events up to it.
-    Stream { first: Bytes, splitter: SseSplitter, rest: Incoming },
+    /// A stream whose first token has arrived; `first` holds the provider's bytes up to it.
+    Stream { first: Bytes, rest: Incoming },
 }
 
 /// Sends `req` to `target`. `canonical` is the request in canonical form, present whenever some
@@ -40,16 +40,15 @@ pub async fn run(
 ) -> Result<Reply, AttemptFailure> {
     let first_byte_by = ctx.feature.attempt_timeout.map_or(ctx.deadline, |t| (Instant::now() + t).min(ctx.deadline));
     let up = &target.upstream;
-    let upstream_req = match (up.wire == req.protocol, canonical) {
-        (true, _) => up.request(&mut req.body, Some(&req.protocol_headers), &ctx.id),
-        (false, Some(c)) => {
-            let mut body = match up.wire {
-                Protocol::OpenAi => openai::encode_request(c, up.model(), up.max_tokens_field),
-                Protocol::Anthropic => anthropic::encode_request(c, Some(up.model())),
-            };
-            up.request(&mut body, None, &ctx.id)
-        }
-        (false, None) => return Err(AttemptFailure::unavailable("internal", "no canonical request to translate")),
+    let passthrough = up.wire.passes_through(req.protocol);
+    let upstream_req = if passthrough {
+        up.request(&mut req.body, req.stream, Some(&req.protocol_headers), &ctx.id).await?
+    } else {
+        let Some(c) = canonical else {
+            return Err(AttemptFailure::unavailable("internal", "no canonical request to translate"));
+        };
+        let mut body = encode(up, c).map_err(|e| AttemptFailure::unavailable("unsupported_input", e))?;
+        up.request(&mut body, req.stream, None, &ctx.id).await?
     };
     let resp = match timeout_at(first_byte_by, up.client.request(upstream_req)).await {
         Err(_) => return Err(timed_out(ctx, first_byte_by, "no response head")),
@@ -67,30 +66,30 @@ pub async fn run(
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
     if req.stream {
-        if !content_type.to_str().unwrap_or_default().starts_with("text/event-stream") {
+        let expected = match up.wire {
+            Wire::OpenAi | Wire::Anthropic => "text/event-stream",
+            Wire::BedrockConverse | Wire::BedrockInvoke => "application/vnd.amazon.eventstream",
+        };
+        if !content_type.to_str().unwrap_or_default().starts_with(expected) {
             return Err(AttemptFailure::unavailable(
                 "malformed",
                 format!("asked for a stream, got Content-Type {content_type:?}"),
             ));
         }
-        return first_token(up.wire, body, first_byte_by, ctx).await;
+        return first_token(up, body, first_byte_by, ctx).await;
     }
     let body = match timeout_at(ctx.deadline, Limited::new(body, REPLY_LIMIT).collect()).await {
         Err(_) => return Err(timed_out(ctx, ctx.deadline, "reply body incomplete")),
         Ok(Err(e)) => return Err(AttemptFailure::unavailable("reset", format!("reply body failed: {e}"))),
         Ok(Ok(c)) => c.to_bytes(),
     };
-    if up.wire == req.protocol {
+    if passthrough {
         if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
             return Err(AttemptFailure::unavailable("malformed", "reply body is not valid JSON"));
         }
         return Ok(Reply::Complete { status: parts.status, content_type, body });
     }
-    let decoded = match up.wire {
-        Protocol::OpenAi => openai::decode_response(&body),
-        Protocol::Anthropic => anthropic::decode_response(&body),
-    };
-    let Some(reply) = decoded else {
+    let Some(reply) = up.wire.decode_response(&body, up.model()) else {
         return Err(AttemptFailure::unavailable("malformed", "reply body is not a well-formed reply of its protocol"));
     };
     let encoded = match req.protocol {
@@ -104,16 +103,25 @@ pub async fn run(
     })
 }
 
+/// The request body in the endpoint's wire format, from the canonical form.
+fn encode(up: &Upstream, c: &canonical::Request) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    Ok(match up.wire {
+        Wire::OpenAi => openai::encode_request(c, up.model(), up.max_tokens_field),
+        Wire::Anthropic => anthropic::encode_request(c, Some(up.model())),
+        Wire::BedrockConverse => bedrock::encode_converse(c)?,
+        Wire::BedrockInvoke => bedrock::encode_invoke(c),
+    })
+}
+
 /// Reads until the stream's first token. What came before it (the role chunk, `message_start`,
 /// keep-alives) is kept and forwarded with it. An error event before it is a failed attempt.
 async fn first_token(
-    wire: Protocol,
+    up: &Upstream,
     mut body: Incoming,
     first_byte_by: Instant,
     ctx: &RequestCtx,
 ) -> Result<Reply, AttemptFailure> {
-    let mut splitter = SseSplitter::default();
-    let mut decoder = protocol::stream_decoder(wire);
+    let mut decoder = up.wire.stream_decoder(up.model());
     let mut first = BytesMut::new();
     let mut events = Vec::new();
     loop {
@@ -126,11 +134,8 @@ async fn first_token(
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
-        splitter.push(&data);
-        let Some(block) = splitter.take_complete() else { continue };
-        for event in crate::sse::events(&block) {
-            decoder.decode(event, &mut events);
-        }
+        decoder.feed(&data, &mut events).map_err(|e| AttemptFailure::unavailable("malformed", e))?;
+        first.extend_from_slice(&data);
         let mut has_output = false;
         for e in events.drain(..) {
             match e {
@@ -141,9 +146,8 @@ async fn first_token(
                 Event::Start { .. } | Event::Usage(_) => {}
             }
         }
-        first.extend_from_slice(&block);
         if has_output {
-            return Ok(Reply::Stream { first: first.freeze(), splitter, rest: body });
+            return Ok(Reply::Stream { first: first.freeze(), rest: body });
         }
     }
 }

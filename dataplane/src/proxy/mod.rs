@@ -15,7 +15,7 @@ use crate::canonical;
 use crate::error::ApiError;
 use crate::inbound;
 use crate::metrics::Metrics;
-use crate::protocol::{Protocol, anthropic, openai};
+use crate::protocol::{Protocol, Wire, anthropic, openai};
 use crate::routing::{FeatureRoute, RoutingTable};
 use crate::upstream::failure::{AttemptFailure, FailureKind};
 use attempt::Reply;
@@ -133,7 +133,7 @@ fn feature_label<'a>(table: &RoutingTable, headers: &'a HeaderMap) -> &'a str {
 async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> Response<ProxyBody> {
     // Translate only when some endpoint speaks another protocol than the caller; a request
     // that cannot be translated is the caller's to fix, before anything is sent.
-    let canonical = if ctx.feature.hierarchy.iter().any(|t| t.upstream.wire != req.protocol) {
+    let canonical = if ctx.feature.hierarchy.iter().any(|t| !t.upstream.wire.passes_through(req.protocol)) {
         let decoded = match req.protocol {
             Protocol::OpenAi => openai::decode_request(&req.body),
             Protocol::Anthropic => anthropic::decode_request(&req.body),
@@ -164,8 +164,9 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
         };
         match attempt::run(target, &mut req, canonical.as_ref(), &ctx).await {
             Ok(reply) => {
+                let up = &target.upstream;
                 let mode =
-                    stream::Mode::new(req.protocol, target.upstream.wire, include_usage(&req, canonical.as_ref()));
+                    stream::Mode::new(req.protocol, up.wire, up.model(), include_usage(&req, canonical.as_ref()));
                 return commit(reply, mode, finish, &ctx);
             }
             Err(f) if f.may_fall_back() => {
@@ -195,13 +196,13 @@ fn include_usage(req: &inbound::Request, canonical: Option<&canonical::Request>)
 
 /// A provider's refusal of the request, in the caller's protocol: as-is when the protocols
 /// match, else its message re-wrapped.
-fn refusal(f: AttemptFailure, wire: Protocol, client: Protocol) -> Response<ProxyBody> {
+fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Response<ProxyBody> {
     let (status, body) = f.reply.unwrap_or((StatusCode::BAD_REQUEST, Default::default()));
-    let body = if wire == client {
+    let body = if wire.passes_through(client) {
         body
     } else {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let message = v.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or(&f.detail);
+        let message = v.pointer("/error/message").or(v.get("message")).and_then(|m| m.as_str()).unwrap_or(&f.detail);
         let code = v.pointer("/error/code").and_then(|m| m.as_str());
         let out = match client {
             Protocol::OpenAi => openai::error_body(openai::error_type(status.as_u16()), code, message, None),
@@ -226,9 +227,9 @@ fn commit(reply: Reply, mode: stream::Mode, finish: Finish, ctx: &RequestCtx) ->
             r.headers_mut().insert(header::CONTENT_TYPE, content_type);
             r
         }
-        Reply::Stream { first, splitter, rest } => {
+        Reply::Stream { first, rest } => {
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
-            let body = stream::GuardedStream::new(mode, first, splitter, rest, ctx.deadline, finish);
+            let body = stream::GuardedStream::new(mode, first, rest, ctx.deadline, finish);
             let mut r = Response::new(body.boxed_unsync());
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

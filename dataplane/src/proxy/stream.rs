@@ -8,7 +8,7 @@
 
 use super::Finish;
 use crate::canonical::Event;
-use crate::protocol::{self, Protocol, StreamDecoder, StreamEncoder};
+use crate::protocol::{self, Protocol, StreamDecoder, StreamEncoder, Wire};
 use crate::sse::{self, EventKind, SseSplitter};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -28,12 +28,12 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn new(client: Protocol, wire: Protocol, include_usage: bool) -> Mode {
-        if client == wire {
+    pub fn new(client: Protocol, wire: Wire, model: &str, include_usage: bool) -> Mode {
+        if wire.passes_through(client) {
             Mode::Passthrough(client)
         } else {
             Mode::Translate {
-                decoder: protocol::stream_decoder(wire),
+                decoder: wire.stream_decoder(model),
                 encoder: protocol::stream_encoder(client, include_usage),
             }
         }
@@ -53,31 +53,59 @@ pub struct GuardedStream {
 }
 
 impl GuardedStream {
-    pub fn new(
-        mode: Mode,
-        first: Bytes,
-        splitter: SseSplitter,
-        rest: Incoming,
-        deadline: Instant,
-        finish: Finish,
-    ) -> Self {
+    pub fn new(mode: Mode, first: Bytes, rest: Incoming, deadline: Instant, finish: Finish) -> Self {
         let endpoint = finish.endpoint.clone();
         let mut s = GuardedStream {
             mode,
             next: None,
             upstream: Some(rest),
-            splitter,
+            splitter: SseSplitter::default(),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             finish: Some(finish),
             endpoint,
             events: Vec::new(),
         };
-        s.next = s.inspect(first);
+        s.next = s.on_data(&first);
         s
     }
 
-    /// Turns a block of provider events into what the client gets, noticing the stream's end.
-    fn inspect(&mut self, block: Bytes) -> Option<Bytes> {
+    /// Turns provider bytes into what the client gets, noticing the stream's end.
+    fn on_data(&mut self, data: &[u8]) -> Option<Bytes> {
+        let mut ended = None;
+        let out = match &mut self.mode {
+            Mode::Passthrough(_) => {
+                self.splitter.push(data);
+                let block = self.splitter.take_complete()?;
+                return self.passthrough(block);
+            }
+            Mode::Translate { decoder, encoder } => {
+                if let Err(e) = decoder.feed(data, &mut self.events) {
+                    let msg = format!("upstream `{}` sent a corrupt stream: {e}", self.endpoint);
+                    return Some(self.fail("malformed", "upstream_stream_corrupt", msg));
+                }
+                let mut out = BytesMut::new();
+                for e in self.events.drain(..) {
+                    encoder.encode(&e, &mut out);
+                    match e {
+                        Event::End => ended = Some("ok"),
+                        Event::Error { .. } => ended = Some("stream_error"),
+                        _ => {}
+                    }
+                    if ended.is_some() {
+                        break;
+                    }
+                }
+                out.freeze()
+            }
+        };
+        if let Some(outcome) = ended {
+            self.end(outcome);
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// A block of whole events of the client's own protocol, forwarded as-is.
+    fn passthrough(&mut self, block: Bytes) -> Option<Bytes> {
         let mut ended = None;
         let out = match &mut self.mode {
             Mode::Passthrough(Protocol::OpenAi) => {
@@ -100,24 +128,7 @@ impl GuardedStream {
                 }
                 block
             }
-            Mode::Translate { decoder, encoder } => {
-                for event in sse::events(&block) {
-                    decoder.decode(event, &mut self.events);
-                }
-                let mut out = BytesMut::new();
-                for e in self.events.drain(..) {
-                    encoder.encode(&e, &mut out);
-                    match e {
-                        Event::End => ended = Some("ok"),
-                        Event::Error { .. } => ended = Some("stream_error"),
-                        _ => {}
-                    }
-                    if ended.is_some() {
-                        break;
-                    }
-                }
-                out.freeze()
-            }
+            Mode::Translate { .. } => block,
         };
         if let Some(outcome) = ended {
             self.end(outcome);
@@ -163,10 +174,7 @@ impl Body for GuardedStream {
             match ready!(Pin::new(upstream).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
-                    this.splitter.push(&data);
-                    if let Some(block) = this.splitter.take_complete() {
-                        this.next = this.inspect(block);
-                    }
+                    this.next = this.on_data(&data);
                 }
                 Some(Err(e)) => {
                     let msg = format!("upstream `{}` failed mid-stream: {e}", this.endpoint);

@@ -90,13 +90,17 @@ impl RoutingTable {
 
 fn target(name: &str, spec: &Endpoint) -> Result<EndpointTarget, (&'static str, String)> {
     match spec.provider {
-        Provider::Openai | Provider::OpenaiCompatible | Provider::AzureOpenai | Provider::Anthropic => {}
+        Provider::Openai
+        | Provider::OpenaiCompatible
+        | Provider::AzureOpenai
+        | Provider::Anthropic
+        | Provider::Bedrock => {}
         other => {
             return Err((
                 ".provider",
                 format!(
                     "provider `{}` is not supported by this spillway-proxy yet \
-                     (supported: openai, openai_compatible, azure_openai, anthropic)",
+                     (supported: openai, openai_compatible, azure_openai, anthropic, bedrock)",
                     other.as_str()
                 ),
             ));

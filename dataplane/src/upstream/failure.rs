@@ -1,7 +1,7 @@
 //! The one error vocabulary (DESIGN.md §3). Fallback decides on [`FailureKind`] alone, and the kind
 //! is decided by status plus the provider's machine-readable type or code, never message text.
 
-use crate::protocol::Protocol;
+use crate::protocol::Wire;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use std::time::Duration;
@@ -147,10 +147,46 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Classifies an error reply in the provider's protocol.
-pub fn classify(wire: Protocol, status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
+pub fn classify(wire: Wire, status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
     match wire {
-        Protocol::OpenAi => classify_openai(status, headers, body),
-        Protocol::Anthropic => classify_anthropic(status, headers, body),
+        Wire::OpenAi => classify_openai(status, headers, body),
+        Wire::Anthropic => classify_anthropic(status, headers, body),
+        Wire::BedrockConverse | Wire::BedrockInvoke => classify_bedrock(status, headers, body),
+    }
+}
+
+/// Classifies a Bedrock error reply by its error type: the `x-amzn-ErrorType` header (the part
+/// before `:` and after any `#`), else `__type` / `code` in the body. ThrottlingException and
+/// ModelNotReadyException share status 429; only the type tells them apart.
+pub fn classify_bedrock(status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let raw = headers
+        .get("x-amzn-errortype")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| v.get("__type").or(v.get("code")).and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    let error_type = raw.split(':').next().unwrap_or_default();
+    let error_type = error_type.rsplit('#').next().unwrap_or_default().to_owned();
+    let kind = match error_type.as_str() {
+        "ThrottlingException" | "ServiceQuotaExceededException" => FailureKind::Throttled,
+        "ValidationException" => FailureKind::BadRequest,
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "ExpiredTokenException"
+        | "InvalidSignatureException" => FailureKind::Auth,
+        "" if status.as_u16() == 429 => FailureKind::Throttled,
+        "" if status == StatusCode::BAD_REQUEST => FailureKind::BadRequest,
+        "" if matches!(status.as_u16(), 401 | 403) => FailureKind::Auth,
+        _ => FailureKind::Unavailable,
+    };
+    let described = if error_type.is_empty() { String::new() } else { format!(" ({error_type})") };
+    AttemptFailure {
+        kind,
+        outcome: status_outcome(status),
+        detail: format!("HTTP {}{described}", status.as_u16()),
+        retry_after: retry_after(headers),
+        reply: Some((status, body)),
     }
 }
 
@@ -245,11 +281,44 @@ mod tests {
         for (text, want) in cases {
             let v: serde_json::Value = serde_json::from_str(text).unwrap();
             let status = StatusCode::from_u16(v["status"].as_u64().unwrap() as u16).unwrap();
-            let f = classify(Protocol::Anthropic, status, &HeaderMap::new(), Bytes::from(v["body"].to_string()));
+            let f = classify(Wire::Anthropic, status, &HeaderMap::new(), Bytes::from(v["body"].to_string()));
             assert_eq!(f.kind, want, "{}", f.detail);
         }
         let cap = Bytes::from_static(br#"{"type":"error","error":{"type":"rate_limit_error","message":"x","details":{"error_code":"enforced_spend_limit_reached"}}}"#);
         assert_eq!(classify_anthropic(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), cap).kind, FailureKind::Auth);
+    }
+
+    #[test]
+    fn bedrock_fixtures_map_to_the_vocabulary_by_error_type() {
+        macro_rules! bfixture {
+            ($name:literal) => {
+                include_str!(concat!("../../../tests/fixtures/bedrock/", $name))
+            };
+        }
+        let cases = [
+            (bfixture!("error_400_validation.json"), FailureKind::BadRequest),
+            (bfixture!("error_403_access_denied.json"), FailureKind::Auth),
+            (bfixture!("error_408_model_timeout.json"), FailureKind::Unavailable),
+            (bfixture!("error_424_model_error.json"), FailureKind::Unavailable),
+            (bfixture!("error_429_throttling.json"), FailureKind::Throttled),
+            (bfixture!("error_429_model_not_ready.json"), FailureKind::Unavailable),
+            (bfixture!("error_500_internal.json"), FailureKind::Unavailable),
+            (bfixture!("error_503_service_unavailable.json"), FailureKind::Unavailable),
+        ];
+        for (text, want) in cases {
+            let f = fixture_failure_with(text, Wire::BedrockConverse);
+            assert_eq!(f.kind, want, "{}", f.detail);
+        }
+    }
+
+    fn fixture_failure_with(text: &str, wire: Wire) -> AttemptFailure {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let status = StatusCode::from_u16(v["status"].as_u64().unwrap() as u16).unwrap();
+        let mut headers = HeaderMap::new();
+        for (k, val) in v["headers"].as_object().into_iter().flatten() {
+            headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), val.as_str().unwrap().parse().unwrap());
+        }
+        classify(wire, status, &headers, Bytes::from(v["body"].to_string()))
     }
 
     #[test]

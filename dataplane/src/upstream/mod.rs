@@ -4,6 +4,7 @@
 //! whose config does not change across a reload keep theirs, so a reload never drops warm
 //! connections.
 
+pub mod aws;
 pub mod credentials;
 pub mod failure;
 pub mod provider;

@@ -6,16 +6,22 @@
 //! | `openai_compatible` | `{base_url}/chat/completions` | Bearer (none) | OpenAI |
 //! | `azure_openai` | `{base_url}/openai/deployments/{model}/chat/completions?api-version=` | `api-key` (`AZURE_OPENAI_API_KEY`) | OpenAI |
 //! | `anthropic` | `{base_url=https://api.anthropic.com}/v1/messages` | `x-api-key` (`ANTHROPIC_API_KEY`) | Anthropic |
+//! | `bedrock` | `{base_url=https://bedrock-runtime.{region}.amazonaws.com}/model/{model}/{converse[-stream] \| invoke[-with-response-stream]}` | SigV4 (AWS chain) | Converse, or Anthropic bodies |
 
+use super::aws::credentials::{AwsCredentials, Source};
+use super::aws::sigv4;
 use super::credentials::{Credential, Scheme};
+use super::failure::{AttemptFailure, FailureKind};
 use super::{HttpClient, http_client};
-use crate::protocol::Protocol;
+use crate::protocol::Wire;
 use crate::protocol::openai::MaxTokensField;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::Full;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 use spillway_api::config::{Auth, Endpoint, Provider};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const AZURE_API_VERSION: &str = "2024-10-21";
@@ -23,17 +29,40 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 pub struct Upstream {
     pub client: HttpClient,
-    /// The protocol of the provider's API.
-    pub wire: Protocol,
+    /// What the provider speaks on the wire.
+    pub wire: Wire,
     /// How the output limit is spelled when a request is translated to OpenAI.
     pub max_tokens_field: MaxTokensField,
-    url: Uri,
-    credential: Credential,
     headers: HeaderMap,
     model: String,
-    /// Whether the body carries the model (Azure takes it from the deployment URL).
-    model_in_body: bool,
-    api_version: Option<HeaderValue>,
+    kind: Kind,
+}
+
+enum Kind {
+    /// A provider authenticated by a key header.
+    Keyed {
+        url: Uri,
+        credential: Credential,
+        /// Whether the body carries the model (Azure takes it from the deployment URL).
+        model_in_body: bool,
+        api_version: Option<HeaderValue>,
+    },
+    /// Bedrock: the operation (and so the URL) depends on streaming; requests are SigV4-signed.
+    Bedrock { base: String, region: String, credentials: Arc<AwsCredentials> },
+}
+
+/// Bedrock path labels are percent-encoded except for the unreserved characters, so an ARN's
+/// `:` and `/` travel as `%3A` and `%2F` (botocore does the same).
+const MODEL_ID: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// One credential cache for every Bedrock endpoint of the process.
+fn aws_credentials() -> Result<Arc<AwsCredentials>, String> {
+    static SHARED: OnceLock<Arc<AwsCredentials>> = OnceLock::new();
+    if let Some(c) = SHARED.get() {
+        return Ok(c.clone());
+    }
+    let c = AwsCredentials::new(Source::from_env()?);
+    Ok(SHARED.get_or_init(|| c).clone())
 }
 
 impl Upstream {
@@ -44,14 +73,14 @@ impl Upstream {
         let (url, wire, scheme, default_env, max_field) = match e.provider {
             Provider::Openai => (
                 format!("{}/chat/completions", base("https://api.openai.com/v1")),
-                Protocol::OpenAi,
+                Wire::OpenAi,
                 Scheme::Bearer,
                 Some("OPENAI_API_KEY"),
                 MaxTokensField::MaxCompletionTokens,
             ),
             Provider::OpenaiCompatible => (
                 format!("{}/chat/completions", base("")),
-                Protocol::OpenAi,
+                Wire::OpenAi,
                 Scheme::Bearer,
                 None,
                 MaxTokensField::MaxTokens,
@@ -63,19 +92,20 @@ impl Upstream {
                     e.model,
                     e.api_version.as_deref().unwrap_or(AZURE_API_VERSION)
                 ),
-                Protocol::OpenAi,
+                Wire::OpenAi,
                 Scheme::Header(HeaderName::from_static("api-key")),
                 Some("AZURE_OPENAI_API_KEY"),
                 MaxTokensField::MaxCompletionTokens,
             ),
             Provider::Anthropic => (
                 format!("{}/v1/messages", base("https://api.anthropic.com")),
-                Protocol::Anthropic,
+                Wire::Anthropic,
                 Scheme::Header(HeaderName::from_static("x-api-key")),
                 Some("ANTHROPIC_API_KEY"),
                 MaxTokensField::MaxTokens,
             ),
-            other => return Err(format!("provider `{}` is not an HTTP-key provider", other.as_str())),
+            Provider::Bedrock => return Self::bedrock(e),
+            other => return Err(format!("provider `{}` is not supported yet", other.as_str())),
         };
         let url: Uri = url.parse().map_err(|err| format!("`{url}` is not a URL: {err}"))?;
         let credential = match &e.auth {
@@ -88,12 +118,7 @@ impl Upstream {
             },
             Some(other) => return Err(format!("auth {other:?} does not apply to provider {}", e.provider.as_str())),
         };
-        let mut headers = HeaderMap::new();
-        for (k, v) in &e.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name `{k}`"))?;
-            let value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header `{k}`"))?;
-            headers.insert(name, value);
-        }
+        let headers = extra_headers(e)?;
         let api_version = match e.provider {
             Provider::Anthropic => Some(
                 HeaderValue::from_str(e.api_version.as_deref().unwrap_or(ANTHROPIC_VERSION))
@@ -105,12 +130,28 @@ impl Upstream {
             client: http_client(Duration::from_millis(e.connect_timeout_ms)),
             wire,
             max_tokens_field: max_field,
-            url,
-            credential,
             headers,
             model: e.model.clone(),
-            model_in_body: e.provider != Provider::AzureOpenai,
-            api_version,
+            kind: Kind::Keyed { url, credential, model_in_body: e.provider != Provider::AzureOpenai, api_version },
+        })
+    }
+
+    fn bedrock(e: &Endpoint) -> Result<Self, String> {
+        let region = e.region.clone().ok_or("bedrock needs a region")?;
+        let base = e
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"))
+            .trim_end_matches('/')
+            .to_owned();
+        let wire = if e.api.as_deref() == Some("invoke") { Wire::BedrockInvoke } else { Wire::BedrockConverse };
+        Ok(Upstream {
+            client: http_client(Duration::from_millis(e.connect_timeout_ms)),
+            wire,
+            max_tokens_field: MaxTokensField::MaxTokens,
+            headers: extra_headers(e)?,
+            model: e.model.clone(),
+            kind: Kind::Bedrock { base, region, credentials: aws_credentials()? },
         })
     }
 
@@ -119,26 +160,28 @@ impl Upstream {
         &self.model
     }
 
-    /// The upstream request for one attempt. `body` is in the provider's protocol; its `model` is
-    /// set to this endpoint's. `client_headers` are the caller's, of which only the protocol
-    /// headers that shape the reply (`anthropic-version`, `anthropic-beta`) are forwarded, and
-    /// only to a provider of the caller's own protocol.
-    pub fn request(
+    /// The upstream request for one attempt. `body` is in the provider's wire format; for keyed
+    /// providers its `model` is set to this endpoint's. `client_headers` are the caller's, of
+    /// which only the protocol headers that shape the reply (`anthropic-version`,
+    /// `anthropic-beta`) are forwarded, and only to a provider of the caller's own protocol.
+    pub async fn request(
         &self,
         body: &mut Map<String, Value>,
+        stream: bool,
         client_headers: Option<&HeaderMap>,
         request_id: &str,
-    ) -> Request<Full<Bytes>> {
-        if self.model_in_body {
-            body.insert("model".into(), Value::String(self.model.clone()));
-        } else {
-            body.remove("model");
+    ) -> Result<Request<Full<Bytes>>, AttemptFailure> {
+        if let Kind::Keyed { model_in_body, .. } = &self.kind {
+            if *model_in_body {
+                body.insert("model".into(), Value::String(self.model.clone()));
+            } else {
+                body.remove("model");
+            }
         }
         // Serialising a serde_json::Map cannot fail: keys are strings and values are JSON.
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let mut req = Request::new(Full::new(Bytes::from(bytes)));
+        let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        let mut req = Request::new(Full::new(bytes.clone()));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.url.clone();
         let h = req.headers_mut();
         h.extend(self.headers.clone());
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -146,16 +189,54 @@ impl Upstream {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-spillway-request-id", v);
         }
-        if let Some(version) = &self.api_version {
-            let client_version = client_headers.and_then(|c| c.get("anthropic-version"));
-            h.insert("anthropic-version", client_version.unwrap_or(version).clone());
-            if let Some(beta) = client_headers.and_then(|c| c.get("anthropic-beta")) {
-                h.insert("anthropic-beta", beta.clone());
+        match &self.kind {
+            Kind::Keyed { url, credential, api_version, .. } => {
+                *req.uri_mut() = url.clone();
+                let h = req.headers_mut();
+                if let Some(version) = api_version {
+                    let client_version = client_headers.and_then(|c| c.get("anthropic-version"));
+                    h.insert("anthropic-version", client_version.unwrap_or(version).clone());
+                    if let Some(beta) = client_headers.and_then(|c| c.get("anthropic-beta")) {
+                        h.insert("anthropic-beta", beta.clone());
+                    }
+                }
+                if let Some((name, value)) = credential.header() {
+                    h.insert(name, value);
+                }
+            }
+            Kind::Bedrock { base, region, credentials } => {
+                let op = match (self.wire, stream) {
+                    (Wire::BedrockInvoke, false) => "invoke",
+                    (Wire::BedrockInvoke, true) => "invoke-with-response-stream",
+                    (_, false) => "converse",
+                    (_, true) => "converse-stream",
+                };
+                let url = format!("{base}/model/{}/{op}", utf8_percent_encode(&self.model, MODEL_ID));
+                *req.uri_mut() =
+                    url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
+                let accept = if op == "invoke-with-response-stream" { "x-amzn-bedrock-accept" } else { "accept" };
+                req.headers_mut().insert(accept, HeaderValue::from_static("application/json"));
+                let creds = credentials.get().await.map_err(|e| AttemptFailure {
+                    kind: FailureKind::Auth,
+                    outcome: "credentials",
+                    detail: format!("AWS credentials: {e}"),
+                    retry_after: None,
+                    reply: None,
+                })?;
+                sigv4::sign_request(&mut req, &bytes, &creds, region, std::time::SystemTime::now())
+                    .map_err(|e| AttemptFailure::unavailable("internal", e))?;
             }
         }
-        if let Some((name, value)) = self.credential.header() {
-            h.insert(name, value);
-        }
-        req
+        Ok(req)
     }
+}
+
+fn extra_headers(e: &Endpoint) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &e.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name `{k}`"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header `{k}`"))?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
 }

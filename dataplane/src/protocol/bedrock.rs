@@ -1,0 +1,389 @@
+//! Bedrock Converse ↔ canonical, and the AWS event-stream replies of ConverseStream and
+//! InvokeModelWithResponseStream (frames decoded, CRCs checked, by aws-smithy-eventstream).
+
+use super::StreamDecoder;
+use super::anthropic;
+use crate::canonical::{self as c, Event, Image, Part, Role, StopReason, ToolChoice, Usage};
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::{HeaderValue, Message};
+use base64::Engine;
+use bytes::BytesMut;
+use serde_json::{Map, Value, json};
+
+/// The `anthropic_version` InvokeModel wants in Anthropic bodies.
+pub const INVOKE_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+
+/// Canonical → a Converse / ConverseStream body (the model goes in the URL). Fails on what
+/// Converse cannot carry, so the attempt moves on instead of sending something else.
+pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    if !req.system.is_empty() {
+        out.insert("system".into(), req.system.iter().map(|s| json!({"text": s})).collect::<Vec<_>>().into());
+    }
+    let mut messages: Vec<Value> = Vec::new();
+    let mut last_role = None;
+    for m in &req.messages {
+        let role = if m.role == Role::User { "user" } else { "assistant" };
+        let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
+        if content.is_empty() {
+            continue;
+        }
+        if last_role == Some(role) {
+            if let Some(Value::Array(prev)) = messages.last_mut().and_then(|v| v.get_mut("content")) {
+                prev.extend(content);
+            }
+        } else {
+            messages.push(json!({"role": role, "content": content}));
+            last_role = Some(role);
+        }
+    }
+    out.insert("messages".into(), messages.into());
+    let mut inference = Map::new();
+    if let Some(n) = req.max_tokens {
+        inference.insert("maxTokens".into(), n.into());
+    }
+    if let Some(t) = req.temperature {
+        inference.insert("temperature".into(), t.into());
+    }
+    if let Some(p) = req.top_p {
+        inference.insert("topP".into(), p.into());
+    }
+    if !req.stop.is_empty() {
+        inference.insert("stopSequences".into(), req.stop.clone().into());
+    }
+    if !inference.is_empty() {
+        out.insert("inferenceConfig".into(), inference.into());
+    }
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut spec = json!({"name": t.name, "inputSchema": {"json": t.schema}});
+                if let Some(d) = &t.description {
+                    spec["description"] = d.clone().into();
+                }
+                json!({"toolSpec": spec})
+            })
+            .collect();
+        let mut config = json!({"tools": tools});
+        // Converse has no "none": leaving toolChoice out means auto.
+        match &req.tool_choice {
+            Some(ToolChoice::Any) => config["toolChoice"] = json!({"any": {}}),
+            Some(ToolChoice::Tool(n)) => config["toolChoice"] = json!({"tool": {"name": n}}),
+            Some(ToolChoice::Auto) => config["toolChoice"] = json!({"auto": {}}),
+            Some(ToolChoice::None) | None => {}
+        }
+        out.insert("toolConfig".into(), config);
+    }
+    if let Some(k) = req.top_k {
+        out.insert("additionalModelRequestFields".into(), json!({"top_k": k}));
+    }
+    Ok(out)
+}
+
+fn block(p: &Part) -> Result<Value, String> {
+    Ok(match p {
+        Part::Text(t) => json!({"text": t}),
+        Part::Image(Image::Base64 { media_type, data }) => {
+            let format = media_type.strip_prefix("image/").unwrap_or(media_type);
+            json!({"image": {"format": format, "source": {"bytes": data}}})
+        }
+        Part::Image(Image::Url(_)) => return Err("Bedrock Converse takes images as bytes, not URLs".into()),
+        Part::ToolUse { id, name, input } => json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}),
+        Part::ToolResult { tool_use_id, content, is_error } => {
+            let content: Vec<Value> = content.iter().filter_map(|p| block(p).ok()).collect();
+            let content = if content.is_empty() { vec![json!({"text": ""})] } else { content };
+            json!({"toolResult": {"toolUseId": tool_use_id, "content": content,
+                "status": if *is_error { "error" } else { "success" }}})
+        }
+    })
+}
+
+/// Canonical → an InvokeModel body for Anthropic models: the Messages body without `model` and
+/// `stream` (the URL and the operation carry them), with Bedrock's `anthropic_version`.
+pub fn encode_invoke(req: &c::Request) -> Map<String, Value> {
+    let mut body = anthropic::encode_request(req, None);
+    body.remove("stream");
+    body.insert("anthropic_version".into(), INVOKE_ANTHROPIC_VERSION.into());
+    body
+}
+
+pub fn stop_from(reason: &str) -> StopReason {
+    match reason {
+        "end_turn" => StopReason::EndTurn,
+        "tool_use" => StopReason::ToolUse,
+        "max_tokens" => StopReason::MaxTokens,
+        "stop_sequence" => StopReason::StopSequence,
+        "guardrail_intervened" | "content_filtered" => StopReason::Refusal,
+        "model_context_window_exceeded" => StopReason::ContextWindow,
+        other => StopReason::Other(other.to_owned()),
+    }
+}
+
+fn usage_from(v: Option<&Value>) -> Usage {
+    let get = |k: &str| v.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    Usage { input_tokens: get("inputTokens"), output_tokens: get("outputTokens") }
+}
+
+/// A Converse reply → canonical. Converse replies carry no id; `model` names the endpoint's.
+pub fn decode_response(body: &[u8], model: &str) -> Option<c::Response> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let blocks = v.pointer("/output/message/content")?.as_array()?;
+    let mut content = Vec::new();
+    for b in blocks {
+        if let Some(t) = b.get("text").and_then(Value::as_str) {
+            content.push(Part::Text(t.to_owned()));
+        } else if let Some(t) = b.get("toolUse") {
+            let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+            content.push(Part::ToolUse {
+                id: s("toolUseId"),
+                name: s("name"),
+                input: t.get("input").cloned().unwrap_or(json!({})),
+            });
+        }
+    }
+    Some(c::Response {
+        id: String::new(),
+        model: model.to_owned(),
+        content,
+        stop: stop_from(v.get("stopReason").and_then(Value::as_str).unwrap_or("end_turn")),
+        usage: usage_from(v.get("usage")),
+    })
+}
+
+fn header<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
+    m.headers().iter().find(|h| h.name().as_str() == name).and_then(|h| match h.value() {
+        HeaderValue::String(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+/// Event-stream framing shared by both Bedrock streams.
+#[derive(Default)]
+struct Frames {
+    decoder: MessageFrameDecoder,
+    buf: BytesMut,
+}
+
+impl Frames {
+    fn feed(&mut self, bytes: &[u8], mut on: impl FnMut(Message)) -> Result<(), String> {
+        self.buf.extend_from_slice(bytes);
+        loop {
+            match self.decoder.decode_frame(&mut self.buf) {
+                Ok(DecodedFrame::Complete(m)) => on(m),
+                Ok(DecodedFrame::Incomplete) => return Ok(()),
+                Err(e) => return Err(format!("corrupt event-stream frame: {e}")),
+            }
+        }
+    }
+}
+
+/// An exception or error frame (they end the stream) → a canonical error.
+fn failure(m: &Message) -> Option<Event> {
+    match header(m, ":message-type")? {
+        "event" => None,
+        "exception" => {
+            let kind = header(m, ":exception-type").unwrap_or("exception");
+            let body: Value = serde_json::from_slice(m.payload()).unwrap_or_default();
+            let text = body.get("message").and_then(Value::as_str).unwrap_or(kind);
+            Some(Event::Error {
+                overloaded: matches!(kind, "throttlingException" | "serviceUnavailableException"),
+                message: format!("{kind}: {text}"),
+            })
+        }
+        _ => Some(Event::Error {
+            overloaded: false,
+            message: format!(
+                "{}: {}",
+                header(m, ":error-code").unwrap_or("error"),
+                header(m, ":error-message").unwrap_or("event-stream error")
+            ),
+        }),
+    }
+}
+
+/// ConverseStream frames → canonical events.
+pub struct ConverseStream {
+    frames: Frames,
+    model: String,
+    tools: usize,
+}
+
+impl ConverseStream {
+    pub fn new(model: &str) -> Self {
+        ConverseStream { frames: Frames::default(), model: model.to_owned(), tools: 0 }
+    }
+}
+
+impl StreamDecoder for ConverseStream {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String> {
+        let (model, tools) = (&self.model, &mut self.tools);
+        self.frames.feed(bytes, |m| {
+            if let Some(e) = failure(&m) {
+                out.push(e);
+                return;
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(m.payload()) else { return };
+            match header(&m, ":event-type").unwrap_or_default() {
+                "messageStart" => out.push(Event::Start { id: String::new(), model: model.clone() }),
+                "contentBlockStart" => {
+                    if let Some(t) = v.pointer("/start/toolUse") {
+                        let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                        out.push(Event::ToolStart { index: *tools, id: s("toolUseId"), name: s("name") });
+                        *tools += 1;
+                    }
+                }
+                "contentBlockDelta" => {
+                    if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
+                        out.push(Event::Text(t.to_owned()));
+                    } else if let Some(f) = v.pointer("/delta/toolUse/input").and_then(Value::as_str)
+                        && *tools > 0
+                        && !f.is_empty()
+                    {
+                        out.push(Event::ToolArgs { index: *tools - 1, fragment: f.to_owned() });
+                    }
+                }
+                "messageStop" => {
+                    out.push(Event::Stop(stop_from(v.get("stopReason").and_then(Value::as_str).unwrap_or("end_turn"))))
+                }
+                // Usage comes last, after messageStop: it ends the stream.
+                "metadata" => {
+                    out.push(Event::Usage(usage_from(v.get("usage"))));
+                    out.push(Event::End);
+                }
+                _ => {}
+            }
+        })
+    }
+}
+
+/// InvokeModelWithResponseStream frames (`chunk` events whose `bytes` are Anthropic stream
+/// events) → canonical events.
+#[derive(Default)]
+pub struct InvokeStream {
+    frames: Frames,
+    anthropic: anthropic::Decoder,
+}
+
+impl StreamDecoder for InvokeStream {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String> {
+        let inner = &mut self.anthropic;
+        self.frames.feed(bytes, |m| {
+            if let Some(e) = failure(&m) {
+                out.push(e);
+                return;
+            }
+            if header(&m, ":event-type") != Some("chunk") {
+                return;
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(m.payload()) else { return };
+            let Some(b64) = v.get("bytes").and_then(Value::as_str) else { return };
+            let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else { return };
+            if let Ok(event) = serde_json::from_slice::<Value>(&raw) {
+                inner.decode_json(&event, out);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Wire;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/../tests/fixtures/bedrock/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn events(w: Wire, bytes: &[u8], chunk: usize) -> Vec<Event> {
+        let mut d = w.stream_decoder("model-x");
+        let mut out = Vec::new();
+        for part in bytes.chunks(chunk) {
+            d.feed(part, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn converse_stream_fixtures_decode_whatever_the_chunking() {
+        let bin = fixture("converse_stream.bin");
+        let whole = events(Wire::BedrockConverse, &bin, bin.len());
+        assert_eq!(events(Wire::BedrockConverse, &bin, 7), whole);
+        let text: String =
+            whole.iter().filter_map(|e| if let Event::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+        assert!(!text.is_empty());
+        assert!(matches!(whole.last(), Some(Event::End)));
+        assert!(whole.iter().any(|e| matches!(e, Event::Usage(u) if u.input_tokens > 0 && u.output_tokens > 0)));
+
+        let tool = events(Wire::BedrockConverse, &fixture("converse_stream_tool_use.bin"), 13);
+        let args: String = tool
+            .iter()
+            .filter_map(|e| if let Event::ToolArgs { fragment, .. } = e { Some(fragment.as_str()) } else { None })
+            .collect();
+        assert!(serde_json::from_str::<Value>(&args).unwrap().is_object(), "{args}");
+        assert!(tool.contains(&Event::Stop(StopReason::ToolUse)));
+    }
+
+    #[test]
+    fn exception_frames_after_200_are_errors() {
+        for (name, overloaded) in [
+            ("converse_stream_midstream_throttling.bin", true),
+            ("converse_stream_midstream_service_unavailable.bin", true),
+        ] {
+            let ev = events(Wire::BedrockConverse, &fixture(name), 64);
+            assert!(
+                matches!(ev.last(), Some(Event::Error { overloaded: o, .. }) if *o == overloaded),
+                "{name}: {ev:?}"
+            );
+            assert!(!ev.contains(&Event::End));
+        }
+    }
+
+    #[test]
+    fn a_corrupt_frame_is_an_error_not_garbage() {
+        let mut bin = fixture("converse_stream.bin");
+        bin[20] ^= 0xff;
+        let mut d = Wire::BedrockConverse.stream_decoder("m");
+        assert!(d.feed(&bin, &mut Vec::new()).unwrap_err().contains("corrupt"));
+    }
+
+    #[test]
+    fn invoke_stream_carries_anthropic_events() {
+        let ev = events(Wire::BedrockInvoke, &fixture("invoke_stream_anthropic.bin"), 11);
+        assert!(matches!(ev.first(), Some(Event::Start { id, .. }) if id.starts_with("msg_bdrk")));
+        assert!(matches!(ev.last(), Some(Event::End)));
+        assert!(ev.iter().any(|e| matches!(e, Event::Text(_))));
+    }
+
+    #[test]
+    fn converse_response_fixtures_decode() {
+        let r = decode_response(&fixture("converse_response_tool_use.json"), "m").unwrap();
+        assert_eq!(r.stop, StopReason::ToolUse);
+        assert!(r.content.iter().any(|p| matches!(p, Part::ToolUse { input, .. } if input.is_object())));
+        let r = decode_response(&fixture("converse_response.json"), "m").unwrap();
+        assert!(r.usage.input_tokens > 0);
+    }
+
+    #[test]
+    fn converse_request_matches_the_documented_shape() {
+        let text = include_str!("../../../tests/fixtures/openai/chat_request.json");
+        let mut body: Map<String, Value> = serde_json::from_str(text).unwrap();
+        body.retain(|k, _| !k.starts_with('_'));
+        let c = crate::protocol::openai::decode_request(&body).unwrap();
+        let v = Value::Object(encode_converse(&c).unwrap());
+        assert_eq!(v["system"][0]["text"], "You are a concise weather assistant.");
+        assert_eq!(v["messages"][0]["content"][1]["image"]["format"], "png");
+        assert!(v["messages"][1]["content"].as_array().unwrap().iter().any(|b| b["toolUse"]["input"].is_object()));
+        assert_eq!(v["messages"][2]["content"][0]["toolResult"]["status"], "success");
+        assert!(v["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"].is_object());
+        assert!(v.get("model").is_none(), "the model goes in the URL");
+        let fixture: Value = serde_json::from_slice(&fixture("converse_request.json")).unwrap();
+        for key in v.as_object().unwrap().keys() {
+            assert!(
+                fixture.get(key).is_some() || key == "additionalModelRequestFields",
+                "{key} is not a Converse field"
+            );
+        }
+    }
+}
