@@ -38,17 +38,23 @@ pub struct Upstream {
     kind: Kind,
 }
 
+/// A provider authenticated by a key header.
+struct Keyed {
+    url: Uri,
+    credential: Credential,
+    /// Whether the body carries the model (Azure takes it from the deployment URL).
+    model_in_body: bool,
+    api_version: Option<HeaderValue>,
+}
+
 enum Kind {
-    /// A provider authenticated by a key header.
-    Keyed {
-        url: Uri,
-        credential: Credential,
-        /// Whether the body carries the model (Azure takes it from the deployment URL).
-        model_in_body: bool,
-        api_version: Option<HeaderValue>,
-    },
+    Keyed(Box<Keyed>),
     /// Bedrock: the operation (and so the URL) depends on streaming; requests are SigV4-signed.
-    Bedrock { base: String, region: String, credentials: Arc<AwsCredentials> },
+    Bedrock {
+        base: String,
+        region: String,
+        credentials: Arc<AwsCredentials>,
+    },
 }
 
 /// Bedrock path labels are percent-encoded except for the unreserved characters, so an ARN's
@@ -132,7 +138,12 @@ impl Upstream {
             max_tokens_field: max_field,
             headers,
             model: e.model.clone(),
-            kind: Kind::Keyed { url, credential, model_in_body: e.provider != Provider::AzureOpenai, api_version },
+            kind: Kind::Keyed(Box::new(Keyed {
+                url,
+                credential,
+                model_in_body: e.provider != Provider::AzureOpenai,
+                api_version,
+            })),
         })
     }
 
@@ -171,8 +182,8 @@ impl Upstream {
         client_headers: Option<&HeaderMap>,
         request_id: &str,
     ) -> Result<Request<Full<Bytes>>, AttemptFailure> {
-        if let Kind::Keyed { model_in_body, .. } = &self.kind {
-            if *model_in_body {
+        if let Kind::Keyed(k) = &self.kind {
+            if k.model_in_body {
                 body.insert("model".into(), Value::String(self.model.clone()));
             } else {
                 body.remove("model");
@@ -190,17 +201,17 @@ impl Upstream {
             h.insert("x-spillway-request-id", v);
         }
         match &self.kind {
-            Kind::Keyed { url, credential, api_version, .. } => {
-                *req.uri_mut() = url.clone();
+            Kind::Keyed(k) => {
+                *req.uri_mut() = k.url.clone();
                 let h = req.headers_mut();
-                if let Some(version) = api_version {
+                if let Some(version) = &k.api_version {
                     let client_version = client_headers.and_then(|c| c.get("anthropic-version"));
                     h.insert("anthropic-version", client_version.unwrap_or(version).clone());
                     if let Some(beta) = client_headers.and_then(|c| c.get("anthropic-beta")) {
                         h.insert("anthropic-beta", beta.clone());
                     }
                 }
-                if let Some((name, value)) = credential.header() {
+                if let Some((name, value)) = k.credential.header() {
                     h.insert(name, value);
                 }
             }

@@ -78,57 +78,49 @@ pub fn complete(a: &Answer) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-fn event(name: &str, data: Value) -> Bytes {
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
-}
-
-/// The stream's events: opening, content (which `drop_after` / `error_after` count) and
+/// The stream's events as SSE: opening, content (which `drop_after` / `error_after` count) and
 /// closing.
 pub fn stream_events(a: &Answer) -> [Vec<Bytes>; 3] {
+    stream_event_values(a).map(|part| {
+        part.into_iter()
+            .map(|v| Bytes::from(format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or_default())))
+            .collect()
+    })
+}
+
+/// The stream's events as JSON values (Bedrock carries them in event-stream `chunk` frames).
+pub fn stream_event_values(a: &Answer) -> [Vec<Value>; 3] {
     let start = json!({"type": "message_start", "message": {"id": a.id, "type": "message", "role": "assistant",
         "model": a.model, "content": [], "stop_reason": null, "stop_sequence": null,
         "usage": {"input_tokens": a.prompt_tokens, "output_tokens": 1}}});
-    let mut opening = vec![event("message_start", start)];
+    let mut opening = vec![start];
     let mut content = Vec::new();
     let stop = match &a.tool_call {
         Some((name, args)) => {
-            opening.push(event(
-                "content_block_start",
-                json!({"type": "content_block_start", "index": 0,
-                    "content_block": {"type": "tool_use", "id": "toolu_fake0", "name": name, "input": {}}}),
-            ));
+            opening.push(json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "tool_use", "id": "toolu_fake0", "name": name, "input": {}}}));
             for piece in fragments(args, a.chunks as usize) {
-                content.push(event(
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": 0,
-                        "delta": {"type": "input_json_delta", "partial_json": piece}}),
-                ));
+                content.push(json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": piece}}));
             }
             "tool_use"
         }
         None => {
-            opening.push(event(
-                "content_block_start",
+            opening.push(
                 json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-            ));
-            opening.push(event("ping", json!({"type": "ping"})));
+            );
+            opening.push(json!({"type": "ping"}));
             for i in 0..a.chunks {
-                content.push(event(
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": a.word(i)}}),
-                ));
+                content.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": a.word(i)}}));
             }
             "end_turn"
         }
     };
     let closing = vec![
-        event("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-        event(
-            "message_delta",
-            json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
                 "usage": {"output_tokens": a.chunks}}),
-        ),
-        event("message_stop", json!({"type": "message_stop"})),
+        json!({"type": "message_stop"}),
     ];
     [opening, content, closing]
 }
@@ -151,5 +143,6 @@ pub fn error_body(status: u16) -> Bytes {
 
 /// The mid-stream overload of fixture `messages_stream_midstream_overloaded.sse`.
 pub fn stream_error_event() -> Bytes {
-    event("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+    let v = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+    Bytes::from(format!("event: error\ndata: {v}\n\n"))
 }

@@ -1,5 +1,6 @@
 //! A fast, scriptable fake provider speaking OpenAI Chat Completions (also at Azure OpenAI's
-//! deployment paths) and Anthropic Messages.
+//! deployment paths), Anthropic Messages, and Bedrock Runtime (SigV4-verified, event-stream
+//! replies).
 //!
 //! Behaviour comes from the server's [`Script`] and, per request, from `x-fake-*` headers (see
 //! [`Script::with_headers`]), in the manner of envoyproxy/ai-gateway's test upstream. Through the
@@ -7,6 +8,7 @@
 //! Every reply carries `x-fake-name`, so a test can tell which upstream answered.
 
 pub mod anthropic;
+pub mod bedrock;
 mod body;
 pub mod openai;
 mod script;
@@ -35,11 +37,14 @@ pub struct FakeConfig {
     pub record: bool,
     /// When set, requests without `Authorization: Bearer <key>` get a 401.
     pub require_key: Option<String>,
+    /// When set, Bedrock requests must carry a valid SigV4 signature by these credentials for
+    /// this region, or get a 403 `InvalidSignatureException`.
+    pub aws: Option<(aws_credential_types::Credentials, String)>,
 }
 
 impl FakeConfig {
     pub fn named(name: &str) -> Self {
-        FakeConfig { name: name.into(), script: Script::default(), record: true, require_key: None }
+        FakeConfig { name: name.into(), script: Script::default(), record: true, require_key: None, aws: None }
     }
 }
 
@@ -137,17 +142,31 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     if path == "/v1/models" || path == "/models" {
         return Ok(json(StatusCode::OK, Bytes::from_static(b"{\"object\":\"list\",\"data\":[]}"), &cfg.name));
     }
-    let wire = if path == "/v1/messages" {
-        Wire::Anthropic
-    } else if path == "/v1/chat/completions" || path == "/chat/completions" || is_azure_path(path) {
-        Wire::OpenAi
-    } else {
-        return Ok(error(Wire::OpenAi, 404, &cfg.name, None));
+    let bedrock = bedrock::route(path);
+    let wire = match &bedrock {
+        Some((_, "converse" | "converse-stream")) => Wire::BedrockConverse,
+        Some(_) => Wire::BedrockInvoke,
+        None if path == "/v1/messages" => Wire::Anthropic,
+        None if path == "/v1/chat/completions" || path == "/chat/completions" || is_azure_path(path) => Wire::OpenAi,
+        None => return Ok(error(Wire::OpenAi, 404, &cfg.name, None)),
     };
     if parts.method != http::Method::POST {
         return Ok(error(wire, 405, &cfg.name, None));
     }
+    if let Some((creds, region)) = &cfg.aws
+        && bedrock.is_some()
+        && let Err(why) = bedrock::verify(creds, region, parts.uri.path(), &parts.headers, &bytes)
+    {
+        let mut resp =
+            json(StatusCode::FORBIDDEN, Bytes::from(serde_json::json!({"message": why}).to_string()), &cfg.name);
+        resp.headers_mut().insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static("InvalidSignatureException:http://internal.amazon.com/coral/"),
+        );
+        return Ok(resp);
+    }
     if let Some(key) = &cfg.require_key
+        && bedrock.is_none()
         && !has_key(&parts.headers, key)
     {
         return Ok(error(wire, 401, &cfg.name, None));
@@ -168,6 +187,29 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
             }
             _ => return Ok(error(wire, 400, &cfg.name, None)),
         },
+        Wire::BedrockConverse => {
+            let (model, op) = bedrock.as_ref().map(|(m, o)| (m.as_str(), *o)).unwrap_or_default();
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) if v.get("messages").is_some_and(|m| m.is_array()) && v.get("model").is_none() => (
+                    bedrock::converse_answer(&v, &cfg.name, script.chunks, bytes.len(), seq, model),
+                    op == "converse-stream",
+                ),
+                _ => return Ok(error(wire, 400, &cfg.name, None)),
+            }
+        }
+        Wire::BedrockInvoke => {
+            let (model, op) = bedrock.as_ref().map(|(m, o)| (m.as_str(), *o)).unwrap_or_default();
+            let version_ok = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
+                v.get("anthropic_version").is_some() && v.get("model").is_none() && v.get("stream").is_none()
+            });
+            match serde_json::from_slice::<anthropic::MessagesIn>(&bytes) {
+                Ok(mut m) if version_ok && m.messages.is_some() && m.max_tokens.is_some() => {
+                    m.model = model.to_owned();
+                    (m.answer(&cfg.name, script.chunks, bytes.len(), seq), op == "invoke-with-response-stream")
+                }
+                _ => return Ok(error(wire, 400, &cfg.name, None)),
+            }
+        }
     };
     if !stream {
         if !script.ttft.is_zero() {
@@ -175,13 +217,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         }
         let body = match wire {
             Wire::OpenAi => answer.complete(),
-            Wire::Anthropic => anthropic::complete(&answer),
+            Wire::Anthropic | Wire::BedrockInvoke => anthropic::complete(&answer),
+            Wire::BedrockConverse => bedrock::converse_complete(&answer),
         };
         return Ok(json(StatusCode::OK, body, &cfg.name));
     }
     let [mut events, content, closing] = match wire {
         Wire::OpenAi => answer.stream_events(),
         Wire::Anthropic => anthropic::stream_events(&answer),
+        Wire::BedrockConverse => bedrock::converse_stream(&answer),
+        Wire::BedrockInvoke => bedrock::invoke_stream(&answer),
     };
     let mut abort_after = None;
     if let Some(n) = script.error_after {
@@ -189,6 +234,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         events.push(match wire {
             Wire::OpenAi => openai::stream_error_event(),
             Wire::Anthropic => anthropic::stream_error_event(),
+            Wire::BedrockConverse | Wire::BedrockInvoke => {
+                bedrock::exception("throttlingException", "Too many tokens, please wait before trying again.")
+            }
         });
     } else if let Some(n) = script.drop_after {
         events.extend(content.into_iter().take(n as usize));
@@ -199,7 +247,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     }
     let body = ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after);
     let mut resp = Response::new(body.boxed_unsync());
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    let content_type = match wire {
+        Wire::OpenAi | Wire::Anthropic => "text/event-stream; charset=utf-8",
+        Wire::BedrockConverse | Wire::BedrockInvoke => "application/vnd.amazon.eventstream",
+    };
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     name_header(&mut resp, &cfg.name);
     Ok(resp)
 }
@@ -208,6 +260,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
 enum Wire {
     OpenAi,
     Anthropic,
+    BedrockConverse,
+    BedrockInvoke,
 }
 
 /// Azure OpenAI: `/openai/deployments/{deployment}/chat/completions?api-version=…`.
@@ -235,11 +289,20 @@ fn json(status: StatusCode, body: Bytes, name: &str) -> Response<FakeBody> {
 
 fn error(wire: Wire, status: u16, name: &str, retry_after: Option<u64>) -> Response<FakeBody> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = match wire {
-        Wire::OpenAi => openai::error_body(status),
-        Wire::Anthropic => anthropic::error_body(status),
+    let (aws_type, body) = match wire {
+        Wire::OpenAi => (None, openai::error_body(status)),
+        Wire::Anthropic => (None, anthropic::error_body(status)),
+        Wire::BedrockConverse | Wire::BedrockInvoke => {
+            let (kind, body) = bedrock::error(status);
+            (Some(kind), body)
+        }
     };
     let mut resp = json(code, body, name);
+    if let Some(kind) = aws_type
+        && let Ok(v) = HeaderValue::from_str(&format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"))
+    {
+        resp.headers_mut().insert("x-amzn-errortype", v);
+    }
     if let Some(s) = retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
