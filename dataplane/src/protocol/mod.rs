@@ -11,6 +11,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod gemini;
 pub mod openai;
 
 use crate::canonical::{self, Event};
@@ -37,27 +38,36 @@ pub enum Wire {
     BedrockConverse,
     /// Bedrock InvokeModel: Anthropic bodies, replies in event-stream `chunk` frames.
     BedrockInvoke,
+    /// Vertex AI Gemini generateContent JSON and SSE (CRLF, no end marker).
+    VertexGemini,
+    /// Claude on Vertex AI: Anthropic bodies and SSE (rawPredict / streamRawPredict).
+    VertexAnthropic,
 }
 
 impl Wire {
     /// Whether a client of `client` can be passed through to this wire untranslated.
     pub fn passes_through(self, client: Protocol) -> bool {
-        matches!((self, client), (Wire::OpenAi, Protocol::OpenAi) | (Wire::Anthropic, Protocol::Anthropic))
+        matches!(
+            (self, client),
+            (Wire::OpenAi, Protocol::OpenAi) | (Wire::Anthropic | Wire::VertexAnthropic, Protocol::Anthropic)
+        )
     }
 
     /// A provider reply body → canonical; `None` if it is not a reply of this wire.
     pub fn decode_response(self, body: &[u8], model: &str) -> Option<canonical::Response> {
         match self {
             Wire::OpenAi => openai::decode_response(body),
-            Wire::Anthropic | Wire::BedrockInvoke => anthropic::decode_response(body),
+            Wire::Anthropic | Wire::BedrockInvoke | Wire::VertexAnthropic => anthropic::decode_response(body),
             Wire::BedrockConverse => bedrock::decode_response(body, model),
+            Wire::VertexGemini => gemini::decode_response(body, model),
         }
     }
 
     pub fn stream_decoder(self, model: &str) -> Box<dyn StreamDecoder> {
         match self {
             Wire::OpenAi => Box::new(Sse::new(openai::Decoder::default())),
-            Wire::Anthropic => Box::new(Sse::new(anthropic::Decoder::default())),
+            Wire::Anthropic | Wire::VertexAnthropic => Box::new(Sse::new(anthropic::Decoder::default())),
+            Wire::VertexGemini => Box::new(Sse::new(gemini::Decoder::new(model))),
             Wire::BedrockConverse => Box::new(bedrock::ConverseStream::new(model)),
             Wire::BedrockInvoke => Box::new(bedrock::InvokeStream::default()),
         }

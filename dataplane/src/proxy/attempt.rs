@@ -8,7 +8,7 @@
 use super::RequestCtx;
 use crate::canonical::{self, Event};
 use crate::inbound;
-use crate::protocol::{Protocol, Wire, anthropic, bedrock, openai};
+use crate::protocol::{Protocol, Wire, anthropic, bedrock, gemini, openai};
 use crate::routing::EndpointTarget;
 use crate::upstream::failure::{self, AttemptFailure};
 use crate::upstream::provider::Upstream;
@@ -67,7 +67,7 @@ pub async fn run(
         parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
     if req.stream {
         let expected = match up.wire {
-            Wire::OpenAi | Wire::Anthropic => "text/event-stream",
+            Wire::OpenAi | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => "text/event-stream",
             Wire::BedrockConverse | Wire::BedrockInvoke => "application/vnd.amazon.eventstream",
         };
         if !content_type.to_str().unwrap_or_default().starts_with(expected) {
@@ -110,6 +110,9 @@ fn encode(up: &Upstream, c: &canonical::Request) -> Result<serde_json::Map<Strin
         Wire::Anthropic => anthropic::encode_request(c, Some(up.model())),
         Wire::BedrockConverse => bedrock::encode_converse(c)?,
         Wire::BedrockInvoke => bedrock::encode_invoke(c),
+        Wire::VertexGemini => gemini::encode_request(c)?,
+        // The Vertex version and the URL-borne model are set on every Vertex request.
+        Wire::VertexAnthropic => anthropic::encode_request(c, None),
     })
 }
 

@@ -8,7 +8,7 @@ pub mod watch;
 
 use crate::upstream::provider::Upstream;
 use arc_swap::ArcSwap;
-use spillway_api::config::{ConfigError, ConfigErrors, Endpoint, Provider, RoutingConfig};
+use spillway_api::config::{ConfigError, ConfigErrors, Endpoint, RoutingConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,23 +89,6 @@ impl RoutingTable {
 }
 
 fn target(name: &str, spec: &Endpoint) -> Result<EndpointTarget, (&'static str, String)> {
-    match spec.provider {
-        Provider::Openai
-        | Provider::OpenaiCompatible
-        | Provider::AzureOpenai
-        | Provider::Anthropic
-        | Provider::Bedrock => {}
-        other => {
-            return Err((
-                ".provider",
-                format!(
-                    "provider `{}` is not supported by this spillway-proxy yet \
-                     (supported: openai, openai_compatible, azure_openai, anthropic, bedrock)",
-                    other.as_str()
-                ),
-            ));
-        }
-    }
     let upstream = Upstream::new(spec).map_err(|e| (".auth", e))?;
     Ok(EndpointTarget { name: name.into(), spec: spec.clone(), upstream })
 }

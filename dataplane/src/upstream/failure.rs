@@ -152,6 +152,39 @@ pub fn classify(wire: Wire, status: StatusCode, headers: &HeaderMap, body: Bytes
         Wire::OpenAi => classify_openai(status, headers, body),
         Wire::Anthropic => classify_anthropic(status, headers, body),
         Wire::BedrockConverse | Wire::BedrockInvoke => classify_bedrock(status, headers, body),
+        Wire::VertexGemini => classify_google(status, headers, body),
+        // Model-side errors of Claude on Vertex come in Anthropic's shape, front-door ones
+        // (quota, auth, URL) in Google's.
+        Wire::VertexAnthropic if anthropic_shaped(&body) => classify_anthropic(status, headers, body),
+        Wire::VertexAnthropic => classify_google(status, headers, body),
+    }
+}
+
+fn anthropic_shaped(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("error"))
+}
+
+/// Classifies a `google.rpc.Status` error reply by its `status` name.
+pub fn classify_google(status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let name = v.pointer("/error/status").and_then(|s| s.as_str()).unwrap_or_default().to_owned();
+    let kind = match name.as_str() {
+        "RESOURCE_EXHAUSTED" => FailureKind::Throttled,
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => FailureKind::BadRequest,
+        "UNAUTHENTICATED" | "PERMISSION_DENIED" => FailureKind::Auth,
+        "" if status.as_u16() == 429 => FailureKind::Throttled,
+        "" if status == StatusCode::BAD_REQUEST => FailureKind::BadRequest,
+        "" if matches!(status.as_u16(), 401 | 403) => FailureKind::Auth,
+        _ => FailureKind::Unavailable,
+    };
+    let described = if name.is_empty() { String::new() } else { format!(" ({name})") };
+    AttemptFailure {
+        kind,
+        outcome: status_outcome(status),
+        detail: format!("HTTP {}{described}", status.as_u16()),
+        retry_after: retry_after(headers),
+        reply: Some((status, body)),
     }
 }
 
@@ -307,6 +340,28 @@ mod tests {
         ];
         for (text, want) in cases {
             let f = fixture_failure_with(text, Wire::BedrockConverse);
+            assert_eq!(f.kind, want, "{}", f.detail);
+        }
+    }
+
+    #[test]
+    fn vertex_fixtures_map_to_the_vocabulary() {
+        macro_rules! vfixture {
+            ($name:literal) => {
+                include_str!(concat!("../../../tests/fixtures/vertex/", $name))
+            };
+        }
+        let cases = [
+            (vfixture!("error_400_invalid_argument.json"), Wire::VertexGemini, FailureKind::BadRequest),
+            (vfixture!("error_401_unauthenticated.json"), Wire::VertexGemini, FailureKind::Auth),
+            (vfixture!("error_403_permission_denied.json"), Wire::VertexGemini, FailureKind::Auth),
+            (vfixture!("error_429_resource_exhausted.json"), Wire::VertexGemini, FailureKind::Throttled),
+            (vfixture!("error_503_unavailable.json"), Wire::VertexGemini, FailureKind::Unavailable),
+            (vfixture!("error_429_resource_exhausted.json"), Wire::VertexAnthropic, FailureKind::Throttled),
+            (vfixture!("anthropic_error_529_overloaded.json"), Wire::VertexAnthropic, FailureKind::Throttled),
+        ];
+        for (text, wire, want) in cases {
+            let f = fixture_failure_with(text, wire);
             assert_eq!(f.kind, want, "{}", f.detail);
         }
     }

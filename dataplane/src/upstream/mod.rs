@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod credentials;
 pub mod failure;
+pub mod gcp;
 pub mod provider;
 
 use bytes::Bytes;

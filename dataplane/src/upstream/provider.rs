@@ -6,12 +6,14 @@
 //! | `openai_compatible` | `{base_url}/chat/completions` | Bearer (none) | OpenAI |
 //! | `azure_openai` | `{base_url}/openai/deployments/{model}/chat/completions?api-version=` | `api-key` (`AZURE_OPENAI_API_KEY`) | OpenAI |
 //! | `anthropic` | `{base_url=https://api.anthropic.com}/v1/messages` | `x-api-key` (`ANTHROPIC_API_KEY`) | Anthropic |
+//! | `vertex` | `https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/publishers/{google\|anthropic}/models/{model}:{op}` | Google OAuth (metadata server) | Gemini, or Anthropic bodies |
 //! | `bedrock` | `{base_url=https://bedrock-runtime.{region}.amazonaws.com}/model/{model}/{converse[-stream] \| invoke[-with-response-stream]}` | SigV4 (AWS chain) | Converse, or Anthropic bodies |
 
 use super::aws::credentials::{AwsCredentials, Source};
 use super::aws::sigv4;
 use super::credentials::{Credential, Scheme};
 use super::failure::{AttemptFailure, FailureKind};
+use super::gcp::{self, GcpToken};
 use super::{HttpClient, http_client};
 use crate::protocol::Wire;
 use crate::protocol::openai::MaxTokensField;
@@ -55,6 +57,24 @@ enum Kind {
         region: String,
         credentials: Arc<AwsCredentials>,
     },
+    /// Vertex AI: `{model_url}:{operation}` with a Google bearer token.
+    Vertex {
+        model_url: String,
+        token: Arc<GcpToken>,
+    },
+}
+
+/// The `anthropic_version` Claude on Vertex wants in the body.
+pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
+/// One token cache for every Vertex endpoint of the process.
+fn gcp_token() -> Result<Arc<GcpToken>, String> {
+    static SHARED: OnceLock<Arc<GcpToken>> = OnceLock::new();
+    if let Some(t) = SHARED.get() {
+        return Ok(t.clone());
+    }
+    let t = GcpToken::new(gcp::Source::from_env()?);
+    Ok(SHARED.get_or_init(|| t).clone())
 }
 
 /// Bedrock path labels are percent-encoded except for the unreserved characters, so an ARN's
@@ -111,7 +131,7 @@ impl Upstream {
                 MaxTokensField::MaxTokens,
             ),
             Provider::Bedrock => return Self::bedrock(e),
-            other => return Err(format!("provider `{}` is not supported yet", other.as_str())),
+            Provider::Vertex => return Self::vertex(e),
         };
         let url: Uri = url.parse().map_err(|err| format!("`{url}` is not a URL: {err}"))?;
         let credential = match &e.auth {
@@ -144,6 +164,32 @@ impl Upstream {
                 model_in_body: e.provider != Provider::AzureOpenai,
                 api_version,
             })),
+        })
+    }
+
+    fn vertex(e: &Endpoint) -> Result<Self, String> {
+        let region = e.region.clone().ok_or("vertex needs a region")?;
+        let project = e.project.clone().ok_or("vertex needs a project")?;
+        let host = match region.as_str() {
+            "global" => "https://aiplatform.googleapis.com".to_owned(),
+            "us" | "eu" => format!("https://aiplatform.{region}.rep.googleapis.com"),
+            r => format!("https://{r}-aiplatform.googleapis.com"),
+        };
+        let base = e.base_url.clone().unwrap_or(host).trim_end_matches('/').to_owned();
+        let (wire, publisher) = if e.api.as_deref() == Some("anthropic") {
+            (Wire::VertexAnthropic, "anthropic")
+        } else {
+            (Wire::VertexGemini, "google")
+        };
+        let model_url =
+            format!("{base}/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{}", e.model);
+        Ok(Upstream {
+            client: http_client(Duration::from_millis(e.connect_timeout_ms)),
+            wire,
+            max_tokens_field: MaxTokensField::MaxTokens,
+            headers: extra_headers(e)?,
+            model: e.model.clone(),
+            kind: Kind::Vertex { model_url, token: gcp_token()? },
         })
     }
 
@@ -189,6 +235,10 @@ impl Upstream {
                 body.remove("model");
             }
         }
+        if self.wire == Wire::VertexAnthropic {
+            body.remove("model");
+            body.insert("anthropic_version".into(), VERTEX_ANTHROPIC_VERSION.into());
+        }
         // Serialising a serde_json::Map cannot fail: keys are strings and values are JSON.
         let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
         let mut req = Request::new(Full::new(bytes.clone()));
@@ -214,6 +264,25 @@ impl Upstream {
                 if let Some((name, value)) = k.credential.header() {
                     h.insert(name, value);
                 }
+            }
+            Kind::Vertex { model_url, token } => {
+                let op = match (self.wire, stream) {
+                    (Wire::VertexAnthropic, false) => ":rawPredict",
+                    (Wire::VertexAnthropic, true) => ":streamRawPredict",
+                    (_, false) => ":generateContent",
+                    (_, true) => ":streamGenerateContent?alt=sse",
+                };
+                let url = format!("{model_url}{op}");
+                *req.uri_mut() =
+                    url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
+                let auth = token.authorization().await.map_err(|e| AttemptFailure {
+                    kind: FailureKind::Auth,
+                    outcome: "credentials",
+                    detail: format!("Google credentials: {e}"),
+                    retry_after: None,
+                    reply: None,
+                })?;
+                req.headers_mut().insert(header::AUTHORIZATION, auth);
             }
             Kind::Bedrock { base, region, credentials } => {
                 let op = match (self.wire, stream) {

@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         Some(var) => Some(std::env::var(var).map_err(|_| anyhow::anyhow!("{var} is not set"))?),
         None => None,
     };
-    let config = FakeConfig { name: args.name.clone(), script, record: false, require_key, aws: None };
+    let config = FakeConfig { name: args.name.clone(), script, record: false, require_key, aws: None, gcp_token: None };
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let fake = FakeProvider::start_on(args.listen, config).await?;
         eprintln!("fake-provider `{}` listening on http://{}/v1", args.name, fake.addr);

@@ -12,6 +12,7 @@ pub mod bedrock;
 mod body;
 pub mod openai;
 mod script;
+pub mod vertex;
 
 pub use script::Script;
 
@@ -40,11 +41,21 @@ pub struct FakeConfig {
     /// When set, Bedrock requests must carry a valid SigV4 signature by these credentials for
     /// this region, or get a 403 `InvalidSignatureException`.
     pub aws: Option<(aws_credential_types::Credentials, String)>,
+    /// When set, the fake serves this token from its metadata-server path, and Vertex requests
+    /// must carry it as `Authorization: Bearer`.
+    pub gcp_token: Option<String>,
 }
 
 impl FakeConfig {
     pub fn named(name: &str) -> Self {
-        FakeConfig { name: name.into(), script: Script::default(), record: true, require_key: None, aws: None }
+        FakeConfig {
+            name: name.into(),
+            script: Script::default(),
+            record: true,
+            require_key: None,
+            aws: None,
+            gcp_token: None,
+        }
     }
 }
 
@@ -52,6 +63,7 @@ impl FakeConfig {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub path: String,
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: serde_json::Value,
 }
@@ -129,7 +141,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     if cfg.record {
         let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        let rec = Recorded { path: parts.uri.path().to_owned(), headers: parts.headers.clone(), body };
+        let rec = Recorded {
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers.clone(),
+            body,
+        };
         shared.recorded.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
     }
     if !script.delay.is_zero() {
@@ -142,13 +159,27 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     if path == "/v1/models" || path == "/models" {
         return Ok(json(StatusCode::OK, Bytes::from_static(b"{\"object\":\"list\",\"data\":[]}"), &cfg.name));
     }
+    if path == vertex::METADATA_TOKEN_PATH {
+        let flavor_ok = parts.headers.get("metadata-flavor").is_some_and(|v| v == "Google");
+        return Ok(match (&cfg.gcp_token, flavor_ok) {
+            (Some(t), true) => json(StatusCode::OK, vertex::metadata_token(t), &cfg.name),
+            _ => json(StatusCode::FORBIDDEN, Bytes::from_static(b"missing Metadata-Flavor"), &cfg.name),
+        });
+    }
     let bedrock = bedrock::route(path);
-    let wire = match &bedrock {
-        Some((_, "converse" | "converse-stream")) => Wire::BedrockConverse,
-        Some(_) => Wire::BedrockInvoke,
-        None if path == "/v1/messages" => Wire::Anthropic,
-        None if path == "/v1/chat/completions" || path == "/chat/completions" || is_azure_path(path) => Wire::OpenAi,
-        None => return Ok(error(Wire::OpenAi, 404, &cfg.name, None)),
+    let google = vertex::route(path);
+    let wire = match (&bedrock, google) {
+        (_, Some(("google", _, _))) => Wire::VertexGemini,
+        (_, Some(_)) => Wire::VertexAnthropic,
+        _ => match &bedrock {
+            Some((_, "converse" | "converse-stream")) => Wire::BedrockConverse,
+            Some(_) => Wire::BedrockInvoke,
+            None if path == "/v1/messages" => Wire::Anthropic,
+            None if path == "/v1/chat/completions" || path == "/chat/completions" || is_azure_path(path) => {
+                Wire::OpenAi
+            }
+            None => return Ok(error(Wire::OpenAi, 404, &cfg.name, None)),
+        },
     };
     if parts.method != http::Method::POST {
         return Ok(error(wire, 405, &cfg.name, None));
@@ -165,8 +196,15 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         );
         return Ok(resp);
     }
+    if let Some(token) = &cfg.gcp_token
+        && google.is_some()
+        && parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {token}"))
+    {
+        return Ok(error(wire, 401, &cfg.name, None));
+    }
     if let Some(key) = &cfg.require_key
         && bedrock.is_none()
+        && google.is_none()
         && !has_key(&parts.headers, key)
     {
         return Ok(error(wire, 401, &cfg.name, None));
@@ -197,6 +235,31 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
                 _ => return Ok(error(wire, 400, &cfg.name, None)),
             }
         }
+        Wire::VertexGemini => {
+            let (_, model, op) = google.unwrap_or_default();
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) if v.get("contents").is_some_and(|c| c.is_array()) => (
+                    vertex::gemini_answer(&v, &cfg.name, script.chunks, bytes.len(), seq, model),
+                    op == "streamGenerateContent",
+                ),
+                _ => return Ok(error(wire, 400, &cfg.name, None)),
+            }
+        }
+        Wire::VertexAnthropic => {
+            let (_, model, _) = google.unwrap_or_default();
+            let version_ok = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
+                v.get("anthropic_version").and_then(|a| a.as_str()) == Some("vertex-2023-10-16")
+                    && v.get("model").is_none()
+            });
+            match serde_json::from_slice::<anthropic::MessagesIn>(&bytes) {
+                Ok(mut m) if version_ok && m.messages.is_some() && m.max_tokens.is_some() => {
+                    m.model = model.to_owned();
+                    let stream = m.stream;
+                    (m.answer(&cfg.name, script.chunks, bytes.len(), seq), stream)
+                }
+                _ => return Ok(error(wire, 400, &cfg.name, None)),
+            }
+        }
         Wire::BedrockInvoke => {
             let (model, op) = bedrock.as_ref().map(|(m, o)| (m.as_str(), *o)).unwrap_or_default();
             let version_ok = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
@@ -217,15 +280,17 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         }
         let body = match wire {
             Wire::OpenAi => answer.complete(),
-            Wire::Anthropic | Wire::BedrockInvoke => anthropic::complete(&answer),
+            Wire::Anthropic | Wire::BedrockInvoke | Wire::VertexAnthropic => anthropic::complete(&answer),
             Wire::BedrockConverse => bedrock::converse_complete(&answer),
+            Wire::VertexGemini => vertex::gemini_complete(&answer),
         };
         return Ok(json(StatusCode::OK, body, &cfg.name));
     }
     let [mut events, content, closing] = match wire {
         Wire::OpenAi => answer.stream_events(),
-        Wire::Anthropic => anthropic::stream_events(&answer),
+        Wire::Anthropic | Wire::VertexAnthropic => anthropic::stream_events(&answer),
         Wire::BedrockConverse => bedrock::converse_stream(&answer),
+        Wire::VertexGemini => vertex::gemini_stream(&answer),
         Wire::BedrockInvoke => bedrock::invoke_stream(&answer),
     };
     let mut abort_after = None;
@@ -233,7 +298,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         events.extend(content.into_iter().take(n as usize));
         events.push(match wire {
             Wire::OpenAi => openai::stream_error_event(),
-            Wire::Anthropic => anthropic::stream_error_event(),
+            Wire::Anthropic | Wire::VertexAnthropic => anthropic::stream_error_event(),
+            Wire::VertexGemini => vertex::gemini_stream_error(),
             Wire::BedrockConverse | Wire::BedrockInvoke => {
                 bedrock::exception("throttlingException", "Too many tokens, please wait before trying again.")
             }
@@ -248,7 +314,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     let body = ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after);
     let mut resp = Response::new(body.boxed_unsync());
     let content_type = match wire {
-        Wire::OpenAi | Wire::Anthropic => "text/event-stream; charset=utf-8",
+        Wire::OpenAi | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => {
+            "text/event-stream; charset=utf-8"
+        }
         Wire::BedrockConverse | Wire::BedrockInvoke => "application/vnd.amazon.eventstream",
     };
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -262,6 +330,8 @@ enum Wire {
     Anthropic,
     BedrockConverse,
     BedrockInvoke,
+    VertexGemini,
+    VertexAnthropic,
 }
 
 /// Azure OpenAI: `/openai/deployments/{deployment}/chat/completions?api-version=…`.
@@ -292,6 +362,8 @@ fn error(wire: Wire, status: u16, name: &str, retry_after: Option<u64>) -> Respo
     let (aws_type, body) = match wire {
         Wire::OpenAi => (None, openai::error_body(status)),
         Wire::Anthropic => (None, anthropic::error_body(status)),
+        // Front-door errors of Vertex (quota, auth, URL) come in Google's shape for both publishers.
+        Wire::VertexGemini | Wire::VertexAnthropic => (None, vertex::error_body(status)),
         Wire::BedrockConverse | Wire::BedrockInvoke => {
             let (kind, body) = bedrock::error(status);
             (Some(kind), body)
