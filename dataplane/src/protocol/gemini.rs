@@ -233,7 +233,7 @@ impl SseEventDecoder for Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{StreamDecoder, Wire};
+    use crate::protocol::Wire;
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!("{}/../tests/fixtures/vertex/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
