@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod bedrock;
 mod body;
+pub mod cloud;
 pub mod openai;
 mod script;
 pub mod vertex;
