@@ -25,6 +25,8 @@ async fn cloud(web_identity_token: Option<&str>) -> CloudFake {
         lifetime: LIFETIME,
         web_identity_token: web_identity_token.map(str::to_owned),
         container_token: Some("pod-identity-token".into()),
+        gcp_public_key: None,
+        gcp_subject_token: None,
     })
     .await
     .unwrap()

@@ -1,6 +1,7 @@
 //! A fake of the cloud credential services: AWS STS (AssumeRoleWithWebIdentity), the container
-//! credentials endpoint (EKS Pod Identity / ECS) and EC2 IMDSv2. Each issues the same temporary
-//! credentials, valid for `lifetime`, and counts its calls.
+//! credentials endpoint (EKS Pod Identity / ECS), EC2 IMDSv2, Google's OAuth token endpoint
+//! (service-account JWT assertions, verified), Google STS token exchange and IAM Credentials
+//! generateAccessToken. Each issues credentials valid for `lifetime` and counts its calls.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -26,7 +27,15 @@ pub struct CloudConfig {
     pub web_identity_token: Option<String>,
     /// The `Authorization` value the container endpoint requires.
     pub container_token: Option<String>,
+    /// PEM public key that service-account JWT assertions must verify with.
+    pub gcp_public_key: Option<String>,
+    /// The subject token Google STS accepts.
+    pub gcp_subject_token: Option<String>,
 }
+
+pub const GCP_SA_TOKEN: &str = "ya29.fake-service-account-token";
+pub const GCP_FEDERATED_TOKEN: &str = "ya29.fake-federated-token";
+pub const GCP_IMPERSONATED_TOKEN: &str = "ya29.fake-impersonated-token";
 
 #[derive(Default)]
 struct State {
@@ -170,6 +179,54 @@ async fn handle(config: &CloudConfig, state: &Mutex<State>, req: Request<Incomin
                 }
                 _ => reply(StatusCode::NOT_FOUND, "text/plain", String::new()),
             }
+        }
+        (Method::POST, "/token") => {
+            count("gcp-token");
+            let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+            let audience = format!("http://{}/token", header("host").unwrap_or_default());
+            let verified = form.get("grant_type").map(String::as_str)
+                == Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+                && config.gcp_public_key.as_ref().is_some_and(|pem| {
+                    let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()) else { return false };
+                    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+                    v.set_audience(&[audience.as_str()]);
+                    let assertion = form.get("assertion").map(String::as_str).unwrap_or_default();
+                    jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &v)
+                        .is_ok_and(|t| t.claims["scope"] == "https://www.googleapis.com/auth/cloud-platform")
+                });
+            if !verified {
+                let e = serde_json::json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."});
+                return reply(StatusCode::BAD_REQUEST, "application/json", e.to_string());
+            }
+            let t = serde_json::json!({"access_token": GCP_SA_TOKEN, "expires_in": config.lifetime.as_secs(), "token_type": "Bearer"});
+            reply(StatusCode::OK, "application/json", t.to_string())
+        }
+        (Method::POST, "/v1/token") => {
+            count("gcp-sts");
+            let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+            let ok = form.get("grant_type").map(String::as_str)
+                == Some("urn:ietf:params:oauth:grant-type:token-exchange")
+                && form.get("audience").is_some_and(|a| a.starts_with("//iam.googleapis.com/"))
+                && form.get("requested_token_type").map(String::as_str)
+                    == Some("urn:ietf:params:oauth:token-type:access_token")
+                && form.get("subject_token") == config.gcp_subject_token.as_ref();
+            if !ok {
+                let e =
+                    serde_json::json!({"error": "invalid_grant", "error_description": "The subject token is invalid."});
+                return reply(StatusCode::BAD_REQUEST, "application/json", e.to_string());
+            }
+            let t = serde_json::json!({"access_token": GCP_FEDERATED_TOKEN, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer", "expires_in": config.lifetime.as_secs()});
+            reply(StatusCode::OK, "application/json", t.to_string())
+        }
+        (Method::POST, path) if path.ends_with(":generateAccessToken") => {
+            count("gcp-impersonate");
+            if header("authorization") != Some(format!("Bearer {GCP_FEDERATED_TOKEN}")) {
+                return reply(StatusCode::UNAUTHORIZED, "application/json", "{}".into());
+            }
+            let t =
+                serde_json::json!({"accessToken": GCP_IMPERSONATED_TOKEN, "expireTime": expiration(config.lifetime)});
+            reply(StatusCode::OK, "application/json", t.to_string())
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", String::new()),
     }
