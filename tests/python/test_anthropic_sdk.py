@@ -22,6 +22,8 @@ WEATHER = {
     },
 }
 HELLO = [{"role": "user", "content": "Say hello"}]
+PROVIDERS = ["chat", "claude", "azure", "bedrock", "bedrock-invoke", "gemini", "vertex-claude"]
+BUSY = ["bedrock-busy", "gemini-busy", "claude-busy"]
 
 
 @pytest.fixture()
@@ -29,18 +31,18 @@ def client():
     return anthropic.Anthropic(base_url=BASE_URL, api_key="unused-by-the-sidecar", max_retries=0)
 
 
-@pytest.mark.parametrize("feature,upstream", [("claude", "primary"), ("chat", "primary")])
-def test_non_streaming(client, feature, upstream):
+@pytest.mark.parametrize("feature", PROVIDERS)
+def test_non_streaming(client, feature):
     raw = client.messages.with_raw_response.create(model=feature, max_tokens=64, system="Be brief.", messages=HELLO)
     message = raw.parse()
     assert message.type == "message"
-    assert message.content[0].text.startswith(f"Hello from {upstream}.")
+    assert message.content[0].text.startswith("Hello from primary.")
     assert message.stop_reason == "end_turn"
     assert message.usage.output_tokens > 0
     assert raw.headers["x-spillway-request-id"].startswith("req_")
 
 
-@pytest.mark.parametrize("feature", ["claude", "chat"])
+@pytest.mark.parametrize("feature", PROVIDERS)
 def test_streaming(client, feature):
     with client.messages.stream(model=feature, max_tokens=64, messages=HELLO) as stream:
         text = "".join(stream.text_stream)
@@ -50,7 +52,7 @@ def test_streaming(client, feature):
     assert final.usage.output_tokens > 0
 
 
-@pytest.mark.parametrize("feature", ["claude", "chat"])
+@pytest.mark.parametrize("feature", PROVIDERS)
 def test_tool_use(client, feature):
     message = client.messages.create(
         model=feature, max_tokens=64, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"},
@@ -69,7 +71,7 @@ def test_tool_use(client, feature):
     assert follow_up.type == "message"
 
 
-@pytest.mark.parametrize("feature", ["claude", "chat"])
+@pytest.mark.parametrize("feature", PROVIDERS)
 def test_streamed_tool_use(client, feature):
     with client.messages.stream(model=feature, max_tokens=64, tools=[WEATHER],
                                 messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
@@ -84,6 +86,14 @@ def test_fallback_across_protocols(client):
     assert raw.parse().content[0].text.startswith("Hello from backup.")
     assert raw.headers["x-spillway-endpoint"] == "backup"
     assert raw.headers["x-spillway-attempts"] == "3"
+
+
+@pytest.mark.parametrize("feature", BUSY)
+def test_a_throttled_provider_is_a_rate_limit_error(client, feature):
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.create(model=feature, max_tokens=64, messages=HELLO)
+    assert info.value.response.headers["retry-after"] == "3"
+    assert info.value.body["error"]["type"] == "rate_limit_error"
 
 
 def test_unknown_feature(client):

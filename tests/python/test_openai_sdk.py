@@ -29,6 +29,9 @@ WEATHER_TOOL = {
     },
 }
 HELLO = [{"role": "user", "content": "Say hello"}]
+# One feature per provider kind; every one answers "Hello from primary." through the sidecar.
+PROVIDERS = ["chat", "claude", "azure", "bedrock", "bedrock-invoke", "gemini", "vertex-claude"]
+BUSY = ["bedrock-busy", "gemini-busy", "claude-busy"]
 
 
 @pytest.fixture()
@@ -37,13 +40,14 @@ def client():
     return openai.OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused-by-the-sidecar", max_retries=0)
 
 
-def test_non_streaming(client):
-    raw = client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
+@pytest.mark.parametrize("feature", PROVIDERS)
+def test_non_streaming(client, feature):
+    raw = client.chat.completions.with_raw_response.create(model=feature, messages=HELLO)
     completion = raw.parse()
     assert completion.choices[0].message.content.startswith("Hello from primary.")
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.total_tokens > 0
-    assert raw.headers["x-spillway-endpoint"] == "primary"
+    assert raw.headers["x-spillway-endpoint"] == ("primary" if feature == "chat" else feature)
     assert raw.headers["x-spillway-request-id"].startswith("req_")
 
 
@@ -58,9 +62,10 @@ def test_multi_part_content_and_unknown_fields(client):
     assert completion.choices[0].message.content
 
 
-def test_streaming_with_usage(client):
+@pytest.mark.parametrize("feature", PROVIDERS)
+def test_streaming_with_usage(client, feature):
     stream = client.chat.completions.create(
-        model="chat", messages=HELLO, stream=True, stream_options={"include_usage": True})
+        model=feature, messages=HELLO, stream=True, stream_options={"include_usage": True})
     text, usage, finish = "", None, None
     for chunk in stream:
         if chunk.usage:
@@ -73,9 +78,10 @@ def test_streaming_with_usage(client):
     assert usage is not None and usage.completion_tokens > 0
 
 
-def test_tool_call(client):
+@pytest.mark.parametrize("feature", PROVIDERS)
+def test_tool_call(client, feature):
     completion = client.chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL])
+        model=feature, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL])
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
@@ -83,9 +89,10 @@ def test_tool_call(client):
     assert set(json.loads(call.function.arguments)) == {"city", "days"}
 
 
-def test_streamed_tool_call(client):
+@pytest.mark.parametrize("feature", PROVIDERS)
+def test_streamed_tool_call(client, feature):
     stream = client.chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL],
+        model=feature, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True)
     name, arguments, finish = None, "", None
     for chunk in stream:
@@ -133,7 +140,16 @@ def test_unknown_feature(client):
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert info.value.code == "unknown_feature"
-    assert "chat, claude, flaky, midstream, truncated" in info.value.message
+    for feature in PROVIDERS + ["flaky", "midstream", "truncated"]:
+        assert feature in info.value.message
+
+
+@pytest.mark.parametrize("feature", BUSY)
+def test_a_throttled_provider_is_a_rate_limit_error(client, feature):
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model=feature, messages=HELLO)
+    assert info.value.code == "all_endpoints_throttled"
+    assert info.value.response.headers["retry-after"] == "3"
 
 
 def test_malformed_requests(client):

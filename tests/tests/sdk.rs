@@ -1,5 +1,7 @@
 //! Drives the sidecar with the official Python SDKs: `openai` (python/test_openai_sdk.py) and
-//! `anthropic` (python/test_anthropic_sdk.py). The venv comes from tests/python/setup.sh, which
+//! `anthropic` (python/test_anthropic_sdk.py), against every provider: OpenAI-compatible,
+//! Azure OpenAI, Anthropic, Bedrock (Converse and InvokeModel, SigV4-verified) and Vertex AI
+//! (Gemini and Claude). The venv comes from tests/python/setup.sh, which
 //! the README's test command runs first.
 
 use spillway_tests::fake::{FakeConfig, FakeProvider};
@@ -19,7 +21,20 @@ fn python() -> PathBuf {
 
 /// Starts two fakes and a sidecar with the features both SDK suites use, then runs `script`.
 async fn run_pytest(script: &str) {
-    let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
+    // Bedrock requests are signed with these and verified by the fake; Vertex tokens come from
+    // the fake's metadata-server path.
+    let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "sdk-test-secret", None, None, "test");
+    let mut cfg = FakeConfig::named("primary");
+    cfg.aws = Some((creds, "us-east-1".into()));
+    cfg.gcp_token = Some("ya29.sdk-test".into());
+    let primary = FakeProvider::start(cfg).await.unwrap();
+    // SAFETY: set before the sidecar (or any other thread) reads the environment; nextest runs
+    // each test in its own process.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "sdk-test-secret");
+        std::env::set_var("GCE_METADATA_HOST", primary.addr.to_string());
+    }
     let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
     let (p, b) = (primary.addr, backup.addr);
     let yaml = format!(
@@ -32,12 +47,28 @@ endpoints:
   backup:   {{ provider: openai_compatible, base_url: "http://{b}/v1", model: gpt-fake-backup }}
   erroring: {{ provider: openai_compatible, base_url: "http://{p}/v1", model: gpt-fake, headers: {{ x-fake-error-after: "2" }} }}
   dropping: {{ provider: anthropic, base_url: "http://{p}", model: claude-fake, auth: {{ kind: none }}, headers: {{ x-fake-drop-after: "2", x-fake-chunk-interval-ms: "20" }} }}
+  bedrock:  {{ provider: bedrock, region: us-east-1, base_url: "http://{p}", model: "us.anthropic.claude-3-5-haiku-20241022-v1:0" }}
+  bedrock-invoke: {{ provider: bedrock, region: us-east-1, base_url: "http://{p}", model: "anthropic.claude-3-5-haiku-20241022-v1:0", api: invoke }}
+  gemini:   {{ provider: vertex, region: us-central1, project: sdk, base_url: "http://{p}", model: gemini-2.0-flash-001 }}
+  vertex-claude: {{ provider: vertex, region: us-east5, project: sdk, base_url: "http://{p}", api: anthropic, model: "claude-sonnet-4@20250514" }}
+  azure:    {{ provider: azure_openai, base_url: "http://{p}", model: sdk-deployment, auth: {{ kind: none }} }}
+  bedrock-busy: {{ provider: bedrock, region: us-east-1, base_url: "http://{p}", model: m, headers: {{ x-fake-status: "429", x-fake-retry-after: "3" }} }}
+  gemini-busy: {{ provider: vertex, region: us-central1, project: sdk, base_url: "http://{p}", model: g, headers: {{ x-fake-status: "429", x-fake-retry-after: "3" }} }}
+  claude-busy: {{ provider: anthropic, base_url: "http://{p}", model: claude-fake, auth: {{ kind: none }}, headers: {{ x-fake-status: "529", x-fake-retry-after: "3" }} }}
 features:
   chat: {{ hierarchy: [primary] }}
   claude: {{ hierarchy: [claude] }}
   flaky: {{ hierarchy: [broken, claude-overloaded, backup] }}
   midstream: {{ hierarchy: [erroring, backup] }}
   truncated: {{ hierarchy: [dropping, backup] }}
+  bedrock: {{ hierarchy: [bedrock] }}
+  bedrock-invoke: {{ hierarchy: [bedrock-invoke] }}
+  gemini: {{ hierarchy: [gemini] }}
+  vertex-claude: {{ hierarchy: [vertex-claude] }}
+  azure: {{ hierarchy: [azure] }}
+  bedrock-busy: {{ hierarchy: [bedrock-busy] }}
+  gemini-busy: {{ hierarchy: [gemini-busy] }}
+  claude-busy: {{ hierarchy: [claude-busy] }}
 "#
     );
     let sc = TestSidecar::start(&yaml).await.unwrap();
