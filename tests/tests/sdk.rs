@@ -83,7 +83,7 @@ features:
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "pytest failed:\n{stdout}\n{stderr}");
-    eprintln!("{script}: {}", stdout.lines().last().unwrap_or_default());
+    eprintln!("{}: {}", script.display(), stdout.lines().last().unwrap_or_default());
     assert!(stdout.contains("passed") && !stdout.contains("skipped"), "{stdout}");
 }
 
