@@ -132,3 +132,6 @@ pub(crate) fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod roundtrip;
