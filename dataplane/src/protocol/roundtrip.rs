@@ -165,9 +165,18 @@ fn stream() -> impl Strategy<Value = Vec<Event>> {
         })
 }
 
-/// What a client would assemble: the text, each call's id, name and argument text, the stop
-/// reason, the final usage, and whether the stream ended.
-fn summary(events: &[Event]) -> (String, Vec<(String, String, String)>, Option<StopReason>, Usage, bool) {
+/// What a client would assemble from a stream.
+#[derive(Debug, PartialEq)]
+struct Summary {
+    text: String,
+    /// Each call's id, name and argument text.
+    calls: Vec<(String, String, String)>,
+    stop: Option<StopReason>,
+    usage: Usage,
+    ended: bool,
+}
+
+fn summary(events: &[Event]) -> Summary {
     let mut text = String::new();
     let mut calls: Vec<(String, String, String)> = Vec::new();
     let (mut stop, mut usage, mut ended) = (None, Usage::default(), false);
@@ -186,5 +195,5 @@ fn summary(events: &[Event]) -> (String, Vec<(String, String, String)>, Option<S
             Event::Start { .. } | Event::Error { .. } => {}
         }
     }
-    (text, calls, stop, usage, ended)
+    Summary { text, calls, stop, usage, ended }
 }
