@@ -5,6 +5,7 @@
 //! client with a torn line. Events are forwarded as the exact bytes received.
 
 use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
 
 #[derive(Default)]
 pub struct SseSplitter {
@@ -73,21 +74,19 @@ pub enum EventKind {
     Other,
 }
 
-/// The `data:` payload of an event (multi-line data joined by `\n`, per the SSE spec).
-pub fn data(event: &[u8]) -> Option<String> {
-    let mut out: Option<String> = None;
+/// The `data:` payload of an event (multi-line data joined by `\n`, per the SSE spec). The
+/// common single-line case borrows from the event.
+pub fn data(event: &[u8]) -> Option<Cow<'_, str>> {
+    let mut out: Option<Cow<'_, str>> = None;
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(rest) = line.strip_prefix(b"data:") else { continue };
         let rest = rest.strip_prefix(b" ").unwrap_or(rest);
         let text = String::from_utf8_lossy(rest);
-        match &mut out {
-            Some(s) => {
-                s.push('\n');
-                s.push_str(&text);
-            }
-            None => out = Some(text.into_owned()),
-        }
+        out = Some(match out {
+            None => text,
+            Some(prev) => Cow::Owned(format!("{prev}\n{text}")),
+        });
     }
     out
 }

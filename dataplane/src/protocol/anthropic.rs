@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::sse;
 use bytes::BytesMut;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
 /// Anthropic requires `max_tokens`; a request translated from a protocol where it is optional
 /// gets this.
@@ -306,9 +307,40 @@ pub struct Decoder {
     tool_block: Option<u64>,
 }
 
+#[derive(serde::Deserialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    delta: DeltaBody<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
 impl SseEventDecoder for Decoder {
     fn decode(&mut self, event: &[u8], out: &mut Vec<Event>) {
         let Some(payload) = sse::data(event) else { return };
+        // Deltas are nearly every event: read them without building a JSON tree.
+        if let Ok(d) = serde_json::from_str::<TextDelta<'_>>(&payload)
+            && d.kind == "content_block_delta"
+        {
+            match (d.delta.kind.as_ref(), d.delta.text, d.delta.partial_json) {
+                ("text_delta", Some(t), _) => out.push(Event::Text(t.into_owned())),
+                ("input_json_delta", _, Some(f)) if self.tool_block.is_some() && !f.is_empty() => {
+                    out.push(Event::ToolArgs { index: self.tools - 1, fragment: f.into_owned() })
+                }
+                _ => {}
+            }
+            return;
+        }
         let Ok(v) = serde_json::from_str::<Value>(&payload) else { return };
         self.decode_json(&v, out);
     }

@@ -9,6 +9,7 @@ use aws_smithy_types::event_stream::{HeaderValue, Message};
 use base64::Engine;
 use bytes::BytesMut;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
 /// The `anthropic_version` InvokeModel wants in Anthropic bodies.
 pub const INVOKE_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
@@ -203,6 +204,26 @@ fn failure(m: &Message) -> Option<Event> {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(borrow)]
+    delta: DeltaBody<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaBody<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(rename = "toolUse", borrow, default)]
+    tool_use: Option<ToolInputDelta<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ToolInputDelta<'a> {
+    #[serde(borrow)]
+    input: Cow<'a, str>,
+}
+
 /// ConverseStream frames → canonical events.
 pub struct ConverseStream {
     frames: Frames,
@@ -224,24 +245,28 @@ impl StreamDecoder for ConverseStream {
                 out.push(e);
                 return;
             }
+            let kind = header(&m, ":event-type").unwrap_or_default();
+            // Deltas are nearly every frame: read them without building a JSON tree.
+            if kind == "contentBlockDelta" {
+                if let Ok(d) = serde_json::from_slice::<BlockDelta<'_>>(m.payload()) {
+                    match (d.delta.text, d.delta.tool_use) {
+                        (Some(t), _) => out.push(Event::Text(t.into_owned())),
+                        (None, Some(u)) if *tools > 0 && !u.input.is_empty() => {
+                            out.push(Event::ToolArgs { index: *tools - 1, fragment: u.input.into_owned() })
+                        }
+                        _ => {}
+                    }
+                }
+                return;
+            }
             let Ok(v) = serde_json::from_slice::<Value>(m.payload()) else { return };
-            match header(&m, ":event-type").unwrap_or_default() {
+            match kind {
                 "messageStart" => out.push(Event::Start { id: String::new(), model: model.clone() }),
                 "contentBlockStart" => {
                     if let Some(t) = v.pointer("/start/toolUse") {
                         let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
                         out.push(Event::ToolStart { index: *tools, id: s("toolUseId"), name: s("name") });
                         *tools += 1;
-                    }
-                }
-                "contentBlockDelta" => {
-                    if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
-                        out.push(Event::Text(t.to_owned()));
-                    } else if let Some(f) = v.pointer("/delta/toolUse/input").and_then(Value::as_str)
-                        && *tools > 0
-                        && !f.is_empty()
-                    {
-                        out.push(Event::ToolArgs { index: *tools - 1, fragment: f.to_owned() });
                     }
                 }
                 "messageStop" => {

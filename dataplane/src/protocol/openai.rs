@@ -438,18 +438,52 @@ pub struct Encoder {
     created: u64,
     stop: Option<StopReason>,
     usage: Usage,
+    /// The bytes every delta chunk starts with, up to the delta object (`data: {"id":…,"delta":`);
+    /// rebuilt when the id or model change. Text and argument deltas — nearly every event of
+    /// a stream — are written around it without building a JSON tree.
+    prefix: Vec<u8>,
 }
+
+/// What follows a delta object in a chunk that does not finish the stream.
+const DELTA_SUFFIX: &[u8] = br#","logprobs":null,"finish_reason":null}]"#;
 
 impl Encoder {
     pub fn new(include_usage: bool) -> Self {
-        Encoder {
+        let mut e = Encoder {
             include_usage,
             id: String::new(),
             model: String::new(),
             created: unix_now(),
             stop: None,
             usage: Usage::default(),
+            prefix: Vec::new(),
+        };
+        e.rebuild_prefix();
+        e
+    }
+
+    fn rebuild_prefix(&mut self) {
+        let head =
+            json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model});
+        let head = head.to_string();
+        let mut p = b"data: ".to_vec();
+        // `{"id":…,"model":"m"}` → `{"id":…,"model":"m","choices":[{"index":0,"delta":`
+        p.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        p.extend_from_slice(br#","choices":[{"index":0,"delta":"#);
+        self.prefix = p;
+    }
+
+    /// A delta chunk whose one variable part is a string, written straight into `out`.
+    fn text_delta(&self, open: &[u8], text: &str, close: &[u8], out: &mut BytesMut) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(open);
+        let _ = serde_json::to_writer(bytes::BufMut::writer(&mut *out), text);
+        out.extend_from_slice(close);
+        out.extend_from_slice(DELTA_SUFFIX);
+        if self.include_usage {
+            out.extend_from_slice(br#","usage":null"#);
         }
+        out.extend_from_slice(b"}\n\n");
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut BytesMut) {
@@ -474,16 +508,18 @@ impl StreamEncoder for Encoder {
             Event::Start { id, model } => {
                 self.id = if id.starts_with("chatcmpl") { id.clone() } else { format!("chatcmpl-{id}") };
                 self.model = model.clone();
+                self.rebuild_prefix();
                 self.chunk(json!({"role": "assistant", "content": ""}), None, out);
             }
-            Event::Text(t) => self.chunk(json!({"content": t}), None, out),
+            Event::Text(t) => self.text_delta(br#"{"content":"#, t, b"}", out),
             Event::ToolStart { index, id, name } => self.chunk(
                 json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
                 None,
                 out,
             ),
             Event::ToolArgs { index, fragment } => {
-                self.chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}), None, out)
+                let open = format!(r#"{{"tool_calls":[{{"index":{index},"function":{{"arguments":"#);
+                self.text_delta(open.as_bytes(), fragment, b"}}]}", out)
             }
             Event::Usage(u) => self.usage.merge(*u),
             Event::Stop(r) => self.stop = Some(r.clone()),
