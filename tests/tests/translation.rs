@@ -25,10 +25,12 @@ endpoints:
   claude-flaky-stream: {{ provider: anthropic, base_url: "http://{a}", model: claude-fake, auth: {{ kind: api_key, env: SPILLWAY_TEST_KEY }}, headers: {{ x-fake-error-after: "2" }} }}
   oai-flaky-stream: {{ provider: openai_compatible, base_url: "http://{a}/v1", model: gpt-fake, auth: {{ kind: api_key, env: SPILLWAY_TEST_KEY }}, headers: {{ x-fake-error-after: "2" }} }}
   azure:  {{ provider: azure_openai, base_url: "http://{a}", model: my-deployment, api_version: "2024-10-21", auth: {{ kind: api_key, env: SPILLWAY_TEST_KEY }} }}
+  azure-entra: {{ provider: azure_openai, base_url: "http://{a}", model: my-deployment, auth: {{ kind: bearer_token, env: SPILLWAY_TEST_KEY }} }}
 features:
   to-openai: {{ hierarchy: [oai] }}
   to-claude: {{ hierarchy: [claude] }}
   to-azure: {{ hierarchy: [azure] }}
+  to-azure-entra: {{ hierarchy: [azure-entra] }}
   claude-then-openai: {{ hierarchy: [claude-down, oai] }}
   claude-rejects: {{ hierarchy: [claude-bad, oai] }}
   claude-breaks: {{ hierarchy: [claude-flaky-stream] }}
@@ -174,6 +176,14 @@ async fn azure_openai_uses_the_deployment_url_and_api_key_header() {
     assert!(sent.body.get("model").is_none(), "Azure takes the model from the deployment");
     let r = anthropic_call(&sc, "to-azure", json!({"stream": true})).await;
     assert!(r.text().contains("event: message_stop"));
+
+    // Entra ID: the token goes in Authorization, the default api-version in the URL.
+    let r = openai_call(&sc, "to-azure-entra", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = &fake.recorded()[2];
+    assert_eq!(sent.headers["authorization"], format!("Bearer {KEY}"));
+    assert!(sent.headers.get("api-key").is_none());
+    assert_eq!(sent.query.as_deref(), Some("api-version=2024-10-21"));
 }
 
 #[tokio::test]

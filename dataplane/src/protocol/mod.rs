@@ -135,3 +135,6 @@ mod tests;
 
 #[cfg(test)]
 mod roundtrip;
+
+#[cfg(test)]
+mod fixtures;

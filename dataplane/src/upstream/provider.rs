@@ -138,6 +138,8 @@ impl Upstream {
             Some(Auth::None) => Credential::none(),
             Some(Auth::ApiKey { env: Some(var), .. }) => Credential::from_env(var, scheme)?,
             Some(Auth::ApiKey { file: Some(path), .. }) => Credential::from_file(path.clone(), scheme)?,
+            Some(Auth::BearerToken { env: Some(var), .. }) => Credential::from_env(var, Scheme::Bearer)?,
+            Some(Auth::BearerToken { file: Some(path), .. }) => Credential::from_file(path.clone(), Scheme::Bearer)?,
             None => match default_env {
                 Some(var) => Credential::from_env(var, scheme)?,
                 None => Credential::none(),
@@ -291,7 +293,7 @@ impl Upstream {
                     (_, false) => "converse",
                     (_, true) => "converse-stream",
                 };
-                let url = format!("{base}/model/{}/{op}", utf8_percent_encode(&self.model, MODEL_ID));
+                let url = bedrock_url(base, &self.model, op);
                 *req.uri_mut() =
                     url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
                 let accept = if op == "invoke-with-response-stream" { "x-amzn-bedrock-accept" } else { "accept" };
@@ -311,6 +313,23 @@ impl Upstream {
     }
 }
 
+/// `…/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}` on the
+/// regional host, the global host (`global`) or a multi-region one (`us`, `eu`).
+fn vertex_model_url(base_url: Option<&str>, region: &str, project: &str, publisher: &str, model: &str) -> String {
+    let host = match region {
+        "global" => "https://aiplatform.googleapis.com".to_owned(),
+        "us" | "eu" => format!("https://aiplatform.{region}.rep.googleapis.com"),
+        r => format!("https://{r}-aiplatform.googleapis.com"),
+    };
+    let base = base_url.map_or(host, str::to_owned);
+    let base = base.trim_end_matches('/');
+    format!("{base}/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}")
+}
+
+fn bedrock_url(base: &str, model: &str, op: &str) -> String {
+    format!("{base}/model/{}/{op}", utf8_percent_encode(model, MODEL_ID))
+}
+
 fn extra_headers(e: &Endpoint) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     for (k, v) in &e.headers {
@@ -319,4 +338,37 @@ fn extra_headers(e: &Endpoint) -> Result<HeaderMap, String> {
         headers.insert(name, value);
     }
     Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vertex_hosts_for_regional_global_and_multi_region_endpoints() {
+        let u = |r: &str| vertex_model_url(None, r, "p", "google", "gemini-2.0-flash-001");
+        assert_eq!(
+            u("us-central1"),
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash-001"
+        );
+        assert_eq!(
+            u("global"),
+            "https://aiplatform.googleapis.com/v1/projects/p/locations/global/publishers/google/models/gemini-2.0-flash-001"
+        );
+        assert!(u("eu").starts_with("https://aiplatform.eu.rep.googleapis.com/v1/projects/p/locations/eu/"));
+    }
+
+    #[test]
+    fn bedrock_model_ids_are_encoded_as_the_sigv4_vectors_expect() {
+        let text = include_str!("../../../tests/fixtures/bedrock/sigv4_vector.json");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        for vector in v["vectors"].as_array().unwrap() {
+            let i = &vector["inputs"];
+            let url = i["url"].as_str().unwrap();
+            let op = url.rsplit('/').next().unwrap();
+            let built =
+                bedrock_url("https://bedrock-runtime.us-east-1.amazonaws.com", i["model_id"].as_str().unwrap(), op);
+            assert_eq!(built, url);
+        }
+    }
 }

@@ -96,6 +96,14 @@ pub enum Auth {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file: Option<PathBuf>,
     },
+    /// A bearer token (an Azure Entra ID token, a gateway's token) read from an environment
+    /// variable or a file, sent as `Authorization: Bearer`.
+    BearerToken {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<PathBuf>,
+    },
     /// The AWS default chain: env, web identity (IRSA), container credentials, IMDSv2.
     AwsDefault,
     /// The GCP default chain: metadata server, service-account key, external account.
