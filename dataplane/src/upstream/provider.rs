@@ -172,19 +172,12 @@ impl Upstream {
     fn vertex(e: &Endpoint) -> Result<Self, String> {
         let region = e.region.clone().ok_or("vertex needs a region")?;
         let project = e.project.clone().ok_or("vertex needs a project")?;
-        let host = match region.as_str() {
-            "global" => "https://aiplatform.googleapis.com".to_owned(),
-            "us" | "eu" => format!("https://aiplatform.{region}.rep.googleapis.com"),
-            r => format!("https://{r}-aiplatform.googleapis.com"),
-        };
-        let base = e.base_url.clone().unwrap_or(host).trim_end_matches('/').to_owned();
         let (wire, publisher) = if e.api.as_deref() == Some("anthropic") {
             (Wire::VertexAnthropic, "anthropic")
         } else {
             (Wire::VertexGemini, "google")
         };
-        let model_url =
-            format!("{base}/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{}", e.model);
+        let model_url = vertex_model_url(e.base_url.as_deref(), &region, &project, publisher, &e.model);
         Ok(Upstream {
             client: http_client(Duration::from_millis(e.connect_timeout_ms)),
             wire,
