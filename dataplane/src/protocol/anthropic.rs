@@ -156,21 +156,9 @@ pub fn encode_request(req: &c::Request, model: Option<&str>) -> Map<String, Valu
     }
     // Anthropic wants strictly alternating turns that start with the user.
     let mut messages: Vec<Value> = Vec::new();
-    let mut last_role = None;
     for m in &req.messages {
         let role = if m.role == Role::User { "user" } else { "assistant" };
-        let content: Vec<Value> = m.content.iter().map(part_json).collect();
-        if content.is_empty() {
-            continue;
-        }
-        if last_role == Some(role) {
-            if let Some(Value::Array(prev)) = messages.last_mut().and_then(|v| v.get_mut("content")) {
-                prev.extend(content);
-            }
-        } else {
-            messages.push(json!({"role": role, "content": content}));
-            last_role = Some(role);
-        }
+        super::push_turn(&mut messages, role, "content", m.content.iter().map(part_json).collect());
     }
     out.insert("messages".into(), messages.into());
     if let Some(t) = req.temperature {

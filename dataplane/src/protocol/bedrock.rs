@@ -22,21 +22,10 @@ pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
         out.insert("system".into(), req.system.iter().map(|s| json!({"text": s})).collect::<Vec<_>>().into());
     }
     let mut messages: Vec<Value> = Vec::new();
-    let mut last_role = None;
     for m in &req.messages {
         let role = if m.role == Role::User { "user" } else { "assistant" };
         let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
-        if content.is_empty() {
-            continue;
-        }
-        if last_role == Some(role) {
-            if let Some(Value::Array(prev)) = messages.last_mut().and_then(|v| v.get_mut("content")) {
-                prev.extend(content);
-            }
-        } else {
-            messages.push(json!({"role": role, "content": content}));
-            last_role = Some(role);
-        }
+        super::push_turn(&mut messages, role, "content", content);
     }
     out.insert("messages".into(), messages.into());
     let mut inference = Map::new();

@@ -44,17 +44,7 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
                 }
             });
         }
-        if parts.is_empty() {
-            continue;
-        }
-        match contents.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(Value::Array(prev)) = last.get_mut("parts") {
-                    prev.extend(parts);
-                }
-            }
-            _ => contents.push(json!({"role": role, "parts": parts})),
-        }
+        super::push_turn(&mut contents, role, "parts", parts);
     }
     let mut out = Map::new();
     out.insert("contents".into(), contents.into());

@@ -125,6 +125,21 @@ pub fn stream_encoder(p: Protocol, include_usage: bool) -> Box<dyn StreamEncoder
     }
 }
 
+/// Appends a turn `{"role": role, key: content}`, merged into the previous one when the role
+/// repeats: Anthropic, Bedrock and Gemini want strictly alternating turns.
+pub(crate) fn push_turn(turns: &mut Vec<serde_json::Value>, role: &str, key: &str, content: Vec<serde_json::Value>) {
+    if content.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut().filter(|t| t["role"] == role)
+        && let Some(serde_json::Value::Array(prev)) = last.get_mut(key)
+    {
+        prev.extend(content);
+        return;
+    }
+    turns.push(serde_json::json!({"role": role, key: content}));
+}
+
 /// Seconds since the epoch, for the `created` fields.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())

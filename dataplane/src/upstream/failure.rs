@@ -105,18 +105,11 @@ pub fn classify_openai(status: StatusCode, headers: &HeaderMap, body: Bytes) -> 
         _ => FailureKind::Unavailable,
     };
     let described = match (kind_str, code) {
-        ("", "") => String::new(),
-        (t, "") => format!(" ({t})"),
-        ("", c) => format!(" ({c})"),
-        (t, c) => format!(" ({t}/{c})"),
+        (t, "") => t.to_owned(),
+        ("", c) => c.to_owned(),
+        (t, c) => format!("{t}/{c}"),
     };
-    AttemptFailure {
-        kind,
-        outcome: status_outcome(status),
-        detail: format!("HTTP {}{described}", status.as_u16()),
-        retry_after: retry_after(headers),
-        reply: Some((status, body)),
-    }
+    from_reply(kind, &described, status, headers, body)
 }
 
 fn status_outcome(status: StatusCode) -> &'static str {
@@ -160,6 +153,28 @@ pub fn classify(wire: Wire, status: StatusCode, headers: &HeaderMap, body: Bytes
     }
 }
 
+/// The failure for an error reply of `kind`; `code` is the provider's machine-readable type.
+fn from_reply(kind: FailureKind, code: &str, status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
+    let described = if code.is_empty() { String::new() } else { format!(" ({code})") };
+    AttemptFailure {
+        kind,
+        outcome: status_outcome(status),
+        detail: format!("HTTP {}{described}", status.as_u16()),
+        retry_after: retry_after(headers),
+        reply: Some((status, body)),
+    }
+}
+
+/// Kinds for an error reply that carries no type the provider's table knows.
+fn by_status(status: StatusCode) -> FailureKind {
+    match status.as_u16() {
+        429 => FailureKind::Throttled,
+        400 => FailureKind::BadRequest,
+        401 | 403 => FailureKind::Auth,
+        _ => FailureKind::Unavailable,
+    }
+}
+
 fn anthropic_shaped(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("error"))
@@ -173,19 +188,10 @@ pub fn classify_google(status: StatusCode, headers: &HeaderMap, body: Bytes) -> 
         "RESOURCE_EXHAUSTED" => FailureKind::Throttled,
         "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => FailureKind::BadRequest,
         "UNAUTHENTICATED" | "PERMISSION_DENIED" => FailureKind::Auth,
-        "" if status.as_u16() == 429 => FailureKind::Throttled,
-        "" if status == StatusCode::BAD_REQUEST => FailureKind::BadRequest,
-        "" if matches!(status.as_u16(), 401 | 403) => FailureKind::Auth,
+        "" => by_status(status),
         _ => FailureKind::Unavailable,
     };
-    let described = if name.is_empty() { String::new() } else { format!(" ({name})") };
-    AttemptFailure {
-        kind,
-        outcome: status_outcome(status),
-        detail: format!("HTTP {}{described}", status.as_u16()),
-        retry_after: retry_after(headers),
-        reply: Some((status, body)),
-    }
+    from_reply(kind, &name, status, headers, body)
 }
 
 /// Classifies a Bedrock error reply by its error type: the `x-amzn-ErrorType` header (the part
@@ -208,19 +214,10 @@ pub fn classify_bedrock(status: StatusCode, headers: &HeaderMap, body: Bytes) ->
         | "UnrecognizedClientException"
         | "ExpiredTokenException"
         | "InvalidSignatureException" => FailureKind::Auth,
-        "" if status.as_u16() == 429 => FailureKind::Throttled,
-        "" if status == StatusCode::BAD_REQUEST => FailureKind::BadRequest,
-        "" if matches!(status.as_u16(), 401 | 403) => FailureKind::Auth,
+        "" => by_status(status),
         _ => FailureKind::Unavailable,
     };
-    let described = if error_type.is_empty() { String::new() } else { format!(" ({error_type})") };
-    AttemptFailure {
-        kind,
-        outcome: status_outcome(status),
-        detail: format!("HTTP {}{described}", status.as_u16()),
-        retry_after: retry_after(headers),
-        reply: Some((status, body)),
-    }
+    from_reply(kind, &error_type, status, headers, body)
 }
 
 /// Classifies an Anthropic error reply (`{"type":"error","error":{"type",…}}`).
@@ -238,14 +235,7 @@ pub fn classify_anthropic(status: StatusCode, headers: &HeaderMap, body: Bytes) 
         _ if status.is_client_error() => FailureKind::BadRequest,
         _ => FailureKind::Unavailable,
     };
-    let described = if kind_str.is_empty() { String::new() } else { format!(" ({kind_str})") };
-    AttemptFailure {
-        kind,
-        outcome: status_outcome(status),
-        detail: format!("HTTP {}{described}", status.as_u16()),
-        retry_after: retry_after(headers),
-        reply: Some((status, body)),
-    }
+    from_reply(kind, &kind_str, status, headers, body)
 }
 
 /// An error the provider sent inside a stream before its first token.
