@@ -23,6 +23,10 @@ spillway quick start — the sidecar is on http://127.0.0.1:4000. In another ter
   curl -s http://127.0.0.1:4000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"chat","messages":[{"role":"user","content":"hi"}]}'
 
+  # the same feature through the Anthropic Messages API
+  curl -s http://127.0.0.1:4000/v1/messages -H 'content-type: application/json' \
+       -d '{"model":"chat","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}'
+
   # a fallback: feature `recap` starts at an endpoint that always answers 503
   curl -si http://127.0.0.1:4000/v1/chat/completions -H 'content-type: application/json' \
        -d '{"model":"recap","messages":[{"role":"user","content":"hi"}]}' | grep -i '^x-spillway'
