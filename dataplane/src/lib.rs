@@ -10,6 +10,7 @@
 //! - [`inbound`]: reading and checking what the application sent (`inbound::openai`);
 //! - [`routing`]: the live routing table, swapped atomically when the config file changes;
 //! - [`proxy`]: feature resolution, the fallback loop, the committed reply and its stream guard;
+//! - [`health`]: per-endpoint circuit breakers the planner consults and every attempt feeds;
 //! - [`upstream`]: the pooled HTTPS client, credentials, provider requests, the failure vocabulary;
 //! - [`sse`]: server-sent-event framing shared by the stream paths;
 //! - [`metrics`], [`error`], [`body`]: what every layer above reports and returns.
@@ -17,6 +18,7 @@
 pub mod body;
 pub mod canonical;
 pub mod error;
+pub mod health;
 pub mod inbound;
 pub mod metrics;
 pub mod protocol;

@@ -29,6 +29,19 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    endpoint: String,
+    from: &'static str,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    endpoint: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -42,6 +55,8 @@ pub struct Metrics {
     latency: HistogramFamily<AttemptLabels>,
     ttft: HistogramFamily<EndpointLabels>,
     reloads: Family<ReloadLabels, Counter>,
+    transitions: Family<TransitionLabels, Counter>,
+    states: Family<StateLabels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -70,7 +85,11 @@ impl Default for Metrics {
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("config_reloads", "Routing config reloads by result", reloads.clone());
-        Metrics { registry, requests, attempts, latency, ttft, reloads }
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register("breaker_transitions", "Circuit breaker state changes by endpoint", transitions.clone());
+        let states = Family::<StateLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register("breaker_state", "1 for each endpoint's current breaker state", states.clone());
+        Metrics { registry, requests, attempts, latency, ttft, reloads, transitions, states }
     }
 }
 
@@ -95,6 +114,17 @@ impl Metrics {
         self.latency
             .get_or_create(&AttemptLabels { feature: feature.into(), endpoint: endpoint.into(), outcome })
             .observe(d.as_secs_f64());
+    }
+
+    pub fn breaker_transition(&self, endpoint: &str, from: &'static str, to: &'static str) {
+        self.transitions.get_or_create(&TransitionLabels { endpoint: endpoint.into(), from, to }).inc();
+    }
+
+    /// Sets the endpoint's state gauge: 1 for `state`, 0 for the others.
+    pub fn breaker_state(&self, endpoint: &str, state: &'static str) {
+        for s in ["closed", "open", "partial_open"] {
+            self.states.get_or_create(&StateLabels { endpoint: endpoint.into(), state: s }).set(i64::from(s == state));
+        }
     }
 
     pub fn config_reload(&self, result: &'static str) {

@@ -1,0 +1,429 @@
+//! The circuit breaker of one endpoint (DESIGN.md §4): CLOSED → OPEN → PARTIAL-OPEN → CLOSED.
+//!
+//! - CLOSED: all traffic. Trips to OPEN when, with at least `min_requests` in the window, the
+//!   error rate, the slow-first-token rate or the slow-total rate reaches its threshold.
+//!   Throttling is counted but is no failure: it is a capacity signal, handled by spillover.
+//! - OPEN for `open_for_s`, doubled on each consecutive re-trip up to [`MAX_OPEN_FACTOR`]×.
+//! - PARTIAL-OPEN: admits `ramp.start` of the traffic the endpoint would otherwise get; each
+//!   healthy `ramp.step_s` multiplies the share by `ramp.factor`; at 100 % it closes. An
+//!   unhealthy step, or a ramp still open after `ramp.max_s`, re-opens it.
+//!
+//! Time comes from tokio's clock, so every transition is testable on paused time.
+
+use super::window::{Counts, Window};
+use spillway_api::config::BreakerPolicy;
+use tokio::time::{Duration, Instant};
+
+/// The longest OPEN period, as a multiple of `open_for_s`.
+pub const MAX_OPEN_FACTOR: u32 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    ErrorRate,
+    SlowFirstToken,
+    SlowTotal,
+    /// A PARTIAL-OPEN step went bad.
+    UnhealthyStep,
+    /// The ramp did not reach 100 % within `ramp.max_s`.
+    StuckRamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Closed,
+    Open { until: Instant },
+    PartialOpen { share: f64, step_started: Instant, ramp_started: Instant },
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open { .. } => "open",
+            State::PartialOpen { .. } => "partial_open",
+        }
+    }
+}
+
+/// One finished attempt, as the breaker sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub failed: bool,
+    pub throttled: bool,
+    pub ttft: Option<Duration>,
+    pub total: Duration,
+}
+
+/// A state change, for logs and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub reason: Option<Reason>,
+}
+
+pub struct Breaker {
+    policy: BreakerPolicy,
+    state: State,
+    window: Window,
+    /// Counts of the current PARTIAL-OPEN step.
+    step: Counts,
+    /// Re-trips since the last time the breaker closed.
+    trips: u32,
+    reason: Option<Reason>,
+    last_failure: Option<Instant>,
+    /// Admission credit in PARTIAL-OPEN: each request adds `share`; a whole credit admits one.
+    /// Deterministic, so a ramp of 5 % admits exactly one request in twenty.
+    credit: f64,
+}
+
+impl Breaker {
+    pub fn new(policy: BreakerPolicy, now: Instant) -> Self {
+        let window = Window::new(policy.window_s, now);
+        Breaker {
+            policy,
+            state: State::Closed,
+            window,
+            step: Counts::default(),
+            trips: 0,
+            reason: None,
+            last_failure: None,
+            credit: 0.0,
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason
+    }
+
+    pub fn last_failure(&self) -> Option<Instant> {
+        self.last_failure
+    }
+
+    pub fn window(&self, now: Instant) -> Counts {
+        self.window.totals(now)
+    }
+
+    pub fn policy(&self) -> &BreakerPolicy {
+        &self.policy
+    }
+
+    fn counts(&self, o: &Outcome) -> Counts {
+        let slow = |rule: &Option<spillway_api::config::SlowRule>, d: Option<Duration>| {
+            u64::from(rule.as_ref().is_some_and(|r| d.is_some_and(|d| d > Duration::from_millis(r.over_ms))))
+        };
+        if o.throttled {
+            return Counts { throttled: 1, ..Counts::default() };
+        }
+        Counts {
+            requests: 1,
+            errors: u64::from(o.failed),
+            throttled: 0,
+            slow_ttft: slow(&self.policy.slow_ttft, o.ttft),
+            slow_total: slow(&self.policy.slow_total, (!o.failed).then_some(o.total)),
+        }
+    }
+
+    /// Which rule, if any, these counts break. `min_requests` guards the CLOSED window only:
+    /// a ramp step is small by design.
+    fn verdict(&self, c: &Counts, min_requests: u64) -> Option<Reason> {
+        if c.requests == 0 || c.requests < min_requests {
+            return None;
+        }
+        let p = &self.policy;
+        if c.rate(c.errors) >= p.error_rate {
+            return Some(Reason::ErrorRate);
+        }
+        if p.slow_ttft.as_ref().is_some_and(|r| c.rate(c.slow_ttft) >= r.rate) {
+            return Some(Reason::SlowFirstToken);
+        }
+        if p.slow_total.as_ref().is_some_and(|r| c.rate(c.slow_total) >= r.rate) {
+            return Some(Reason::SlowTotal);
+        }
+        None
+    }
+
+    fn open(&mut self, now: Instant, reason: Reason) -> Transition {
+        let from = self.state.name();
+        let factor = 2u32.saturating_pow(self.trips).min(MAX_OPEN_FACTOR);
+        self.trips = self.trips.saturating_add(1);
+        self.state =
+            State::Open { until: now + Duration::from_secs(u64::from(self.policy.open_for_s) * u64::from(factor)) };
+        self.reason = Some(reason);
+        self.window.clear();
+        self.step = Counts::default();
+        Transition { from, to: "open", reason: Some(reason) }
+    }
+
+    /// Records a finished attempt; returns the transition it caused, if any.
+    pub fn record(&mut self, now: Instant, o: &Outcome) -> Option<Transition> {
+        if o.failed {
+            self.last_failure = Some(now);
+        }
+        let c = self.counts(o);
+        match self.state {
+            State::Closed => {
+                self.window.record(now, &c);
+                let totals = self.window.totals(now);
+                let reason = self.verdict(&totals, u64::from(self.policy.min_requests))?;
+                Some(self.open(now, reason))
+            }
+            State::PartialOpen { .. } => {
+                self.step.add(&c);
+                None
+            }
+            // Stragglers sent before the breaker opened say nothing new.
+            State::Open { .. } => None,
+        }
+    }
+
+    /// Moves time-driven states on: OPEN → PARTIAL-OPEN when its time is up, and the ramp's
+    /// steps. Returns the transitions that happened.
+    pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
+        let mut out = Vec::new();
+        loop {
+            match self.state.clone() {
+                State::Closed => return out,
+                State::Open { until } => {
+                    if now < until {
+                        return out;
+                    }
+                    self.state =
+                        State::PartialOpen { share: self.policy.ramp.start, step_started: until, ramp_started: until };
+                    self.step = Counts::default();
+                    self.credit = 0.0;
+                    out.push(Transition { from: "open", to: "partial_open", reason: None });
+                }
+                State::PartialOpen { share, step_started, ramp_started } => {
+                    let step = Duration::from_secs(u64::from(self.policy.ramp.step_s));
+                    let step_end = step_started + step;
+                    if now < step_end {
+                        return out;
+                    }
+                    if self.verdict(&self.step, 1).is_some() {
+                        out.push(self.open(step_end, Reason::UnhealthyStep));
+                        continue;
+                    }
+                    let next = share * self.policy.ramp.factor;
+                    if next >= 1.0 {
+                        self.state = State::Closed;
+                        self.trips = 0;
+                        self.reason = None;
+                        self.window.clear();
+                        out.push(Transition { from: "partial_open", to: "closed", reason: None });
+                        return out;
+                    }
+                    if step_end.saturating_duration_since(ramp_started)
+                        >= Duration::from_secs(u64::from(self.policy.ramp.max_s))
+                    {
+                        out.push(self.open(step_end, Reason::StuckRamp));
+                        continue;
+                    }
+                    self.state = State::PartialOpen { share: next, step_started: step_end, ramp_started };
+                    self.step = Counts::default();
+                }
+            }
+        }
+    }
+
+    /// Whether the next request the endpoint would get may go to it. Call [`Breaker::tick`]
+    /// first.
+    pub fn admit(&mut self) -> bool {
+        match self.state {
+            State::Closed => true,
+            State::Open { .. } => false,
+            State::PartialOpen { share, .. } => {
+                self.credit += share;
+                if self.credit >= 1.0 {
+                    self.credit -= 1.0;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// The share of traffic admitted now (1 when closed, 0 when open).
+    pub fn share(&self) -> f64 {
+        match self.state {
+            State::Closed => 1.0,
+            State::Open { .. } => 0.0,
+            State::PartialOpen { share, .. } => share,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_api::config::{Ramp, SlowRule};
+
+    fn policy() -> BreakerPolicy {
+        BreakerPolicy {
+            window_s: 30,
+            min_requests: 10,
+            error_rate: 0.2,
+            slow_ttft: Some(SlowRule { over_ms: 2000, rate: 0.1 }),
+            slow_total: Some(SlowRule { over_ms: 20_000, rate: 0.1 }),
+            open_for_s: 30,
+            ramp: Ramp { start: 0.05, factor: 2.0, step_s: 10, max_s: 300 },
+        }
+    }
+
+    fn ok(ttft_ms: u64) -> Outcome {
+        Outcome {
+            failed: false,
+            throttled: false,
+            ttft: Some(Duration::from_millis(ttft_ms)),
+            total: Duration::from_millis(ttft_ms + 100),
+        }
+    }
+    const FAIL: Outcome = Outcome { failed: true, throttled: false, ttft: None, total: Duration::from_millis(5) };
+    const THROTTLED: Outcome = Outcome { failed: false, throttled: true, ttft: None, total: Duration::from_millis(5) };
+
+    fn feed(b: &mut Breaker, o: Outcome, n: usize) -> Vec<Transition> {
+        (0..n).filter_map(|_| b.record(Instant::now(), &o)).collect()
+    }
+
+    async fn sleep_s(s: u64) {
+        tokio::time::advance(Duration::from_secs(s)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn error_rate_trips_only_above_the_minimum_volume() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        assert!(feed(&mut b, FAIL, 9).is_empty(), "9 requests: below min_requests, no verdict");
+        let t = feed(&mut b, FAIL, 1);
+        assert_eq!(t, [Transition { from: "closed", to: "open", reason: Some(Reason::ErrorRate) }]);
+        assert!(!b.admit());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthy_traffic_with_some_errors_stays_closed() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        for _ in 0..10 {
+            feed(&mut b, ok(100), 9);
+            feed(&mut b, FAIL, 1);
+            sleep_s(1).await;
+        }
+        assert_eq!(b.state(), &State::Closed, "10 % errors is under the 20 % threshold");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_counted_but_never_trips() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        assert!(feed(&mut b, THROTTLED, 500).is_empty());
+        assert_eq!(b.state(), &State::Closed);
+        assert_eq!(b.window(Instant::now()).throttled, 500);
+        assert_eq!(b.window(Instant::now()).requests, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_first_token_p90_trips_even_when_every_reply_is_200() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        feed(&mut b, ok(300), 17);
+        let t = feed(&mut b, ok(2500), 2);
+        assert_eq!(t.len(), 1, "2 of 19 (10.5 %) later than 2 s");
+        assert_eq!(b.reason(), Some(Reason::SlowFirstToken));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_totals_trip_too() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        feed(&mut b, ok(100), 9);
+        feed(&mut b, Outcome { total: Duration::from_secs(30), ..ok(100) }, 1);
+        assert_eq!(b.reason(), Some(Reason::SlowTotal));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_failures_slide_out_of_the_window() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        feed(&mut b, FAIL, 5);
+        sleep_s(31).await;
+        feed(&mut b, ok(100), 5);
+        feed(&mut b, FAIL, 1);
+        assert_eq!(b.state(), &State::Closed, "1 failure in the last 30 s out of 6");
+    }
+
+    /// Trips the breaker and lets the OPEN period pass.
+    async fn tripped_then_partial(b: &mut Breaker) {
+        feed(b, FAIL, 10);
+        sleep_s(30).await;
+        let t = b.tick(Instant::now());
+        assert_eq!(t, [Transition { from: "open", to: "partial_open", reason: None }]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ramp_admits_its_share_and_doubles_each_healthy_step_until_closed() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        tripped_then_partial(&mut b).await;
+        let mut shares = Vec::new();
+        for _ in 0..10 {
+            let admitted = (0..1000).filter(|_| b.admit()).count();
+            shares.push(admitted);
+            feed(&mut b, ok(100), admitted);
+            sleep_s(10).await;
+            b.tick(Instant::now());
+            if b.state() == &State::Closed {
+                break;
+            }
+        }
+        // 5 % → 10 % → 20 % → 40 % → 80 % → closed: five healthy steps, no cliff.
+        assert_eq!(shares, [50, 100, 200, 400, 800]);
+        assert_eq!(b.state(), &State::Closed);
+        assert!((0..100).all(|_| b.admit()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unhealthy_step_reopens_for_twice_as_long_up_to_the_cap() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        let mut open_for = Vec::new();
+        feed(&mut b, FAIL, 10);
+        for _ in 0..6 {
+            let State::Open { until } = *b.state() else { panic!("{:?}", b.state()) };
+            let d = until - Instant::now();
+            open_for.push(d.as_secs());
+            tokio::time::advance(d).await;
+            b.tick(Instant::now());
+            feed(&mut b, FAIL, 1);
+            sleep_s(10).await;
+            let t = b.tick(Instant::now());
+            assert_eq!(t.last().and_then(|t| t.reason), Some(Reason::UnhealthyStep));
+        }
+        assert_eq!(open_for, [30, 60, 120, 240, 240, 240], "doubling, capped at {MAX_OPEN_FACTOR}×");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_resets_the_backoff() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        tripped_then_partial(&mut b).await;
+        for _ in 0..5 {
+            sleep_s(10).await;
+            b.tick(Instant::now());
+        }
+        assert_eq!(b.state(), &State::Closed);
+        feed(&mut b, FAIL, 10);
+        let State::Open { until } = *b.state() else { panic!() };
+        assert_eq!((until - Instant::now()).as_secs(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ramp_that_cannot_close_in_max_s_reopens() {
+        let mut p = policy();
+        p.ramp = Ramp { start: 0.01, factor: 1.5, step_s: 10, max_s: 60 };
+        let mut b = Breaker::new(p, Instant::now());
+        tripped_then_partial(&mut b).await;
+        let mut last = Vec::new();
+        for _ in 0..6 {
+            sleep_s(10).await;
+            last = b.tick(Instant::now());
+        }
+        assert_eq!(last, [Transition { from: "partial_open", to: "open", reason: Some(Reason::StuckRamp) }]);
+    }
+}

@@ -1,0 +1,108 @@
+//! Endpoint health: the per-endpoint circuit breaker and what the planner asks of it.
+//!
+//! # Layout
+//!
+//! - [`window`]: sliding one-second buckets of outcome counts;
+//! - [`breaker`]: the CLOSED / OPEN / PARTIAL-OPEN state machine and its ramp;
+//! - this module: the shared, locked handle the request path uses, with logs and metrics for
+//!   every transition.
+
+pub mod breaker;
+pub mod window;
+
+use crate::metrics::Metrics;
+use breaker::{Breaker, Outcome, State, Transition};
+use serde_json::{Value, json};
+use spillway_api::config::BreakerPolicy;
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+/// One endpoint's health. Without a breaker policy the endpoint is always admitted.
+pub struct Health {
+    endpoint: Arc<str>,
+    breaker: Option<Mutex<Breaker>>,
+}
+
+impl Health {
+    pub fn new(endpoint: Arc<str>, policy: Option<BreakerPolicy>) -> Self {
+        Health { endpoint, breaker: policy.map(|p| Mutex::new(Breaker::new(p, Instant::now()))) }
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Breaker>> {
+        self.breaker.as_ref().map(|b| b.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether the planner may send the next request here.
+    pub fn admit(&self, metrics: &Metrics) -> bool {
+        let Some(mut b) = self.lock() else { return true };
+        let now = Instant::now();
+        let transitions = b.tick(now);
+        let admitted = b.admit();
+        let state = b.state().clone();
+        drop(b);
+        self.report(&transitions, &state, metrics);
+        admitted
+    }
+
+    pub fn record(&self, outcome: &Outcome, metrics: &Metrics) {
+        let Some(mut b) = self.lock() else { return };
+        let now = Instant::now();
+        let mut transitions = b.tick(now);
+        transitions.extend(b.record(now, outcome));
+        let state = b.state().clone();
+        drop(b);
+        self.report(&transitions, &state, metrics);
+    }
+
+    /// When this endpoint last failed; the planner's last resort is the one that failed longest ago.
+    pub fn last_failure(&self) -> Option<Instant> {
+        self.lock().and_then(|b| b.last_failure())
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        self.lock().map_or("closed", |b| b.state().name())
+    }
+
+    fn report(&self, transitions: &[Transition], state: &State, metrics: &Metrics) {
+        for t in transitions {
+            let reason = t.reason.map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)));
+            let reason = reason.flatten().unwrap_or_default();
+            if t.to == "open" {
+                tracing::warn!(endpoint = %self.endpoint, from = t.from, reason = %reason, "circuit breaker opened");
+            } else {
+                tracing::info!(endpoint = %self.endpoint, from = t.from, to = t.to, "circuit breaker moved");
+            }
+            metrics.breaker_transition(&self.endpoint, t.from, t.to);
+        }
+        if !transitions.is_empty() {
+            metrics.breaker_state(&self.endpoint, state.name());
+        }
+    }
+
+    /// The `/debug/endpoints` view of this endpoint.
+    pub fn debug(&self) -> Value {
+        let Some(b) = self.lock() else {
+            return json!({"endpoint": &*self.endpoint, "breaker": null, "state": "closed"});
+        };
+        let now = Instant::now();
+        let w = b.window(now);
+        let (open_for_s, ramp_share) = match b.state() {
+            State::Open { until } => (Some(until.saturating_duration_since(now).as_secs_f64()), None),
+            State::PartialOpen { share, .. } => (None, Some(*share)),
+            State::Closed => (None, None),
+        };
+        json!({
+            "endpoint": &*self.endpoint,
+            "state": b.state().name(),
+            "reason": b.reason(),
+            "open_for_s": open_for_s,
+            "ramp_share": ramp_share,
+            "window": {
+                "seconds": b.policy().window_s,
+                "requests": w.requests, "errors": w.errors, "throttled": w.throttled,
+                "slow_ttft": w.slow_ttft, "slow_total": w.slow_total,
+                "error_rate": w.rate(w.errors), "slow_ttft_rate": w.rate(w.slow_ttft), "slow_total_rate": w.rate(w.slow_total),
+            },
+        })
+    }
+}
