@@ -177,6 +177,11 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
                 "last_reload_error": reload.last_error});
             text(StatusCode::OK, "application/json", body.to_string())
         }
+        (&Method::GET, "/debug/endpoints") => {
+            let table = state.routing.load();
+            let list: Vec<serde_json::Value> = table.endpoints().map(|t| t.health.debug()).collect();
+            text(StatusCode::OK, "application/json", serde_json::json!({"endpoints": list}).to_string())
+        }
         (&Method::GET, "/metrics") => {
             text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
         }

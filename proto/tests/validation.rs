@@ -193,3 +193,20 @@ fn empty_and_broken_documents_say_so() {
     assert!(e[0].starts_with("routing.yaml: "), "{e:?}");
     assert!(has(&errors("endpoints: {}\n"), "features: no features are defined"));
 }
+
+#[test]
+fn an_endpoint_has_one_breaker_policy() {
+    let e = errors(
+        r#"
+endpoints:
+  a: { provider: openai, model: m }
+features:
+  f: { hierarchy: [a], breaker: strict }
+  g: { hierarchy: [a], breaker: lenient }
+breakers:
+  strict: { error_rate: 0.1 }
+  lenient: { error_rate: 0.5 }
+"#,
+    );
+    assert!(has(&e, "endpoints.a: is used by features with different breaker policies (lenient, strict)"), "{e:?}");
+}

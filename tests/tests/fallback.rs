@@ -57,8 +57,11 @@ async fn each_retryable_failure_before_the_first_byte_falls_back() {
 #[tokio::test]
 async fn connection_refused_falls_back() {
     let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
-    // Bind then drop: nothing listens on this port any more.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A port held by a socket that never listens: connecting is refused, and no other test
+    // process can take the port while this one holds it.
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = holder.local_addr().unwrap();
     let sc = sidecar(&format!("http://{dead}/v1"), "", &backup, "").await;
     let r = ask(&sc, false).await;
     assert_eq!(answered_by(&r), "backup");

@@ -3,20 +3,23 @@
 //! # Layout
 //!
 //! - this module: feature resolution, the fallback loop, the final response and its headers;
+//! - [`plan`]: which endpoints the breakers let this request try;
 //! - [`attempt`]: one endpoint, up to the commit point;
 //! - [`stream`]: the committed stream's body, which always ends well-formed.
 
 mod attempt;
+mod plan;
 mod stream;
 
 use crate::AppState;
 use crate::body::{ProxyBody, full};
 use crate::canonical;
 use crate::error::ApiError;
+use crate::health::breaker::Outcome;
 use crate::inbound;
 use crate::metrics::Metrics;
 use crate::protocol::{Protocol, Wire, anthropic, openai};
-use crate::routing::{FeatureRoute, RoutingTable};
+use crate::routing::{EndpointTarget, FeatureRoute, RoutingTable};
 use crate::upstream::failure::{AttemptFailure, FailureKind};
 use attempt::Reply;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -34,19 +37,28 @@ pub struct RequestCtx {
     pub deadline: Instant,
 }
 
-/// Records a request's end exactly once: metrics and the access log line.
+/// Records a request's end exactly once: metrics, the endpoint's health, and the access log line.
 pub struct Finish {
     metrics: Arc<Metrics>,
     feature: Arc<str>,
     pub endpoint: Arc<str>,
+    target: Arc<EndpointTarget>,
     request_id: String,
     started: Instant,
+    /// When this attempt began, and its time to first token once known.
+    attempt_started: Instant,
+    ttft: Option<std::time::Duration>,
     attempts: usize,
 }
 
 impl Finish {
     pub fn done(self, outcome: &'static str) {
         let elapsed = self.started.elapsed();
+        if outcome != "client_cancelled" {
+            let failed = !matches!(outcome, "ok" | "bad_request" | "content_filtered");
+            let o = Outcome { failed, throttled: false, ttft: self.ttft, total: self.attempt_started.elapsed() };
+            self.target.health.record(&o, &self.metrics);
+        }
         self.metrics.latency(&self.feature, &self.endpoint, outcome, elapsed);
         self.metrics.attempt(&self.feature, &self.endpoint, outcome);
         self.metrics.request(&self.feature, outcome);
@@ -149,17 +161,21 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
         None
     };
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
-    for target in &ctx.feature.hierarchy {
+    for target in plan::plan(&ctx.feature.hierarchy, &state.metrics) {
         if Instant::now() >= ctx.deadline {
             break;
         }
         let attempts = failures.len() + 1;
+        let attempt_started = Instant::now();
         let finish = Finish {
             metrics: state.metrics.clone(),
             feature: ctx.feature.name.clone(),
             endpoint: target.name.clone(),
+            target: target.clone(),
             request_id: ctx.id.clone(),
             started: ctx.started,
+            attempt_started,
+            ttft: None,
             attempts,
         };
         match attempt::run(target, &mut req, canonical.as_ref(), &ctx).await {
@@ -175,6 +191,13 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                     kind = ?f.kind, outcome = f.outcome, detail = %f.detail, "attempt failed; falling back"
                 );
                 state.metrics.attempt(&ctx.feature.name, &target.name, f.outcome);
+                let o = Outcome {
+                    failed: matches!(f.kind, FailureKind::Unavailable | FailureKind::Auth),
+                    throttled: f.kind == FailureKind::Throttled,
+                    ttft: None,
+                    total: attempt_started.elapsed(),
+                };
+                target.health.record(&o, &state.metrics);
                 failures.push((target.name.clone(), f));
             }
             Err(f) => {
@@ -216,8 +239,9 @@ fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Response<ProxyBod
     resp
 }
 
-fn commit(reply: Reply, mode: stream::Mode, finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
+fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
     let (endpoint, attempts) = (finish.endpoint.clone(), finish.attempts);
+    finish.ttft = Some(finish.attempt_started.elapsed());
     let mut resp = match reply {
         Reply::Complete { status, content_type, body } => {
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());

@@ -6,9 +6,10 @@
 
 pub mod watch;
 
+use crate::health::Health;
 use crate::upstream::provider::Upstream;
 use arc_swap::ArcSwap;
-use spillway_api::config::{ConfigError, ConfigErrors, Endpoint, RoutingConfig};
+use spillway_api::config::{BreakerPolicy, ConfigError, ConfigErrors, Endpoint, RoutingConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,9 @@ pub struct EndpointTarget {
     pub name: Arc<str>,
     pub spec: Endpoint,
     pub upstream: Upstream,
+    /// The breaker policy the features using this endpoint name, if any.
+    pub policy: Option<BreakerPolicy>,
+    pub health: Health,
 }
 
 pub struct FeatureRoute {
@@ -46,11 +50,22 @@ impl RoutingTable {
         let mut problems = Vec::new();
         let mut endpoints = HashMap::new();
         for (name, spec) in &config.endpoints {
-            if let Some(old) = previous.and_then(|p| p.endpoints.get(name)).filter(|old| old.spec == *spec) {
+            // Validation guarantees the features sharing an endpoint agree on its policy.
+            let policy = config
+                .features
+                .values()
+                .filter(|f| f.hierarchy.contains(name))
+                .find_map(|f| f.breaker.as_ref())
+                .and_then(|b| config.breakers.get(b))
+                .cloned();
+            // An unchanged endpoint keeps its connections and its breaker's history.
+            if let Some(old) =
+                previous.and_then(|p| p.endpoints.get(name)).filter(|old| old.spec == *spec && old.policy == policy)
+            {
                 endpoints.insert(name.clone(), old.clone());
                 continue;
             }
-            match target(name, spec) {
+            match target(name, spec, policy) {
                 Ok(t) => {
                     endpoints.insert(name.clone(), Arc::new(t));
                 }
@@ -81,6 +96,13 @@ impl RoutingTable {
         Ok(RoutingTable { version, features, endpoints })
     }
 
+    /// Every endpoint, by name.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<EndpointTarget>> {
+        let mut all: Vec<&Arc<EndpointTarget>> = self.endpoints.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.into_iter()
+    }
+
     pub fn feature_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.features.keys().map(String::as_str).collect();
         names.sort_unstable();
@@ -88,9 +110,15 @@ impl RoutingTable {
     }
 }
 
-fn target(name: &str, spec: &Endpoint) -> Result<EndpointTarget, (&'static str, String)> {
+fn target(
+    name: &str,
+    spec: &Endpoint,
+    policy: Option<BreakerPolicy>,
+) -> Result<EndpointTarget, (&'static str, String)> {
     let upstream = Upstream::new(spec).map_err(|e| (".auth", e))?;
-    Ok(EndpointTarget { name: name.into(), spec: spec.clone(), upstream })
+    let name: Arc<str> = name.into();
+    let health = Health::new(name.clone(), policy.clone());
+    Ok(EndpointTarget { name, spec: spec.clone(), upstream, policy, health })
 }
 
 /// Counts of config reloads, and why the last rejected one was rejected.

@@ -85,6 +85,26 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
         }
         check_boundary(&mut p, config, name);
     }
+    // A breaker is per endpoint, so every feature that names a policy must name the same one
+    // for an endpoint they share.
+    for name in config.endpoints.keys() {
+        let policies: BTreeSet<&String> = config
+            .features
+            .values()
+            .filter(|f| f.hierarchy.contains(name))
+            .filter_map(|f| f.breaker.as_ref())
+            .collect();
+        if policies.len() > 1 {
+            let list: Vec<&str> = policies.iter().map(|s| s.as_str()).collect();
+            p.add(
+                format!("endpoints.{name}"),
+                format!(
+                    "is used by features with different breaker policies ({}); an endpoint has one breaker",
+                    list.join(", ")
+                ),
+            );
+        }
+    }
     for (name, b) in &config.breakers {
         let path = format!("breakers.{name}");
         if b.window_s == 0 {

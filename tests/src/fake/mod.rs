@@ -71,6 +71,8 @@ pub struct Recorded {
 
 struct Shared {
     config: FakeConfig,
+    /// The server's current script, replaceable while it runs (a provider that heals).
+    script: Mutex<Script>,
     seq: AtomicU64,
     recorded: Mutex<Vec<Recorded>>,
 }
@@ -96,7 +98,8 @@ impl FakeProvider {
     pub async fn start_on(addr: SocketAddr, config: FakeConfig) -> std::io::Result<FakeProvider> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared { config, seq: AtomicU64::new(0), recorded: Mutex::new(Vec::new()) });
+        let script = Mutex::new(config.script.clone());
+        let shared = Arc::new(Shared { config, script, seq: AtomicU64::new(0), recorded: Mutex::new(Vec::new()) });
         let task = tokio::spawn(serve(listener, shared.clone()));
         Ok(FakeProvider { addr, shared, task })
     }
@@ -104,6 +107,11 @@ impl FakeProvider {
     /// `http://127.0.0.1:PORT/v1`, the base URL to put in an endpoint's config.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// Changes how the fake behaves from now on: an outage starts or ends.
+    pub fn set_script(&self, script: Script) {
+        *self.shared.script.lock().unwrap_or_else(|p| p.into_inner()) = script;
     }
 
     /// Requests received so far (including refused ones).
@@ -138,7 +146,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     let cfg = &shared.config;
     let (parts, body) = req.into_parts();
-    let script = cfg.script.with_headers(&parts.headers);
+    let script = shared.script.lock().unwrap_or_else(|p| p.into_inner()).with_headers(&parts.headers);
     let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     if cfg.record {
         let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);

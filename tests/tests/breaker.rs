@@ -1,0 +1,112 @@
+//! Circuit breakers through the sidecar on tokio's paused clock: a failing primary is opened and
+//! skipped, the debug view and metrics explain why, and once it heals it gets its traffic back
+//! step by step through the PARTIAL-OPEN ramp, not all at once.
+
+use serde_json::{Value, json};
+use spillway_tests::fake::{FakeConfig, FakeProvider, Script};
+use spillway_tests::harness::{TestClient, TestSidecar};
+use std::time::Duration;
+
+async fn setup() -> (FakeProvider, FakeProvider, TestSidecar) {
+    let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
+    let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
+    let yaml = format!(
+        r#"
+endpoints:
+  primary: {{ provider: openai_compatible, base_url: "{}", model: p }}
+  backup:  {{ provider: openai_compatible, base_url: "{}", model: b }}
+features:
+  chat: {{ hierarchy: [primary, backup], breaker: strict }}
+breakers:
+  strict:
+    window_s: 30
+    min_requests: 5
+    error_rate: 0.5
+    open_for_s: 30
+    ramp: {{ start: 0.125, factor: 2, step_s: 10, max_s: 300 }}
+"#,
+        primary.base_url(),
+        backup.base_url()
+    );
+    (primary, backup, TestSidecar::start(&yaml).await.unwrap())
+}
+
+/// Sends `n` requests; returns how many the primary answered.
+async fn send(sc: &TestSidecar, n: usize) -> usize {
+    let mut by_primary = 0;
+    for _ in 0..n {
+        let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
+        let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        by_primary += usize::from(r.header("x-spillway-endpoint") == "primary");
+    }
+    by_primary
+}
+
+async fn debug(sc: &TestSidecar, endpoint: &str) -> Value {
+    let v = TestClient::default().get(&sc.url("/debug/endpoints")).await.unwrap().json();
+    v["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == endpoint).unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_primary_is_opened_skipped_and_ramped_back_after_it_heals() {
+    let (primary, backup, sc) = setup().await;
+    assert_eq!(send(&sc, 10).await, 10, "healthy primary takes everything");
+
+    // The healthy requests slide out of the 30 s window; then the primary starts failing.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    primary.set_script(Script { status: Some(503), ..Script::default() });
+    let hits = primary.hits();
+    assert_eq!(send(&sc, 10).await, 0, "every request falls back to the backup");
+    assert_eq!(primary.hits() - hits, 5, "opened at min_requests failures; later requests skip the primary");
+    let d = debug(&sc, "primary").await;
+    assert_eq!(d["state"], "open", "{d}");
+    assert_eq!(d["reason"], "error_rate");
+
+    // While OPEN the primary gets nothing and requests take one attempt.
+    let before = primary.hits();
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
+    let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+    assert_eq!((r.header("x-spillway-endpoint"), r.header("x-spillway-attempts")), ("backup", "1"));
+    assert_eq!(primary.hits(), before);
+
+    // It heals; after open_for_s the ramp gives it 12.5 %, 25 %, 50 % of requests, then all.
+    primary.set_script(Script::default());
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut shares = Vec::new();
+    for _ in 0..4 {
+        shares.push(send(&sc, 16).await);
+        tokio::time::advance(Duration::from_secs(10)).await;
+    }
+    assert_eq!(shares, [2, 4, 8, 16], "three ramp steps, no cliff");
+    assert_eq!(debug(&sc, "primary").await["state"], "closed");
+    assert!(backup.hits() > 0);
+
+    let metrics = TestClient::default().get(&sc.url("/metrics")).await.unwrap().text();
+    for needle in [
+        r#"spillway_breaker_transitions_total{endpoint="primary",from="closed",to="open"} 1"#,
+        r#"spillway_breaker_transitions_total{endpoint="primary",from="open",to="partial_open"} 1"#,
+        r#"spillway_breaker_transitions_total{endpoint="primary",from="partial_open",to="closed"} 1"#,
+        r#"spillway_breaker_state{endpoint="primary",state="closed"} 1"#,
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_endpoint_is_open_the_least_recently_failed_is_still_tried() {
+    let (primary, backup, sc) = setup().await;
+    primary.set_script(Script { status: Some(503), ..Script::default() });
+    backup.set_script(Script { status: Some(503), ..Script::default() });
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..6 {
+        TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+    }
+    assert_eq!(debug(&sc, "primary").await["state"], "open");
+    assert_eq!(debug(&sc, "backup").await["state"], "open");
+    backup.set_script(Script::default());
+    let (p, b) = (primary.hits(), backup.hits());
+    let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+    assert_eq!(r.header("x-spillway-attempts"), "1", "one try, not none");
+    assert_eq!(primary.hits() + backup.hits(), p + b + 1);
+}
