@@ -35,6 +35,14 @@ pub struct AppState {
     pub routing: Arc<routing::Routing>,
     pub metrics: Arc<metrics::Metrics>,
     pub max_body_bytes: usize,
+    /// Sidecar-wide: survives config reloads, which only change its policy.
+    pub retry_budget: std::sync::Mutex<health::budget::Budget>,
+}
+
+impl AppState {
+    pub fn budget(&self) -> std::sync::MutexGuard<'_, health::budget::Budget> {
+        self.retry_budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 pub use server::{Options, Sidecar};

@@ -85,6 +85,7 @@ impl Sidecar {
             routing: routing.clone(),
             metrics: metrics.clone(),
             max_body_bytes: opts.max_body_bytes,
+            retry_budget: std::sync::Mutex::new(crate::health::budget::Budget::new(tokio::time::Instant::now())),
         });
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {

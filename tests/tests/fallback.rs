@@ -207,3 +207,33 @@ async fn the_deadline_bounds_all_attempts_and_the_stream() {
     let v: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(v["error"]["code"], "deadline_exceeded");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_budget_caps_fallbacks_during_an_outage() {
+    let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
+    let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
+    let yaml = format!(
+        r#"
+endpoints:
+  primary: {{ provider: openai_compatible, base_url: "{}", model: p, headers: {{ x-fake-status: "503" }} }}
+  backup:  {{ provider: openai_compatible, base_url: "{}", model: b }}
+features:
+  chat: {{ hierarchy: [primary, backup] }}
+retry_budget: {{ ratio: 0.0, min_per_s: 2, window_s: 1 }}
+"#,
+        primary.base_url(),
+        backup.base_url()
+    );
+    let sc = TestSidecar::start(&yaml).await.unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(ask(&sc, false).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 503, 503], "two fallbacks a second, then none");
+    assert_eq!(backup.hits(), 2);
+    let r = ask(&sc, false).await;
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("retry budget"), "{}", r.text());
+    // A second later the budget is back.
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    assert_eq!(ask(&sc, false).await.status, 200);
+}

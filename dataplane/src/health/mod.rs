@@ -4,10 +4,12 @@
 //!
 //! - [`window`]: sliding one-second buckets of outcome counts;
 //! - [`breaker`]: the CLOSED / OPEN / PARTIAL-OPEN state machine and its ramp;
+//! - [`budget`]: the sidecar-wide retry budget that caps fallback attempts;
 //! - this module: the shared, locked handle the request path uses, with logs and metrics for
 //!   every transition.
 
 pub mod breaker;
+pub mod budget;
 pub mod window;
 
 use crate::metrics::Metrics;

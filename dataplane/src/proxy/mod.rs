@@ -24,6 +24,7 @@ use crate::upstream::failure::{AttemptFailure, FailureKind};
 use attempt::Reply;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
+use spillway_api::config::RetryBudget;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -33,6 +34,7 @@ pub const FEATURE_HEADER: &str = "x-spillway-feature";
 pub struct RequestCtx {
     pub id: String,
     pub feature: Arc<FeatureRoute>,
+    pub retry_budget: RetryBudget,
     pub started: Instant,
     pub deadline: Instant,
 }
@@ -104,7 +106,13 @@ pub async fn serve(
                 e.into_response(protocol)
             }
             Ok(feature) => {
-                let ctx = RequestCtx { id: id.clone(), deadline: started + feature.deadline, feature, started };
+                let ctx = RequestCtx {
+                    id: id.clone(),
+                    deadline: started + feature.deadline,
+                    feature,
+                    retry_budget: table.retry_budget.clone(),
+                    started,
+                };
                 route(state, request, ctx).await
             }
         },
@@ -161,8 +169,15 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
         None
     };
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
+    state.budget().request(Instant::now(), &ctx.retry_budget);
+    let mut budget_exhausted = false;
     for target in plan::plan(&ctx.feature.hierarchy, &state.metrics) {
         if Instant::now() >= ctx.deadline {
+            break;
+        }
+        if !failures.is_empty() && !state.budget().try_fallback(Instant::now(), &ctx.retry_budget) {
+            state.metrics.attempt(&ctx.feature.name, &target.name, "skipped_retry_budget");
+            budget_exhausted = true;
             break;
         }
         let attempts = failures.len() + 1;
@@ -210,7 +225,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             }
         }
     }
-    all_failed(state, &ctx, req.protocol, failures)
+    all_failed(state, &ctx, req.protocol, failures, budget_exhausted)
 }
 
 fn include_usage(req: &inbound::Request, canonical: Option<&canonical::Request>) -> bool {
@@ -277,9 +292,13 @@ fn all_failed(
     ctx: &RequestCtx,
     protocol: Protocol,
     failures: Vec<(Arc<str>, AttemptFailure)>,
+    budget_exhausted: bool,
 ) -> Response<ProxyBody> {
     let tried = failures.len();
-    let summary = failures.iter().map(|(ep, f)| format!("`{ep}`: {}", f.detail)).collect::<Vec<_>>().join("; ");
+    let mut summary = failures.iter().map(|(ep, f)| format!("`{ep}`: {}", f.detail)).collect::<Vec<_>>().join("; ");
+    if budget_exhausted {
+        summary.push_str("; no further fallback: the sidecar's retry budget is spent");
+    }
     let all_throttled = tried > 0 && failures.iter().all(|(_, f)| f.kind == FailureKind::Throttled);
     let out_of_time = Instant::now() >= ctx.deadline;
     let total = ctx.feature.hierarchy.len();
@@ -311,7 +330,7 @@ fn all_failed(
             status: StatusCode::SERVICE_UNAVAILABLE,
             kind: "service_unavailable_error",
             code: "all_endpoints_failed",
-            message: format!("feature `{feature}`: all {tried} endpoints failed ({summary})"),
+            message: format!("feature `{feature}`: {tried} endpoint(s) tried, all failed ({summary})"),
             param: None,
             retry_after_s: None,
         }

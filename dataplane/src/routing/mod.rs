@@ -9,7 +9,7 @@ pub mod watch;
 use crate::health::Health;
 use crate::upstream::provider::Upstream;
 use arc_swap::ArcSwap;
-use spillway_api::config::{BreakerPolicy, ConfigError, ConfigErrors, Endpoint, RoutingConfig};
+use spillway_api::config::{BreakerPolicy, ConfigError, ConfigErrors, Endpoint, RetryBudget, RoutingConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,7 @@ pub struct FeatureRoute {
 pub struct RoutingTable {
     /// Content hash of the config the table was built from.
     pub version: String,
+    pub retry_budget: RetryBudget,
     pub features: HashMap<String, Arc<FeatureRoute>>,
     endpoints: HashMap<String, Arc<EndpointTarget>>,
 }
@@ -93,7 +94,7 @@ impl RoutingTable {
                 (name.clone(), Arc::new(route))
             })
             .collect();
-        Ok(RoutingTable { version, features, endpoints })
+        Ok(RoutingTable { version, retry_budget: config.retry_budget.clone(), features, endpoints })
     }
 
     /// Every endpoint, by name.

@@ -16,6 +16,43 @@ pub struct RoutingConfig {
     pub features: BTreeMap<String, Feature>,
     #[serde(default)]
     pub breakers: BTreeMap<String, BreakerPolicy>,
+    /// Caps fallback attempts sidecar-wide, so an outage cannot multiply upstream load.
+    #[serde(default)]
+    pub retry_budget: RetryBudget,
+}
+
+/// Fallback attempts (every attempt after a request's first) may be at most `ratio` of the
+/// requests of the last `window_s` seconds, but `min_per_s` are always allowed so a quiet
+/// sidecar can still fall back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    #[serde(default = "default_budget_ratio")]
+    pub ratio: f64,
+    #[serde(default = "default_budget_min")]
+    pub min_per_s: u32,
+    #[serde(default = "default_budget_window")]
+    pub window_s: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            ratio: default_budget_ratio(),
+            min_per_s: default_budget_min(),
+            window_s: default_budget_window(),
+        }
+    }
+}
+
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+fn default_budget_min() -> u32 {
+    3
+}
+fn default_budget_window() -> u32 {
+    10
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -134,6 +134,13 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
             p.add(format!("{path}.ramp.max_s"), "must be at least step_s");
         }
     }
+    let rb = &config.retry_budget;
+    if !(0.0..=10.0).contains(&rb.ratio) {
+        p.add("retry_budget.ratio", "must be in [0, 10]");
+    }
+    if rb.window_s == 0 {
+        p.add("retry_budget.window_s", "must be at least 1");
+    }
     if p.list.is_empty() { Ok(()) } else { Err(ConfigErrors(p.list)) }
 }
 
