@@ -110,3 +110,56 @@ async fn when_every_endpoint_is_open_the_least_recently_failed_is_still_tried() 
     assert_eq!(r.header("x-spillway-attempts"), "1", "one try, not none");
     assert_eq!(primary.hits() + backup.hits(), p + b + 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_whose_first_token_turns_slow_loses_its_traffic_then_ramps_back() {
+    let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
+    let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
+    let yaml = format!(
+        r#"
+endpoints:
+  primary: {{ provider: openai_compatible, base_url: "{}", model: p }}
+  backup:  {{ provider: openai_compatible, base_url: "{}", model: b }}
+features:
+  chat: {{ hierarchy: [primary, backup], breaker: interactive, attempt_timeout_ms: 2000 }}
+breakers:
+  interactive:
+    window_s: 30
+    min_requests: 5
+    error_rate: 0.2
+    slow_ttft: {{ over_ms: 1500, rate: 0.1 }}
+    open_for_s: 30
+    ramp: {{ start: 0.125, factor: 2, step_s: 10, max_s: 300 }}
+"#,
+        primary.base_url(),
+        backup.base_url()
+    );
+    let sc = TestSidecar::start(&yaml).await.unwrap();
+    // 200 OK, but the first token takes 2.5 s.
+    primary.set_script(Script { ttft: Duration::from_millis(2500), ..Script::default() });
+    let started = tokio::time::Instant::now();
+    let mut by_primary = 0;
+    let mut streamed = 0;
+    for _ in 0..40 {
+        let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+        assert!(r.text().ends_with("data: [DONE]\n\n"), "every stream completes: {}", r.text());
+        by_primary += usize::from(r.header("x-spillway-endpoint") == "primary");
+        streamed += 1;
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "all within one window: {:?}", started.elapsed());
+    assert_eq!((by_primary, streamed), (0, 40), "the slow primary answered nothing; the backup everything");
+    let d = debug(&sc, "primary").await;
+    assert_eq!((d["state"].as_str(), d["reason"].as_str()), (Some("open"), Some("slow_first_token")), "{d}");
+    assert!(primary.hits() <= 5, "after min_requests slow attempts the primary is skipped ({})", primary.hits());
+
+    // It heals; the ramp hands its traffic back in steps.
+    primary.set_script(Script::default());
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut shares = Vec::new();
+    for _ in 0..4 {
+        shares.push(send(&sc, 16).await);
+        tokio::time::advance(Duration::from_secs(10)).await;
+    }
+    assert_eq!(shares, [2, 4, 8, 16], "three ramp steps, no cliff");
+}

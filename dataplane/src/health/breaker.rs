@@ -160,12 +160,38 @@ impl Breaker {
         Transition { from, to: "open", reason: Some(reason) }
     }
 
+    /// The first-token time past which an attempt counts as slow, if the policy has that rule.
+    pub fn slow_ttft_after(&self) -> Option<Duration> {
+        self.policy.slow_ttft.as_ref().map(|r| Duration::from_millis(r.over_ms))
+    }
+
+    /// Records an attempt still waiting for its first token past `slow_ttft.over_ms`: it is slow
+    /// already, and waiting for it to finish would let a stalled endpoint keep its traffic.
+    /// Its final outcome is then recorded with [`Breaker::record_rest`].
+    pub fn record_slow_in_flight(&mut self, now: Instant) -> Option<Transition> {
+        self.record_counts(now, Counts { requests: 1, slow_ttft: 1, ..Counts::default() })
+    }
+
+    /// Records what an attempt already counted as slow in flight adds when it ends: a failure,
+    /// or a slow total.
+    pub fn record_rest(&mut self, now: Instant, o: &Outcome) -> Option<Transition> {
+        if o.failed {
+            self.last_failure = Some(now);
+        }
+        let c = self.counts(o);
+        self.record_counts(now, Counts { requests: 0, slow_ttft: 0, throttled: 0, ..c })
+    }
+
     /// Records a finished attempt; returns the transition it caused, if any.
     pub fn record(&mut self, now: Instant, o: &Outcome) -> Option<Transition> {
         if o.failed {
             self.last_failure = Some(now);
         }
         let c = self.counts(o);
+        self.record_counts(now, c)
+    }
+
+    fn record_counts(&mut self, now: Instant, c: Counts) -> Option<Transition> {
         match self.state {
             State::Closed => {
                 self.window.record(now, &c);
@@ -331,6 +357,20 @@ mod tests {
         let t = feed(&mut b, ok(2500), 2);
         assert_eq!(t.len(), 1, "2 of 19 (10.5 %) later than 2 s");
         assert_eq!(b.reason(), Some(Reason::SlowFirstToken));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_stalled_past_the_slow_mark_count_before_they_finish() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        feed(&mut b, ok(100), 9);
+        let t = b.record_slow_in_flight(Instant::now());
+        assert_eq!(t.map(|t| t.reason), Some(Some(Reason::SlowFirstToken)), "1 of 10 stalled ≥ 10 %");
+        // Its end adds only what it did not already count: one request, not two.
+        let mut b = Breaker::new(policy(), Instant::now());
+        b.record_slow_in_flight(Instant::now());
+        b.record_rest(Instant::now(), &FAIL);
+        let w = b.window(Instant::now());
+        assert_eq!((w.requests, w.slow_ttft, w.errors), (1, 1, 1));
     }
 
     #[tokio::test(start_paused = true)]

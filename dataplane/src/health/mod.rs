@@ -46,11 +46,29 @@ impl Health {
         admitted
     }
 
-    pub fn record(&self, outcome: &Outcome, metrics: &Metrics) {
+    /// When an attempt still without a first token starts counting as slow, if ever.
+    pub fn slow_ttft_after(&self) -> Option<std::time::Duration> {
+        self.lock().and_then(|b| b.slow_ttft_after())
+    }
+
+    /// An attempt is still waiting for its first token past the slow mark.
+    pub fn record_slow_in_flight(&self, metrics: &Metrics) {
         let Some(mut b) = self.lock() else { return };
         let now = Instant::now();
         let mut transitions = b.tick(now);
-        transitions.extend(b.record(now, outcome));
+        transitions.extend(b.record_slow_in_flight(now));
+        let state = b.state().clone();
+        drop(b);
+        self.report(&transitions, &state, metrics);
+    }
+
+    /// Records a finished attempt. `counted_in_flight`: it was already counted as slow in flight.
+    pub fn record(&self, outcome: &Outcome, counted_in_flight: bool, metrics: &Metrics) {
+        let Some(mut b) = self.lock() else { return };
+        let now = Instant::now();
+        let mut transitions = b.tick(now);
+        let t = if counted_in_flight { b.record_rest(now, outcome) } else { b.record(now, outcome) };
+        transitions.extend(t);
         let state = b.state().clone();
         drop(b);
         self.report(&transitions, &state, metrics);

@@ -50,6 +50,8 @@ pub struct Finish {
     /// When this attempt began, and its time to first token once known.
     attempt_started: Instant,
     ttft: Option<std::time::Duration>,
+    /// The breaker already counted this attempt as slow while it waited for a first token.
+    counted_in_flight: bool,
     attempts: usize,
 }
 
@@ -59,7 +61,7 @@ impl Finish {
         if outcome != "client_cancelled" {
             let failed = !matches!(outcome, "ok" | "bad_request" | "content_filtered");
             let o = Outcome { failed, throttled: false, ttft: self.ttft, total: self.attempt_started.elapsed() };
-            self.target.health.record(&o, &self.metrics);
+            self.target.health.record(&o, self.counted_in_flight, &self.metrics);
         }
         self.metrics.latency(&self.feature, &self.endpoint, outcome, elapsed);
         self.metrics.attempt(&self.feature, &self.endpoint, outcome);
@@ -191,9 +193,15 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             started: ctx.started,
             attempt_started,
             ttft: None,
+            counted_in_flight: false,
             attempts,
         };
-        match attempt::run(target, &mut req, canonical.as_ref(), &ctx).await {
+        let mut finish = finish;
+        let result = watch_slow(target, &state.metrics, attempt_started, &mut finish.counted_in_flight, async {
+            attempt::run(target, &mut req, canonical.as_ref(), &ctx).await
+        })
+        .await;
+        match result {
             Ok(reply) => {
                 let up = &target.upstream;
                 let mode =
@@ -206,13 +214,16 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                     kind = ?f.kind, outcome = f.outcome, detail = %f.detail, "attempt failed; falling back"
                 );
                 state.metrics.attempt(&ctx.feature.name, &target.name, f.outcome);
+                // An attempt abandoned for want of a first token, after the breaker already
+                // counted it as slow, is one slow attempt, not also an error.
+                let slow_timeout = f.outcome == "timeout" && finish.counted_in_flight;
                 let o = Outcome {
-                    failed: matches!(f.kind, FailureKind::Unavailable | FailureKind::Auth),
+                    failed: matches!(f.kind, FailureKind::Unavailable | FailureKind::Auth) && !slow_timeout,
                     throttled: f.kind == FailureKind::Throttled,
                     ttft: None,
                     total: attempt_started.elapsed(),
                 };
-                target.health.record(&o, &state.metrics);
+                target.health.record(&o, finish.counted_in_flight, &state.metrics);
                 failures.push((target.name.clone(), f));
             }
             Err(f) => {
@@ -226,6 +237,28 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
         }
     }
     all_failed(state, &ctx, req.protocol, failures, budget_exhausted)
+}
+
+/// Runs an attempt; if its endpoint's breaker has a slow-first-token rule and the attempt is
+/// still waiting past it, tells the breaker right then (and sets `counted`) instead of when the
+/// attempt finally ends.
+async fn watch_slow<T>(
+    target: &EndpointTarget,
+    metrics: &Metrics,
+    started: Instant,
+    counted: &mut bool,
+    attempt: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(after) = target.health.slow_ttft_after() else { return attempt.await };
+    tokio::pin!(attempt);
+    tokio::select! {
+        r = &mut attempt => r,
+        () = tokio::time::sleep_until(started + after) => {
+            target.health.record_slow_in_flight(metrics);
+            *counted = true;
+            attempt.await
+        }
+    }
 }
 
 fn include_usage(req: &inbound::Request, canonical: Option<&canonical::Request>) -> bool {
