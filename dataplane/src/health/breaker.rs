@@ -53,6 +53,8 @@ pub struct Outcome {
     pub throttled: bool,
     pub ttft: Option<Duration>,
     pub total: Duration,
+    /// The longest pause between two events of a stream.
+    pub max_gap: Option<Duration>,
 }
 
 /// A state change, for logs and metrics.
@@ -308,10 +310,13 @@ mod tests {
             throttled: false,
             ttft: Some(Duration::from_millis(ttft_ms)),
             total: Duration::from_millis(ttft_ms + 100),
+            max_gap: None,
         }
     }
-    const FAIL: Outcome = Outcome { failed: true, throttled: false, ttft: None, total: Duration::from_millis(5) };
-    const THROTTLED: Outcome = Outcome { failed: false, throttled: true, ttft: None, total: Duration::from_millis(5) };
+    const FAIL: Outcome =
+        Outcome { failed: true, throttled: false, ttft: None, total: Duration::from_millis(5), max_gap: None };
+    const THROTTLED: Outcome =
+        Outcome { failed: false, throttled: true, ttft: None, total: Duration::from_millis(5), max_gap: None };
 
     fn feed(b: &mut Breaker, o: Outcome, n: usize) -> Vec<Transition> {
         (0..n).filter_map(|_| b.record(Instant::now(), &o)).collect()

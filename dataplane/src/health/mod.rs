@@ -5,15 +5,18 @@
 //! - [`window`]: sliding one-second buckets of outcome counts;
 //! - [`breaker`]: the CLOSED / OPEN / PARTIAL-OPEN state machine and its ramp;
 //! - [`budget`]: the sidecar-wide retry budget that caps fallback attempts;
+//! - [`latency`]: HDR histograms of first-token time, total time and inter-token gaps;
 //! - this module: the shared, locked handle the request path uses, with logs and metrics for
 //!   every transition.
 
 pub mod breaker;
 pub mod budget;
+pub mod latency;
 pub mod window;
 
 use crate::metrics::Metrics;
 use breaker::{Breaker, Outcome, State, Transition};
+use latency::Latencies;
 use serde_json::{Value, json};
 use spillway_api::config::BreakerPolicy;
 use std::sync::{Arc, Mutex};
@@ -23,11 +26,29 @@ use tokio::time::Instant;
 pub struct Health {
     endpoint: Arc<str>,
     breaker: Option<Mutex<Breaker>>,
+    latency: Mutex<Latencies>,
 }
+
+/// Percentiles want this many samples before they are trusted (for hedging).
+const MIN_SAMPLES: u64 = 20;
 
 impl Health {
     pub fn new(endpoint: Arc<str>, policy: Option<BreakerPolicy>) -> Self {
-        Health { endpoint, breaker: policy.map(|p| Mutex::new(Breaker::new(p, Instant::now()))) }
+        let period = std::time::Duration::from_secs(u64::from(policy.as_ref().map_or(30, |p| p.window_s)));
+        Health {
+            endpoint,
+            latency: Mutex::new(Latencies::new(period, Instant::now())),
+            breaker: policy.map(|p| Mutex::new(Breaker::new(p, Instant::now()))),
+        }
+    }
+
+    fn latencies(&self) -> std::sync::MutexGuard<'_, Latencies> {
+        self.latency.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoint's recent time-to-first-token quantile, once it has enough samples.
+    pub fn ttft_quantile(&self, q: f64) -> Option<std::time::Duration> {
+        self.latencies().ttft_quantile(Instant::now(), q, MIN_SAMPLES)
     }
 
     fn lock(&self) -> Option<std::sync::MutexGuard<'_, Breaker>> {
@@ -64,8 +85,11 @@ impl Health {
 
     /// Records a finished attempt. `counted_in_flight`: it was already counted as slow in flight.
     pub fn record(&self, outcome: &Outcome, counted_in_flight: bool, metrics: &Metrics) {
-        let Some(mut b) = self.lock() else { return };
         let now = Instant::now();
+        if !outcome.failed && !outcome.throttled {
+            self.latencies().record(now, outcome.ttft, outcome.total, outcome.max_gap);
+        }
+        let Some(mut b) = self.lock() else { return };
         let mut transitions = b.tick(now);
         let t = if counted_in_flight { b.record_rest(now, outcome) } else { b.record(now, outcome) };
         transitions.extend(t);
@@ -101,8 +125,9 @@ impl Health {
 
     /// The `/debug/endpoints` view of this endpoint.
     pub fn debug(&self) -> Value {
+        let latency = self.latencies().summary(Instant::now());
         let Some(b) = self.lock() else {
-            return json!({"endpoint": &*self.endpoint, "breaker": null, "state": "closed"});
+            return json!({"endpoint": &*self.endpoint, "state": "closed", "breaker": null, "latency": latency});
         };
         let now = Instant::now();
         let w = b.window(now);
@@ -123,6 +148,7 @@ impl Health {
                 "slow_ttft": w.slow_ttft, "slow_total": w.slow_total,
                 "error_rate": w.rate(w.errors), "slow_ttft_rate": w.rate(w.slow_ttft), "slow_total_rate": w.rate(w.slow_total),
             },
+            "latency": latency,
         })
     }
 }

@@ -52,6 +52,8 @@ pub struct Finish {
     ttft: Option<std::time::Duration>,
     /// The breaker already counted this attempt as slow while it waited for a first token.
     counted_in_flight: bool,
+    /// The longest pause between two events of the stream (set by the stream body).
+    pub max_gap: Option<std::time::Duration>,
     attempts: usize,
 }
 
@@ -60,7 +62,13 @@ impl Finish {
         let elapsed = self.started.elapsed();
         if outcome != "client_cancelled" {
             let failed = !matches!(outcome, "ok" | "bad_request" | "content_filtered");
-            let o = Outcome { failed, throttled: false, ttft: self.ttft, total: self.attempt_started.elapsed() };
+            let o = Outcome {
+                failed,
+                throttled: false,
+                ttft: self.ttft,
+                total: self.attempt_started.elapsed(),
+                max_gap: self.max_gap,
+            };
             self.target.health.record(&o, self.counted_in_flight, &self.metrics);
         }
         self.metrics.latency(&self.feature, &self.endpoint, outcome, elapsed);
@@ -194,6 +202,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             attempt_started,
             ttft: None,
             counted_in_flight: false,
+            max_gap: None,
             attempts,
         };
         let mut finish = finish;
@@ -222,6 +231,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                     throttled: f.kind == FailureKind::Throttled,
                     ttft: None,
                     total: attempt_started.elapsed(),
+                    max_gap: None,
                 };
                 target.health.record(&o, finish.counted_in_flight, &state.metrics);
                 failures.push((target.name.clone(), f));

@@ -50,6 +50,8 @@ pub struct GuardedStream {
     finish: Option<Finish>,
     endpoint: std::sync::Arc<str>,
     events: Vec<Event>,
+    /// When the client was last sent something, for the longest inter-token gap.
+    last_sent: Instant,
 }
 
 impl GuardedStream {
@@ -64,6 +66,7 @@ impl GuardedStream {
             finish: Some(finish),
             endpoint,
             events: Vec::new(),
+            last_sent: Instant::now(),
         };
         s.next = s.on_data(&first);
         s
@@ -163,6 +166,12 @@ impl Body for GuardedStream {
         let this = &mut *self;
         loop {
             if let Some(b) = this.next.take() {
+                let now = Instant::now();
+                if let Some(f) = this.finish.as_mut() {
+                    let gap = now.saturating_duration_since(this.last_sent);
+                    f.max_gap = Some(f.max_gap.map_or(gap, |g| g.max(gap)));
+                }
+                this.last_sent = now;
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
             let Some(upstream) = this.upstream.as_mut() else { return Poll::Ready(None) };
