@@ -24,7 +24,7 @@ use crate::upstream::failure::{AttemptFailure, FailureKind};
 use attempt::Reply;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use spillway_api::config::RetryBudget;
+use spillway_api::config::{HedgeAfter, RetryBudget};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -181,7 +181,11 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
     state.budget().request(Instant::now(), &ctx.retry_budget);
     let mut budget_exhausted = false;
-    for target in plan::plan(&ctx.feature.hierarchy, &state.metrics) {
+    let plan = plan::plan(&ctx.feature.hierarchy, &state.metrics);
+    let hedging =
+        ctx.feature.hedge.as_ref().filter(|_| ctx.feature.hedge_tool_results || !ends_with_tool_results(&req));
+    let mut i = 0;
+    while let Some(&target) = plan.get(i) {
         if Instant::now() >= ctx.deadline {
             break;
         }
@@ -190,83 +194,168 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             budget_exhausted = true;
             break;
         }
-        let attempts = failures.len() + 1;
-        let attempt_started = Instant::now();
-        let finish = Finish {
-            metrics: state.metrics.clone(),
-            feature: ctx.feature.name.clone(),
-            endpoint: target.name.clone(),
-            target: target.clone(),
-            request_id: ctx.id.clone(),
-            started: ctx.started,
-            attempt_started,
-            ttft: None,
-            counted_in_flight: false,
-            max_gap: None,
-            attempts,
-        };
-        let mut finish = finish;
-        let result = watch_slow(target, &state.metrics, attempt_started, &mut finish.counted_in_flight, async {
+        let finish_a = new_finish(state, &ctx, target, failures.len() + 1);
+        let hedge_to = plan.get(i + 1).copied().zip(hedging.and_then(|h| hedge_delay(h, target)));
+        let mut req_b = hedge_to.map(|_| req.clone());
+        let mut fut_a = Box::pin(watch_slow(target, &state.metrics, finish_a.attempt_started, async {
             attempt::run(target, &mut req, canonical.as_ref(), &ctx).await
-        })
-        .await;
-        match result {
-            Ok(reply) => {
-                let up = &target.upstream;
-                let mode =
-                    stream::Mode::new(req.protocol, up.wire, up.model(), include_usage(&req, canonical.as_ref()));
-                return commit(reply, mode, finish, &ctx);
+        }));
+        // Without a hedge, or when the attempt ends before the hedge is due, one attempt it is.
+        let early = match hedge_to {
+            None => Some(fut_a.as_mut().await),
+            Some((_, delay)) => tokio::select! {
+                r = fut_a.as_mut() => Some(r),
+                () = tokio::time::sleep(delay) => None,
+            },
+        };
+        let raced = match (early, hedge_to, req_b.as_mut()) {
+            (Some(r), _, _) => {
+                drop(fut_a);
+                vec![(target, finish_a, r)]
             }
-            Err(f) if f.may_fall_back() => {
-                tracing::warn!(
-                    request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %target.name,
-                    kind = ?f.kind, outcome = f.outcome, detail = %f.detail, "attempt failed; falling back"
-                );
-                state.metrics.attempt(&ctx.feature.name, &target.name, f.outcome);
-                // An attempt abandoned for want of a first token, after the breaker already
-                // counted it as slow, is one slow attempt, not also an error.
-                let slow_timeout = f.outcome == "timeout" && finish.counted_in_flight;
-                let o = Outcome {
-                    failed: matches!(f.kind, FailureKind::Unavailable | FailureKind::Auth) && !slow_timeout,
-                    throttled: f.kind == FailureKind::Throttled,
-                    ttft: None,
-                    total: attempt_started.elapsed(),
-                    max_gap: None,
+            (None, Some((next, _)), Some(req_b)) if state.budget().try_fallback(Instant::now(), &ctx.retry_budget) => {
+                // The first token is late: race the next tier. The first to produce one wins;
+                // the other is dropped, which closes its upstream request.
+                state.metrics.attempt(&ctx.feature.name, &next.name, "hedge_started");
+                let finish_b = new_finish(state, &ctx, next, failures.len() + 2);
+                let mut fut_b = Box::pin(watch_slow(next, &state.metrics, finish_b.attempt_started, async {
+                    attempt::run(next, req_b, canonical.as_ref(), &ctx).await
+                }));
+                let (mut a, mut b) = (None, None);
+                let won = loop {
+                    tokio::select! {
+                        r = fut_a.as_mut(), if a.is_none() => {
+                            if r.0.is_ok() { break Some((true, r)) }
+                            a = Some(r);
+                        }
+                        r = fut_b.as_mut(), if b.is_none() => {
+                            if r.0.is_ok() { break Some((false, r)) }
+                            b = Some(r);
+                        }
+                    }
+                    if a.is_some() && b.is_some() {
+                        break None;
+                    }
                 };
-                target.health.record(&o, finish.counted_in_flight, &state.metrics);
-                failures.push((target.name.clone(), f));
+                drop((fut_a, fut_b));
+                match won {
+                    Some((true, r)) => {
+                        state.metrics.attempt(&ctx.feature.name, &next.name, "hedge_lost");
+                        vec![(target, finish_a, r)]
+                    }
+                    Some((false, r)) => {
+                        state.metrics.attempt(&ctx.feature.name, &target.name, "hedge_lost");
+                        vec![(next, finish_b, r)]
+                    }
+                    None => vec![(target, finish_a, a.expect("finished")), (next, finish_b, b.expect("finished"))],
+                }
             }
-            Err(f) => {
-                // The request itself is at fault: every endpoint would refuse it the same way.
-                let outcome = if f.kind == FailureKind::ContentFiltered { "content_filtered" } else { "bad_request" };
-                finish.done(outcome);
-                let mut resp = refusal(f, target.upstream.wire, req.protocol);
-                explain(resp.headers_mut(), &target.name, attempts);
-                return resp;
+            // The hedge is due but the budget says no: keep waiting for the one attempt.
+            (None, _, _) => {
+                let r = fut_a.as_mut().await;
+                drop(fut_a);
+                vec![(target, finish_a, r)]
+            }
+        };
+        i += 1 + usize::from(raced.first().is_some_and(|(t, _, _)| !Arc::ptr_eq(t, target)) || raced.len() == 2);
+        for (t, mut finish, (result, counted)) in raced {
+            finish.counted_in_flight = counted;
+            match result {
+                Ok(reply) => {
+                    let up = &t.upstream;
+                    let mode =
+                        stream::Mode::new(req.protocol, up.wire, up.model(), include_usage(&req, canonical.as_ref()));
+                    return commit(reply, mode, finish, &ctx);
+                }
+                Err(f) if f.may_fall_back() => {
+                    tracing::warn!(
+                        request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %t.name,
+                        kind = ?f.kind, outcome = f.outcome, detail = %f.detail, "attempt failed; falling back"
+                    );
+                    state.metrics.attempt(&ctx.feature.name, &t.name, f.outcome);
+                    // An attempt abandoned for want of a first token, after the breaker already
+                    // counted it as slow, is one slow attempt, not also an error.
+                    let slow_timeout = f.outcome == "timeout" && finish.counted_in_flight;
+                    let o = Outcome {
+                        failed: matches!(f.kind, FailureKind::Unavailable | FailureKind::Auth) && !slow_timeout,
+                        throttled: f.kind == FailureKind::Throttled,
+                        ttft: None,
+                        total: finish.attempt_started.elapsed(),
+                        max_gap: None,
+                    };
+                    t.health.record(&o, finish.counted_in_flight, &state.metrics);
+                    failures.push((t.name.clone(), f));
+                }
+                Err(f) => {
+                    // The request itself is at fault: every endpoint would refuse it the same way.
+                    let outcome =
+                        if f.kind == FailureKind::ContentFiltered { "content_filtered" } else { "bad_request" };
+                    let attempts = finish.attempts;
+                    finish.done(outcome);
+                    let mut resp = refusal(f, t.upstream.wire, req.protocol);
+                    explain(resp.headers_mut(), &t.name, attempts);
+                    return resp;
+                }
             }
         }
     }
     all_failed(state, &ctx, req.protocol, failures, budget_exhausted)
 }
 
+fn new_finish(state: &AppState, ctx: &RequestCtx, target: &Arc<EndpointTarget>, attempts: usize) -> Finish {
+    Finish {
+        metrics: state.metrics.clone(),
+        feature: ctx.feature.name.clone(),
+        endpoint: target.name.clone(),
+        target: target.clone(),
+        request_id: ctx.id.clone(),
+        started: ctx.started,
+        attempt_started: Instant::now(),
+        ttft: None,
+        counted_in_flight: false,
+        max_gap: None,
+        attempts,
+    }
+}
+
+/// When to race the next tier: a fixed time, or the endpoint's own first-token percentile
+/// (no hedge until it has enough samples to know it).
+fn hedge_delay(h: &HedgeAfter, target: &EndpointTarget) -> Option<std::time::Duration> {
+    match h {
+        HedgeAfter::Millis(ms) => Some(std::time::Duration::from_millis(*ms)),
+        HedgeAfter::Percentile(p) => {
+            let q = p.strip_prefix('p').and_then(|n| n.parse::<f64>().ok())? / 100.0;
+            target.health.ttft_quantile(q)
+        }
+    }
+}
+
+/// Whether the caller's latest turn hands back tool results.
+fn ends_with_tool_results(req: &inbound::Request) -> bool {
+    let Some(last) = req.body.get("messages").and_then(|m| m.as_array()).and_then(|m| m.last()) else { return false };
+    last.get("role").and_then(|r| r.as_str()) == Some("tool")
+        || last
+            .get("content")
+            .and_then(|c| c.as_array())
+            .is_some_and(|blocks| blocks.iter().any(|b| b.get("type").and_then(|t| t.as_str()) == Some("tool_result")))
+}
+
 /// Runs an attempt; if its endpoint's breaker has a slow-first-token rule and the attempt is
-/// still waiting past it, tells the breaker right then (and sets `counted`) instead of when the
-/// attempt finally ends.
+/// still waiting past it, tells the breaker right then instead of when the attempt finally
+/// ends. The flag says whether it did.
 async fn watch_slow<T>(
     target: &EndpointTarget,
     metrics: &Metrics,
     started: Instant,
-    counted: &mut bool,
     attempt: impl std::future::Future<Output = T>,
-) -> T {
-    let Some(after) = target.health.slow_ttft_after() else { return attempt.await };
+) -> (T, bool) {
+    let Some(after) = target.health.slow_ttft_after() else { return (attempt.await, false) };
     tokio::pin!(attempt);
     tokio::select! {
-        r = &mut attempt => r,
+        r = &mut attempt => (r, false),
         () = tokio::time::sleep_until(started + after) => {
             target.health.record_slow_in_flight(metrics);
-            *counted = true;
-            attempt.await
+            (attempt.await, true)
         }
     }
 }

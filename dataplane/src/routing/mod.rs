@@ -9,7 +9,9 @@ pub mod watch;
 use crate::health::Health;
 use crate::upstream::provider::Upstream;
 use arc_swap::ArcSwap;
-use spillway_api::config::{BreakerPolicy, ConfigError, ConfigErrors, Endpoint, RetryBudget, RoutingConfig};
+use spillway_api::config::{
+    BreakerPolicy, ConfigError, ConfigErrors, Endpoint, HedgeAfter, RetryBudget, RoutingConfig,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub struct FeatureRoute {
     pub hierarchy: Vec<Arc<EndpointTarget>>,
     pub deadline: Duration,
     pub attempt_timeout: Option<Duration>,
+    pub hedge: Option<HedgeAfter>,
+    pub hedge_tool_results: bool,
 }
 
 pub struct RoutingTable {
@@ -90,6 +94,8 @@ impl RoutingTable {
                     hierarchy: f.hierarchy.iter().filter_map(|e| endpoints.get(e).cloned()).collect(),
                     deadline: Duration::from_millis(f.deadline_ms),
                     attempt_timeout: f.attempt_timeout_ms.map(Duration::from_millis),
+                    hedge: f.hedge_after_ttft_ms.clone(),
+                    hedge_tool_results: f.hedge_tool_results,
                 };
                 (name.clone(), Arc::new(route))
             })

@@ -202,9 +202,14 @@ pub struct Feature {
     /// deadline bounds an attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_timeout_ms: Option<u64>,
-    /// Race the next tier when the first token is late: milliseconds, or a percentile (`p90`).
+    /// Race the next tier when the first token is late: milliseconds, or a percentile (`p90`)
+    /// of the endpoint's own recent first-token times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hedge_after_ttft_ms: Option<HedgeAfter>,
+    /// Hedge turns that carry tool results too. Off by default: a tool-result turn may be the
+    /// step that makes the model act, and two models acting on it is not what callers expect.
+    #[serde(default)]
+    pub hedge_tool_results: bool,
 }
 
 fn default_deadline_ms() -> u64 {
