@@ -237,3 +237,29 @@ retry_budget: {{ ratio: 0.0, min_per_s: 2, window_s: 1 }}
     tokio::time::advance(std::time::Duration::from_secs(1)).await;
     assert_eq!(ask(&sc, false).await.status, 200);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_goes_away_cancels_the_upstream_stream() {
+    use http_body_util::BodyExt;
+    let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
+    let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
+    let sc = sidecar(&primary.base_url(), "x-fake-chunks: '100', x-fake-chunk-interval-ms: '1000'", &backup, "").await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let req = http::Request::post(sc.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let mut stream = resp.into_body();
+    let first = stream.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+    drop(stream);
+    drop(client);
+    // The sidecar notices at its next write (the next chunk is due a second later, on paused
+    // time) and drops the upstream request with it.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(primary.aborted_streams(), 1, "the upstream stream was cut short, not read to its end");
+    let metrics = TestClient::default().get(&sc.url("/metrics")).await.unwrap().text();
+    assert!(metrics.contains(r#"spillway_requests_total{feature="chat",outcome="client_cancelled"} 1"#), "{metrics}");
+}

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::time::Sleep;
 
 pub struct ScriptedBody {
+    /// Counts bodies dropped before their last event: the reader went away.
+    aborted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     events: VecDeque<Bytes>,
     /// Pause before the next event.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -21,11 +23,29 @@ pub struct ScriptedBody {
 impl ScriptedBody {
     pub fn new(events: Vec<Bytes>, first_delay: Duration, interval: Duration, abort_after: Option<usize>) -> Self {
         ScriptedBody {
+            aborted: None,
             events: events.into(),
             sleep: (!first_delay.is_zero()).then(|| Box::pin(tokio::time::sleep(first_delay))),
             interval,
             abort_after,
             sent: 0,
+        }
+    }
+}
+
+impl ScriptedBody {
+    pub fn count_aborts(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.aborted = Some(counter);
+        self
+    }
+}
+
+impl Drop for ScriptedBody {
+    fn drop(&mut self) {
+        if !self.events.is_empty()
+            && let Some(c) = &self.aborted
+        {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -75,6 +75,7 @@ struct Shared {
     script: Mutex<Script>,
     seq: AtomicU64,
     recorded: Mutex<Vec<Recorded>>,
+    aborted: Arc<AtomicU64>,
 }
 
 /// A running fake; stops when dropped.
@@ -99,7 +100,13 @@ impl FakeProvider {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let script = Mutex::new(config.script.clone());
-        let shared = Arc::new(Shared { config, script, seq: AtomicU64::new(0), recorded: Mutex::new(Vec::new()) });
+        let shared = Arc::new(Shared {
+            config,
+            script,
+            seq: AtomicU64::new(0),
+            recorded: Mutex::new(Vec::new()),
+            aborted: Arc::new(AtomicU64::new(0)),
+        });
         let task = tokio::spawn(serve(listener, shared.clone()));
         Ok(FakeProvider { addr, shared, task })
     }
@@ -112,6 +119,11 @@ impl FakeProvider {
     /// Changes how the fake behaves from now on: an outage starts or ends.
     pub fn set_script(&self, script: Script) {
         *self.shared.script.lock().unwrap_or_else(|p| p.into_inner()) = script;
+    }
+
+    /// Streams whose reader went away before the last event (the sidecar cancelled them).
+    pub fn aborted_streams(&self) -> u64 {
+        self.shared.aborted.load(Ordering::Relaxed)
     }
 
     /// Requests received so far (including refused ones).
@@ -320,7 +332,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         events.extend(content);
         events.extend(closing);
     }
-    let body = ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after);
+    let body =
+        ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after).count_aborts(shared.aborted.clone());
     let mut resp = Response::new(body.boxed_unsync());
     let content_type = match wire {
         Wire::OpenAi | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => {
