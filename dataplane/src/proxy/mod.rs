@@ -8,7 +8,7 @@
 //! - [`stream`]: the committed stream's body, which always ends well-formed.
 
 mod attempt;
-mod plan;
+pub mod plan;
 mod stream;
 
 use crate::AppState;
