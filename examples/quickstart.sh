@@ -35,6 +35,7 @@ spillway quick start — the sidecar is on http://127.0.0.1:4000. In another ter
   bash tests/python/setup.sh && target/sdk-venv/bin/python examples/quickstart_client.py
 
   curl -s http://127.0.0.1:4000/metrics | grep spillway_attempts
+  curl -s http://127.0.0.1:4000/debug/endpoints     # breaker states, latency percentiles
 
 MSG
 "$bin/spillway-proxy" --config examples/quickstart.yaml --listen 127.0.0.1:4000 &
