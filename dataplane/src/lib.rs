@@ -17,6 +17,7 @@
 
 pub mod body;
 pub mod canonical;
+pub mod capacity;
 pub mod error;
 pub mod health;
 pub mod inbound;

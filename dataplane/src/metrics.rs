@@ -42,6 +42,12 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpillLabels {
+    pool: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -57,6 +63,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
     states: Family<StateLabels, prometheus_client::metrics::gauge::Gauge>,
+    spills: Family<SpillLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -89,7 +96,13 @@ impl Default for Metrics {
         registry.register("breaker_transitions", "Circuit breaker state changes by endpoint", transitions.clone());
         let states = Family::<StateLabels, prometheus_client::metrics::gauge::Gauge>::default();
         registry.register("breaker_state", "1 for each endpoint's current breaker state", states.clone());
-        Metrics { registry, requests, attempts, latency, ttft, reloads, transitions, states }
+        let spills = Family::<SpillLabels, Counter>::default();
+        registry.register(
+            "spillovers",
+            "Requests moved from a PT pool to its on-demand twin, by reason",
+            spills.clone(),
+        );
+        Metrics { registry, requests, attempts, latency, ttft, reloads, transitions, states, spills }
     }
 }
 
@@ -125,6 +138,10 @@ impl Metrics {
         for s in ["closed", "open", "partial_open"] {
             self.states.get_or_create(&StateLabels { endpoint: endpoint.into(), state: s }).set(i64::from(s == state));
         }
+    }
+
+    pub fn spilled(&self, pool: &str, reason: &'static str) {
+        self.spills.get_or_create(&SpillLabels { pool: pool.into(), reason }).inc();
     }
 
     pub fn config_reload(&self, result: &'static str) {

@@ -52,7 +52,7 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<Request, ApiError> {
             protocol_headers.insert(name, v.clone());
         }
     }
-    Ok(Request { protocol: Protocol::Anthropic, body, model, stream, protocol_headers })
+    Ok(Request { protocol: Protocol::Anthropic, body, model, stream, protocol_headers, body_len: bytes.len() })
 }
 
 #[cfg(test)]

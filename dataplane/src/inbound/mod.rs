@@ -22,6 +22,8 @@ pub struct Request {
     pub stream: bool,
     /// The caller's headers that shape the reply (`anthropic-version`, `anthropic-beta`).
     pub protocol_headers: HeaderMap,
+    /// Size of the body as received, for token estimates.
+    pub body_len: usize,
 }
 
 /// Reads the body (at most `limit` bytes) after checking its content type.

@@ -19,7 +19,14 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ApiError> {
             "`stream_options` is only allowed when `stream` is true",
         ));
     }
-    Ok(Request { protocol: Protocol::OpenAi, body, model, stream, protocol_headers: HeaderMap::new() })
+    Ok(Request {
+        protocol: Protocol::OpenAi,
+        body,
+        model,
+        stream,
+        protocol_headers: HeaderMap::new(),
+        body_len: bytes.len(),
+    })
 }
 
 #[cfg(test)]

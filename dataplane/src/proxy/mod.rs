@@ -14,6 +14,8 @@ mod stream;
 use crate::AppState;
 use crate::body::{ProxyBody, full};
 use crate::canonical;
+use crate::capacity::Pool;
+use crate::capacity::ledger::Charge;
 use crate::error::ApiError;
 use crate::health::breaker::Outcome;
 use crate::inbound;
@@ -24,6 +26,7 @@ use crate::upstream::failure::{AttemptFailure, FailureKind};
 use attempt::Reply;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
+use plan::Planned;
 use spillway_api::config::{HedgeAfter, RetryBudget};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -54,11 +57,32 @@ pub struct Finish {
     counted_in_flight: bool,
     /// The longest pause between two events of the stream (set by the stream body).
     pub max_gap: Option<std::time::Duration>,
+    /// Tokens the reply reported using (set when the reply or the stream says).
+    pub usage: Option<u64>,
+    /// The PT charge this attempt holds: settled with real usage on success, released otherwise.
+    charge: Option<(Arc<Pool>, Charge)>,
+    spilled: Option<&'static str>,
     attempts: usize,
 }
 
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some((pool, charge)) = self.charge.take() {
+            pool.release(charge);
+        }
+    }
+}
+
 impl Finish {
-    pub fn done(self, outcome: &'static str) {
+    pub fn done(mut self, outcome: &'static str) {
+        if let Some((pool, charge)) = self.charge.take() {
+            if outcome == "ok" {
+                let actual = self.usage.unwrap_or(charge.estimate);
+                pool.settle(charge, actual);
+            } else {
+                pool.release(charge);
+            }
+        }
         let elapsed = self.started.elapsed();
         if outcome != "client_cancelled" {
             let failed = !matches!(outcome, "ok" | "bad_request" | "content_filtered");
@@ -181,45 +205,62 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
     state.budget().request(Instant::now(), &ctx.retry_budget);
     let mut budget_exhausted = false;
-    let plan = plan::plan(&ctx.feature.hierarchy, &state.metrics);
+    let mut plan = plan::plan(&ctx.feature, &state.metrics);
     let hedging =
         ctx.feature.hedge.as_ref().filter(|_| ctx.feature.hedge_tool_results || !ends_with_tool_results(&req));
+    let estimate = crate::capacity::estimate(req.body_len, max_output(&req), 256);
     let mut i = 0;
-    while let Some(&target) = plan.get(i) {
+    while let Some(planned) = plan.get(i).cloned() {
+        let target = &planned.target;
         if Instant::now() >= ctx.deadline {
             break;
         }
-        if !failures.is_empty() && !state.budget().try_fallback(Instant::now(), &ctx.retry_budget) {
+        if !within_boundary(&ctx.feature.boundary, target) {
+            tracing::error!(request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %target.name, "refusing an endpoint outside the feature's data boundary");
+            state.metrics.attempt(&ctx.feature.name, &target.name, "boundary_refused");
+            i += 1;
+            continue;
+        }
+        // Spillover after a throttle is capacity relief, not a retry: it is not budgeted.
+        if !failures.is_empty()
+            && planned.spilled != Some("throttled")
+            && !state.budget().try_fallback(Instant::now(), &ctx.retry_budget)
+        {
             state.metrics.attempt(&ctx.feature.name, &target.name, "skipped_retry_budget");
             budget_exhausted = true;
             break;
         }
-        let finish_a = new_finish(state, &ctx, target, failures.len() + 1);
-        let hedge_to = plan.get(i + 1).copied().zip(hedging.and_then(|h| hedge_delay(h, target)));
-        let mut req_b = hedge_to.map(|_| req.clone());
+        let finish_a = new_finish(state, &ctx, &planned, estimate, failures.len() + 1);
+        let hedge_to = plan
+            .get(i + 1)
+            .filter(|next| planned.pool.is_none() && within_boundary(&ctx.feature.boundary, &next.target))
+            .cloned()
+            .zip(hedging.and_then(|h| hedge_delay(h, target)));
+        let mut req_b = hedge_to.as_ref().map(|_| req.clone());
         let mut fut_a = Box::pin(watch_slow(target, &state.metrics, finish_a.attempt_started, async {
             attempt::run(target, &mut req, canonical.as_ref(), &ctx).await
         }));
         // Without a hedge, or when the attempt ends before the hedge is due, one attempt it is.
-        let early = match hedge_to {
+        let early = match &hedge_to {
             None => Some(fut_a.as_mut().await),
             Some((_, delay)) => tokio::select! {
                 r = fut_a.as_mut() => Some(r),
-                () = tokio::time::sleep(delay) => None,
+                () = tokio::time::sleep(*delay) => None,
             },
         };
-        let raced = match (early, hedge_to, req_b.as_mut()) {
+        let raced = match (early, &hedge_to, req_b.as_mut()) {
             (Some(r), _, _) => {
                 drop(fut_a);
-                vec![(target, finish_a, r)]
+                vec![(planned.clone(), finish_a, r)]
             }
             (None, Some((next, _)), Some(req_b)) if state.budget().try_fallback(Instant::now(), &ctx.retry_budget) => {
                 // The first token is late: race the next tier. The first to produce one wins;
                 // the other is dropped, which closes its upstream request.
-                state.metrics.attempt(&ctx.feature.name, &next.name, "hedge_started");
-                let finish_b = new_finish(state, &ctx, next, failures.len() + 2);
-                let mut fut_b = Box::pin(watch_slow(next, &state.metrics, finish_b.attempt_started, async {
-                    attempt::run(next, req_b, canonical.as_ref(), &ctx).await
+                state.metrics.attempt(&ctx.feature.name, &next.target.name, "hedge_started");
+                let finish_b = new_finish(state, &ctx, next, estimate, failures.len() + 2);
+                let next_target = &next.target;
+                let mut fut_b = Box::pin(watch_slow(next_target, &state.metrics, finish_b.attempt_started, async {
+                    attempt::run(next_target, req_b, canonical.as_ref(), &ctx).await
                 }));
                 let (mut a, mut b) = (None, None);
                 let won = loop {
@@ -240,25 +281,30 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                 drop((fut_a, fut_b));
                 match won {
                     Some((true, r)) => {
-                        state.metrics.attempt(&ctx.feature.name, &next.name, "hedge_lost");
-                        vec![(target, finish_a, r)]
+                        state.metrics.attempt(&ctx.feature.name, &next.target.name, "hedge_lost");
+                        vec![(planned.clone(), finish_a, r)]
                     }
                     Some((false, r)) => {
                         state.metrics.attempt(&ctx.feature.name, &target.name, "hedge_lost");
-                        vec![(next, finish_b, r)]
+                        vec![(next.clone(), finish_b, r)]
                     }
-                    None => vec![(target, finish_a, a.expect("finished")), (next, finish_b, b.expect("finished"))],
+                    None => vec![
+                        (planned.clone(), finish_a, a.expect("finished")),
+                        (next.clone(), finish_b, b.expect("finished")),
+                    ],
                 }
             }
             // The hedge is due but the budget says no: keep waiting for the one attempt.
             (None, _, _) => {
                 let r = fut_a.as_mut().await;
                 drop(fut_a);
-                vec![(target, finish_a, r)]
+                vec![(planned.clone(), finish_a, r)]
             }
         };
-        i += 1 + usize::from(raced.first().is_some_and(|(t, _, _)| !Arc::ptr_eq(t, target)) || raced.len() == 2);
-        for (t, mut finish, (result, counted)) in raced {
+        let hedged = raced.len() == 2 || raced.first().is_some_and(|(p, _, _)| !Arc::ptr_eq(&p.target, target));
+        i += 1 + usize::from(hedged);
+        for (p, mut finish, (result, counted)) in raced {
+            let t = &p.target;
             finish.counted_in_flight = counted;
             match result {
                 Ok(reply) => {
@@ -284,6 +330,18 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         max_gap: None,
                     };
                     t.health.record(&o, finish.counted_in_flight, &state.metrics);
+                    // A throttled PT endpoint is full, not broken: re-send to its on-demand twin
+                    // right away.
+                    if f.kind == FailureKind::Throttled
+                        && let (Some(pool), Some(twin)) = (&p.pool, &p.spill_to)
+                    {
+                        pool.spilled("throttled");
+                        state.metrics.spilled(&pool.name, "throttled");
+                        let spill =
+                            Planned { target: twin.clone(), pool: None, spill_to: None, spilled: Some("throttled") };
+                        plan.insert(i.min(plan.len()), spill);
+                    }
+                    drop(finish);
                     failures.push((t.name.clone(), f));
                 }
                 Err(f) => {
@@ -302,20 +360,37 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     all_failed(state, &ctx, req.protocol, failures, budget_exhausted)
 }
 
-fn new_finish(state: &AppState, ctx: &RequestCtx, target: &Arc<EndpointTarget>, attempts: usize) -> Finish {
+fn new_finish(state: &AppState, ctx: &RequestCtx, p: &Planned, estimate: u64, attempts: usize) -> Finish {
+    let charge = p.pool.as_ref().map(|pool| (pool.clone(), pool.charge(estimate)));
     Finish {
         metrics: state.metrics.clone(),
         feature: ctx.feature.name.clone(),
-        endpoint: target.name.clone(),
-        target: target.clone(),
+        endpoint: p.target.name.clone(),
+        target: p.target.clone(),
         request_id: ctx.id.clone(),
         started: ctx.started,
         attempt_started: Instant::now(),
         ttft: None,
         counted_in_flight: false,
         max_gap: None,
+        usage: None,
+        charge,
+        spilled: p.spilled,
         attempts,
     }
+}
+
+/// Whether an endpoint's region is inside the feature's data boundary. The planner only ever
+/// proposes endpoints that are (validation proves it); this re-check at send time is the last
+/// line, so a bug elsewhere cannot move data across a boundary.
+fn within_boundary(boundary: &[String], target: &EndpointTarget) -> bool {
+    boundary.is_empty()
+        || target
+            .spec
+            .region
+            .as_deref()
+            .and_then(spillway_api::config::region_group)
+            .is_some_and(|g| boundary.iter().any(|b| b == g))
 }
 
 /// When to race the next tier: a fixed time, or the endpoint's own first-token percentile
@@ -387,11 +462,12 @@ fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Response<ProxyBod
 }
 
 fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
-    let (endpoint, attempts) = (finish.endpoint.clone(), finish.attempts);
+    let (endpoint, attempts, spilled) = (finish.endpoint.clone(), finish.attempts, finish.spilled);
     finish.ttft = Some(finish.attempt_started.elapsed());
     let mut resp = match reply {
         Reply::Complete { status, content_type, body } => {
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
+            finish.usage = reply_usage(&body);
             finish.done("ok");
             let mut r = Response::new(full(body));
             *r.status_mut() = status;
@@ -408,7 +484,23 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
         }
     };
     explain(resp.headers_mut(), &endpoint, attempts);
+    if let Some(s) = spilled {
+        resp.headers_mut().insert("x-spillway-spilled", HeaderValue::from_static(s));
+    }
     resp
+}
+
+/// Total tokens a whole reply reports, in either client protocol's `usage` shape.
+fn reply_usage(body: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let u = v.get("usage")?;
+    let get = |k: &str| u.get(k).and_then(|n| n.as_u64());
+    get("total_tokens").or_else(|| Some(get("input_tokens")? + get("output_tokens").unwrap_or(0)))
+}
+
+/// The caller's output limit, if any.
+fn max_output(req: &inbound::Request) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens"].iter().find_map(|k| req.body.get(*k).and_then(|v| v.as_u64()))
 }
 
 /// `x-spillway-endpoint` / `x-spillway-attempts`: which endpoint answered, after how many tries.

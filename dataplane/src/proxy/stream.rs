@@ -7,7 +7,7 @@
 //! which closes the upstream request.
 
 use super::Finish;
-use crate::canonical::Event;
+use crate::canonical::{Event, Usage};
 use crate::protocol::{self, Protocol, StreamDecoder, StreamEncoder, Wire};
 use crate::sse::{self, EventKind, SseSplitter};
 use bytes::{Bytes, BytesMut};
@@ -52,6 +52,8 @@ pub struct GuardedStream {
     events: Vec<Event>,
     /// When the client was last sent something, for the longest inter-token gap.
     last_sent: Instant,
+    /// Token usage the stream reported so far (for PT accounting).
+    usage: Usage,
 }
 
 impl GuardedStream {
@@ -67,6 +69,7 @@ impl GuardedStream {
             endpoint,
             events: Vec::new(),
             last_sent: Instant::now(),
+            usage: Usage::default(),
         };
         s.next = s.on_data(&first);
         s
@@ -90,6 +93,7 @@ impl GuardedStream {
                 for e in self.events.drain(..) {
                     encoder.encode(&e, &mut out);
                     match e {
+                        Event::Usage(u) => self.usage.merge(u),
                         Event::End => ended = Some("ok"),
                         Event::Error { .. } => ended = Some("stream_error"),
                         _ => {}
@@ -113,6 +117,9 @@ impl GuardedStream {
         let out = match &mut self.mode {
             Mode::Passthrough(Protocol::OpenAi) => {
                 for event in sse::events(&block) {
+                    if let Some(u) = reported_usage(event) {
+                        self.usage.merge(u);
+                    }
                     match sse::classify(event) {
                         EventKind::Done => ended = Some("ok"),
                         EventKind::Error(_) => ended = Some("stream_error"),
@@ -123,6 +130,9 @@ impl GuardedStream {
             }
             Mode::Passthrough(Protocol::Anthropic) => {
                 for event in sse::events(&block) {
+                    if let Some(u) = reported_usage(event) {
+                        self.usage.merge(u);
+                    }
                     match sse::event_name(event) {
                         Some(b"message_stop") => ended = Some("ok"),
                         Some(b"error") => ended = Some("stream_error"),
@@ -141,7 +151,10 @@ impl GuardedStream {
 
     fn end(&mut self, outcome: &'static str) {
         self.upstream = None;
-        if let Some(f) = self.finish.take() {
+        if let Some(mut f) = self.finish.take() {
+            if self.usage != Usage::default() {
+                f.usage = Some(self.usage.input_tokens + self.usage.output_tokens);
+            }
             f.done(outcome);
         }
     }
@@ -156,6 +169,21 @@ impl GuardedStream {
         }
         out.freeze()
     }
+}
+
+/// Usage in a pass-through event: OpenAI's usage chunk, Anthropic's `message_start` and
+/// `message_delta`. Only events that mention usage are parsed.
+fn reported_usage(event: &[u8]) -> Option<Usage> {
+    if !event.windows(7).any(|w| w == b"\"usage\"") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&sse::data(event)?).ok()?;
+    let u = v.get("usage").or_else(|| v.pointer("/message/usage")).filter(|u| u.is_object())?;
+    let get = |k: &str| u.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    Some(Usage {
+        input_tokens: get("prompt_tokens").max(get("input_tokens")),
+        output_tokens: get("completion_tokens").max(get("output_tokens")),
+    })
 }
 
 impl Body for GuardedStream {

@@ -6,11 +6,12 @@
 
 pub mod watch;
 
+use crate::capacity::Pool;
 use crate::health::Health;
 use crate::upstream::provider::Upstream;
 use arc_swap::ArcSwap;
 use spillway_api::config::{
-    BreakerPolicy, ConfigError, ConfigErrors, Endpoint, HedgeAfter, RetryBudget, RoutingConfig,
+    BreakerPolicy, ConfigError, ConfigErrors, Endpoint, FeatureClass, HedgeAfter, RetryBudget, RoutingConfig,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,9 +27,20 @@ pub struct EndpointTarget {
     pub health: Health,
 }
 
+/// One tier of a feature's hierarchy with its capacity: the PT pool it draws from and the
+/// on-demand twin that takes its overflow.
+pub struct Tier {
+    pub target: Arc<EndpointTarget>,
+    pub pool: Option<Arc<Pool>>,
+    pub spill_to: Option<Arc<EndpointTarget>>,
+}
+
 pub struct FeatureRoute {
     pub name: Arc<str>,
+    pub class: FeatureClass,
+    pub boundary: Vec<String>,
     pub hierarchy: Vec<Arc<EndpointTarget>>,
+    pub tiers: Vec<Tier>,
     pub deadline: Duration,
     pub attempt_timeout: Option<Duration>,
     pub hedge: Option<HedgeAfter>,
@@ -40,6 +52,7 @@ pub struct RoutingTable {
     pub version: String,
     pub retry_budget: RetryBudget,
     pub features: HashMap<String, Arc<FeatureRoute>>,
+    pub pools: HashMap<String, Arc<Pool>>,
     endpoints: HashMap<String, Arc<EndpointTarget>>,
 }
 
@@ -84,12 +97,35 @@ impl RoutingTable {
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
+        // An unchanged pool keeps its accounting across reloads.
+        let pools: HashMap<String, Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|(name, spec)| {
+                let kept = previous.and_then(|p| p.pools.get(name)).filter(|p| p.spec == *spec).cloned();
+                (name.clone(), kept.unwrap_or_else(|| Arc::new(Pool::new(name, spec))))
+            })
+            .collect();
         let features = config
             .features
             .iter()
             .map(|(name, f)| {
+                let tiers = f
+                    .hierarchy
+                    .iter()
+                    .filter_map(|e| {
+                        let target = endpoints.get(e)?.clone();
+                        let cap = target.spec.capacity.as_ref();
+                        let pool = cap.and_then(|c| pools.get(&c.pool)).cloned();
+                        let spill_to = cap.and_then(|c| c.spill_to.as_ref()).and_then(|s| endpoints.get(s)).cloned();
+                        Some(Tier { target, pool, spill_to })
+                    })
+                    .collect();
                 let route = FeatureRoute {
                     name: name.as_str().into(),
+                    class: f.class,
+                    boundary: f.boundary.clone(),
+                    tiers,
                     // Validation guarantees every hierarchy entry names an endpoint.
                     hierarchy: f.hierarchy.iter().filter_map(|e| endpoints.get(e).cloned()).collect(),
                     deadline: Duration::from_millis(f.deadline_ms),
@@ -100,7 +136,7 @@ impl RoutingTable {
                 (name.clone(), Arc::new(route))
             })
             .collect();
-        Ok(RoutingTable { version, retry_budget: config.retry_budget.clone(), features, endpoints })
+        Ok(RoutingTable { version, retry_budget: config.retry_budget.clone(), features, pools, endpoints })
     }
 
     /// Every endpoint, by name.

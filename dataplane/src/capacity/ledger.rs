@@ -1,0 +1,112 @@
+//! Token accounting for one provisioned-throughput pool, on this sidecar.
+//!
+//! A request is charged its estimate when it is sent (prompt estimate + expected output), the
+//! estimate is replaced by the real usage when the response ends, and it is released if the
+//! attempt fails. Utilisation is (tokens finished in the last minute + estimates of requests in
+//! flight) / budget, where the budget is the whole pool when standalone, or the lease the control
+//! plane grants.
+
+use tokio::time::Instant;
+
+const WINDOW_S: u64 = 60;
+
+pub struct Ledger {
+    budget_tpm: u64,
+    epoch: Instant,
+    /// `(second, tokens)` of finished requests, indexed by second modulo 60.
+    buckets: [(u64, u64); WINDOW_S as usize],
+    in_flight: u64,
+    /// Totals since start, for metrics: estimates charged and tokens actually used.
+    pub charged_total: u64,
+    pub actual_total: u64,
+}
+
+/// A charge held by an in-flight request.
+#[derive(Debug)]
+pub struct Charge {
+    pub estimate: u64,
+}
+
+impl Ledger {
+    pub fn new(budget_tpm: u64, now: Instant) -> Self {
+        Ledger {
+            budget_tpm,
+            epoch: now,
+            buckets: [(u64::MAX, 0); WINDOW_S as usize],
+            in_flight: 0,
+            charged_total: 0,
+            actual_total: 0,
+        }
+    }
+
+    /// Replaces the budget: the whole pool standalone, or a lease from the control plane.
+    pub fn set_budget(&mut self, tpm: u64) {
+        self.budget_tpm = tpm;
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget_tpm
+    }
+
+    fn used(&self, now: Instant) -> u64 {
+        let sec = now.saturating_duration_since(self.epoch).as_secs();
+        self.buckets.iter().filter(|(s, _)| *s != u64::MAX && *s <= sec && sec - *s < WINDOW_S).map(|(_, t)| t).sum()
+    }
+
+    /// Share of the budget used in the last minute, in-flight estimates included.
+    pub fn utilisation(&self, now: Instant) -> f64 {
+        if self.budget_tpm == 0 {
+            return f64::INFINITY;
+        }
+        (self.used(now) + self.in_flight) as f64 / self.budget_tpm as f64
+    }
+
+    pub fn charge(&mut self, estimate: u64) -> Charge {
+        self.in_flight += estimate;
+        self.charged_total += estimate;
+        Charge { estimate }
+    }
+
+    /// The request ended: its real usage replaces the estimate in the window.
+    pub fn settle(&mut self, now: Instant, charge: Charge, actual: u64) {
+        self.in_flight = self.in_flight.saturating_sub(charge.estimate);
+        self.actual_total += actual;
+        let sec = now.saturating_duration_since(self.epoch).as_secs();
+        let slot = &mut self.buckets[(sec % WINDOW_S) as usize];
+        if slot.0 != sec {
+            *slot = (sec, 0);
+        }
+        slot.1 += actual;
+    }
+
+    /// The attempt failed or was throttled: nothing was used.
+    pub fn release(&mut self, charge: Charge) {
+        self.in_flight = self.in_flight.saturating_sub(charge.estimate);
+        self.charged_total = self.charged_total.saturating_sub(charge.estimate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn estimates_count_in_flight_and_are_replaced_by_real_usage() {
+        let mut l = Ledger::new(10_000, Instant::now());
+        let a = l.charge(3_000);
+        let b = l.charge(2_000);
+        assert_eq!(l.utilisation(Instant::now()), 0.5, "in-flight estimates count");
+        l.settle(Instant::now(), a, 1_000);
+        assert_eq!(l.utilisation(Instant::now()), 0.3, "the estimate of 3000 became the 1000 really used");
+        l.release(b);
+        assert_eq!(l.utilisation(Instant::now()), 0.1, "a failed attempt used nothing");
+        assert_eq!((l.charged_total, l.actual_total), (3_000, 1_000));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(l.utilisation(Instant::now()), 0.1, "still inside the minute");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(l.utilisation(Instant::now()), 0.0, "a minute later it is gone");
+        l.set_budget(0);
+        assert!(l.utilisation(Instant::now()).is_infinite(), "no lease, no provisioned capacity");
+    }
+}

@@ -1,0 +1,100 @@
+//! Capacity: provisioned-throughput pools with on-demand spillover (DESIGN.md §5).
+//!
+//! # Layout
+//!
+//! - [`ledger`]: one pool's token accounting (estimates in flight, real usage over a minute);
+//! - this module: the pools of a routing table, and the spillover decision the planner makes.
+//!
+//! Spillover is not fallback: it moves a request from a healthy but full PT endpoint to its
+//! on-demand twin, before sending (proactive, the pool is at its spill point) or after a
+//! throttle (reactive). Failures go through breakers and the hierarchy instead.
+
+pub mod ledger;
+
+use ledger::{Charge, Ledger};
+use serde_json::{Value, json};
+use spillway_api::config::Pool as PoolSpec;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::time::Instant;
+
+pub struct Pool {
+    pub name: String,
+    pub spec: PoolSpec,
+    ledger: Mutex<Ledger>,
+    spilled_proactive: AtomicU64,
+    spilled_throttled: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl Pool {
+    /// A pool owned whole by this sidecar (standalone); a lease replaces the budget later.
+    pub fn new(name: &str, spec: &PoolSpec) -> Self {
+        let budget = u64::from(spec.model_units) * spec.tokens_per_minute_per_unit;
+        Pool {
+            name: name.to_owned(),
+            spec: spec.clone(),
+            ledger: Mutex::new(Ledger::new(budget, Instant::now())),
+            spilled_proactive: AtomicU64::new(0),
+            spilled_throttled: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces this sidecar's budget with a lease of the pool (tokens per minute).
+    pub fn set_lease(&self, tpm: u64) {
+        self.ledger().set_budget(tpm);
+    }
+
+    /// Whether the pool is at its spill point: the next PT-eligible request goes on-demand.
+    pub fn full(&self) -> bool {
+        self.ledger().utilisation(Instant::now()) >= self.spec.spill_at_utilisation
+    }
+
+    pub fn charge(&self, estimate: u64) -> Charge {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.ledger().charge(estimate)
+    }
+
+    pub fn settle(&self, charge: Charge, actual: u64) {
+        self.ledger().settle(Instant::now(), charge, actual);
+    }
+
+    pub fn release(&self, charge: Charge) {
+        self.ledger().release(charge);
+    }
+
+    pub fn spilled(&self, reason: &str) {
+        let c = if reason == "throttled" { &self.spilled_throttled } else { &self.spilled_proactive };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn utilisation(&self) -> f64 {
+        self.ledger().utilisation(Instant::now())
+    }
+
+    /// `/debug/pools` and metrics: utilisation, budget, charged vs actual tokens, spillover.
+    pub fn debug(&self) -> Value {
+        let l = self.ledger();
+        let (p, t, s) = (
+            self.spilled_proactive.load(Ordering::Relaxed),
+            self.spilled_throttled.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        );
+        let total = p + t + s;
+        json!({"pool": self.name, "budget_tpm": l.budget(), "utilisation": l.utilisation(Instant::now()),
+            "spill_at": self.spec.spill_at_utilisation, "tokens_charged": l.charged_total, "tokens_actual": l.actual_total,
+            "sent_to_pt": s, "spilled": {"proactive": p, "throttled": t},
+            "spill_ratio": if total == 0 { 0.0 } else { (p + t) as f64 / total as f64 }})
+    }
+}
+
+/// A rough token count of a request body: about four bytes a token for the prompt, plus the
+/// output it may produce. Real usage corrects it when the response ends.
+pub fn estimate(body_len: usize, max_output: Option<u64>, typical_output: u64) -> u64 {
+    (body_len as u64).div_ceil(4) + max_output.unwrap_or(typical_output)
+}
