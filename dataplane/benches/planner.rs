@@ -40,8 +40,8 @@ fn bench(c: &mut Criterion) {
     };
     c.bench_function("plan_and_record", |b| {
         b.iter(|| {
-            let p = plan(black_box(&feature.hierarchy), &metrics);
-            p[0].health.record(black_box(&outcome), false, &metrics);
+            let p = plan(black_box(&feature), &metrics);
+            p[0].target.health.record(black_box(&outcome), false, &metrics);
             p.len()
         })
     });
