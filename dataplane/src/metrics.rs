@@ -5,8 +5,10 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,6 +44,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpillLabels {
     pool: String,
     reason: &'static str,
@@ -64,6 +71,9 @@ pub struct Metrics {
     transitions: Family<TransitionLabels, Counter>,
     states: Family<StateLabels, prometheus_client::metrics::gauge::Gauge>,
     spills: Family<SpillLabels, Counter>,
+    pool_utilisation: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    pool_charged: Family<PoolLabels, Gauge>,
+    pool_actual: Family<PoolLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -102,7 +112,34 @@ impl Default for Metrics {
             "Requests moved from a PT pool to its on-demand twin, by reason",
             spills.clone(),
         );
-        Metrics { registry, requests, attempts, latency, ttft, reloads, transitions, states, spills }
+        let pool_utilisation = Family::<PoolLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "pool_utilisation",
+            "Share of the PT budget used in the last minute, in flight included",
+            pool_utilisation.clone(),
+        );
+        let pool_charged = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "pool_tokens_charged",
+            "Tokens charged to the pool as estimates (settled requests)",
+            pool_charged.clone(),
+        );
+        let pool_actual = Family::<PoolLabels, Gauge>::default();
+        registry.register("pool_tokens_actual", "Tokens the pool's requests really used", pool_actual.clone());
+        Metrics {
+            registry,
+            requests,
+            attempts,
+            latency,
+            ttft,
+            reloads,
+            transitions,
+            states,
+            spills,
+            pool_utilisation,
+            pool_charged,
+            pool_actual,
+        }
     }
 }
 
@@ -138,6 +175,14 @@ impl Metrics {
         for s in ["closed", "open", "partial_open"] {
             self.states.get_or_create(&StateLabels { endpoint: endpoint.into(), state: s }).set(i64::from(s == state));
         }
+    }
+
+    /// Pool figures, refreshed when metrics are read.
+    pub fn pool(&self, pool: &str, utilisation: f64, charged: u64, actual: u64) {
+        let l = PoolLabels { pool: pool.into() };
+        self.pool_utilisation.get_or_create(&l).set(utilisation);
+        self.pool_charged.get_or_create(&l).set(i64::try_from(charged).unwrap_or(i64::MAX));
+        self.pool_actual.get_or_create(&l).set(i64::try_from(actual).unwrap_or(i64::MAX));
     }
 
     pub fn spilled(&self, pool: &str, reason: &'static str) {

@@ -183,7 +183,18 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
             let list: Vec<serde_json::Value> = table.endpoints().map(|t| t.health.debug()).collect();
             text(StatusCode::OK, "application/json", serde_json::json!({"endpoints": list}).to_string())
         }
+        (&Method::GET, "/debug/pools") => {
+            let table = state.routing.load();
+            let mut pools: Vec<_> = table.pools.values().collect();
+            pools.sort_by(|a, b| a.name.cmp(&b.name));
+            let list: Vec<serde_json::Value> = pools.iter().map(|p| p.debug()).collect();
+            text(StatusCode::OK, "application/json", serde_json::json!({"pools": list}).to_string())
+        }
         (&Method::GET, "/metrics") => {
+            for p in state.routing.load().pools.values() {
+                let (u, charged, actual) = p.figures();
+                state.metrics.pool(&p.name, u, charged, actual);
+            }
             text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
         }
         (_, path) => ApiError::not_found(

@@ -77,6 +77,12 @@ impl Pool {
         self.ledger().utilisation(Instant::now())
     }
 
+    /// `(utilisation, tokens charged, tokens actually used)` for metrics.
+    pub fn figures(&self) -> (f64, u64, u64) {
+        let l = self.ledger();
+        (l.utilisation(Instant::now()), l.charged_total, l.actual_total)
+    }
+
     /// `/debug/pools` and metrics: utilisation, budget, charged vs actual tokens, spillover.
     pub fn debug(&self) -> Value {
         let l = self.ledger();
