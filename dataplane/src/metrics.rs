@@ -74,6 +74,7 @@ pub struct Metrics {
     pool_utilisation: Family<PoolLabels, Gauge<f64, AtomicU64>>,
     pool_charged: Family<PoolLabels, Gauge>,
     pool_actual: Family<PoolLabels, Gauge>,
+    pool_spill_ratio: Family<PoolLabels, Gauge<f64, AtomicU64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -126,7 +127,14 @@ impl Default for Metrics {
         );
         let pool_actual = Family::<PoolLabels, Gauge>::default();
         registry.register("pool_tokens_actual", "Tokens the pool's requests really used", pool_actual.clone());
+        let pool_spill_ratio = Family::<PoolLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "pool_spill_ratio",
+            "Share of the pool's eligible requests sent on-demand",
+            pool_spill_ratio.clone(),
+        );
         Metrics {
+            pool_spill_ratio,
             registry,
             requests,
             attempts,
@@ -178,8 +186,9 @@ impl Metrics {
     }
 
     /// Pool figures, refreshed when metrics are read.
-    pub fn pool(&self, pool: &str, utilisation: f64, charged: u64, actual: u64) {
+    pub fn pool(&self, pool: &str, (utilisation, charged, actual, spill_ratio): (f64, u64, u64, f64)) {
         let l = PoolLabels { pool: pool.into() };
+        self.pool_spill_ratio.get_or_create(&l).set(spill_ratio);
         self.pool_utilisation.get_or_create(&l).set(utilisation);
         self.pool_charged.get_or_create(&l).set(i64::try_from(charged).unwrap_or(i64::MAX));
         self.pool_actual.get_or_create(&l).set(i64::try_from(actual).unwrap_or(i64::MAX));

@@ -192,8 +192,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         }
         (&Method::GET, "/metrics") => {
             for p in state.routing.load().pools.values() {
-                let (u, charged, actual) = p.figures();
-                state.metrics.pool(&p.name, u, charged, actual);
+                state.metrics.pool(&p.name, p.figures());
             }
             text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
         }

@@ -145,3 +145,25 @@ features:
     assert_eq!(us.hits(), 0, "not one request crossed the boundary");
     assert!(eu_od.hits() > 0, "the surge did spill, inside the EU");
 }
+
+#[tokio::test(start_paused = true)]
+async fn streams_on_pt_report_real_usage_even_when_the_client_did_not_ask() {
+    let (pt, od) = fakes().await;
+    let sc = TestSidecar::start(&config(&pt, &od, "", 1_000_000)).await.unwrap();
+    let body =
+        json!({"model": "search", "stream": true, "messages": [{"role": "user", "content": "a short question"}]});
+    let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+    let text = r.text();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(!text.contains(r#""choices":[]"#), "the usage chunk the client did not ask for is hidden: {text}");
+    assert_eq!(pt.recorded()[0].body["stream_options"]["include_usage"], true, "but the PT endpoint was asked for it");
+    let p = pool(&sc).await;
+    let (charged, actual) = (p["tokens_charged"].as_u64().unwrap(), p["tokens_actual"].as_u64().unwrap());
+    assert!(actual > 0 && actual != charged, "settled with the real usage, not the estimate: {p}");
+
+    // A client that asked for usage gets it, untouched.
+    let body = json!({"model": "search", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "a short question"}]});
+    let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+    assert!(r.text().contains(r#""choices":[]"#));
+}

@@ -78,9 +78,15 @@ impl Pool {
     }
 
     /// `(utilisation, tokens charged, tokens actually used)` for metrics.
-    pub fn figures(&self) -> (f64, u64, u64) {
+    pub fn figures(&self) -> (f64, u64, u64, f64) {
         let l = self.ledger();
-        (l.utilisation(Instant::now()), l.charged_total, l.actual_total)
+        let (p, t, s) = (
+            self.spilled_proactive.load(Ordering::Relaxed),
+            self.spilled_throttled.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        );
+        let ratio = if p + t + s == 0 { 0.0 } else { (p + t) as f64 / (p + t + s) as f64 };
+        (l.utilisation(Instant::now()), l.charged_total, l.actual_total, ratio)
     }
 
     /// `/debug/pools` and metrics: utilisation, budget, charged vs actual tokens, spillover.
@@ -96,6 +102,35 @@ impl Pool {
             "spill_at": self.spec.spill_at_utilisation, "tokens_charged": l.charged_total, "tokens_actual": l.actual_total,
             "sent_to_pt": s, "spilled": {"proactive": p, "throttled": t},
             "spill_ratio": if total == 0 { 0.0 } else { (p + t) as f64 / total as f64 }})
+    }
+}
+
+/// A running average (exponentially weighted) of a feature's output tokens, so a request that
+/// names no limit is estimated from what the feature's replies usually cost.
+pub struct Average(AtomicU64);
+
+impl Average {
+    /// Before any reply is seen: a middling answer.
+    pub const INITIAL: u64 = 256;
+
+    pub fn new() -> Self {
+        Average(AtomicU64::new(Self::INITIAL))
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn record(&self, tokens: u64) {
+        // new = 7/8 old + 1/8 sample; a lost race drops one sample, which an average can afford.
+        let old = self.get();
+        let _ = self.0.compare_exchange(old, (old * 7 + tokens) / 8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+impl Default for Average {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -58,10 +58,12 @@ pub struct Finish {
     /// The longest pause between two events of the stream (set by the stream body).
     pub max_gap: Option<std::time::Duration>,
     /// Tokens the reply reported using (set when the reply or the stream says).
-    pub usage: Option<u64>,
+    pub usage: Option<crate::canonical::Usage>,
     /// The PT charge this attempt holds: settled with real usage on success, released otherwise.
     charge: Option<(Arc<Pool>, Charge)>,
     spilled: Option<&'static str>,
+    /// The feature's typical output, for the next requests' estimates.
+    output_avg: Arc<crate::capacity::Average>,
     attempts: usize,
 }
 
@@ -75,9 +77,12 @@ impl Drop for Finish {
 
 impl Finish {
     pub fn done(mut self, outcome: &'static str) {
+        if let Some(u) = self.usage.filter(|_| outcome == "ok") {
+            self.output_avg.record(u.output_tokens);
+        }
         if let Some((pool, charge)) = self.charge.take() {
             if outcome == "ok" {
-                let actual = self.usage.unwrap_or(charge.estimate);
+                let actual = self.usage.map_or(charge.estimate, |u| u.input_tokens + u.output_tokens);
                 pool.settle(charge, actual);
             } else {
                 pool.release(charge);
@@ -208,7 +213,12 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     let mut plan = plan::plan(&ctx.feature, &state.metrics);
     let hedging =
         ctx.feature.hedge.as_ref().filter(|_| ctx.feature.hedge_tool_results || !ends_with_tool_results(&req));
-    let estimate = crate::capacity::estimate(req.body_len, max_output(&req), 256);
+    let estimate = crate::capacity::estimate(req.body_len, max_output(&req), ctx.feature.output_avg.get());
+    // PT accounting wants real usage; an OpenAI client streaming without asking for it gets it
+    // asked for on PT endpoints, and the extra chunk is hidden from it.
+    let client_stream_options = req.body.get("stream_options").cloned();
+    let client_wants_usage =
+        client_stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()) == Some(true);
     let mut i = 0;
     while let Some(planned) = plan.get(i).cloned() {
         let target = &planned.target;
@@ -230,6 +240,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             budget_exhausted = true;
             break;
         }
+        let hide_usage = force_usage(&mut req, &planned, client_wants_usage, &client_stream_options);
         let finish_a = new_finish(state, &ctx, &planned, estimate, failures.len() + 1);
         let hedge_to = plan
             .get(i + 1)
@@ -309,8 +320,15 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             match result {
                 Ok(reply) => {
                     let up = &t.upstream;
-                    let mode =
-                        stream::Mode::new(req.protocol, up.wire, up.model(), include_usage(&req, canonical.as_ref()));
+                    // Only the tier the usage was forced for hides it (a hedge winner is another).
+                    let hide = hide_usage && Arc::ptr_eq(t, target);
+                    let mode = stream::Mode::new(
+                        req.protocol,
+                        up.wire,
+                        up.model(),
+                        include_usage(&req, canonical.as_ref()),
+                        hide,
+                    );
                     return commit(reply, mode, finish, &ctx);
                 }
                 Err(f) if f.may_fall_back() => {
@@ -360,6 +378,32 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     all_failed(state, &ctx, req.protocol, failures, budget_exhausted)
 }
 
+/// Asks a PT endpoint for stream usage the OpenAI client did not ask for, and restores the
+/// client's own `stream_options` for other endpoints. Returns whether the usage chunk must be
+/// hidden from the client.
+fn force_usage(
+    req: &mut inbound::Request,
+    planned: &Planned,
+    client_wants_usage: bool,
+    original: &Option<serde_json::Value>,
+) -> bool {
+    if req.protocol != Protocol::OpenAi || !req.stream || client_wants_usage {
+        return false;
+    }
+    let force = planned.pool.is_some() && planned.target.upstream.wire.passes_through(Protocol::OpenAi);
+    if force {
+        let mut options = original.clone().filter(|o| o.is_object()).unwrap_or_else(|| serde_json::json!({}));
+        options["include_usage"] = true.into();
+        req.body.insert("stream_options".into(), options);
+    } else {
+        match original {
+            Some(o) => req.body.insert("stream_options".into(), o.clone()),
+            None => req.body.remove("stream_options"),
+        };
+    }
+    force
+}
+
 fn new_finish(state: &AppState, ctx: &RequestCtx, p: &Planned, estimate: u64, attempts: usize) -> Finish {
     let charge = p.pool.as_ref().map(|pool| (pool.clone(), pool.charge(estimate)));
     Finish {
@@ -376,6 +420,7 @@ fn new_finish(state: &AppState, ctx: &RequestCtx, p: &Planned, estimate: u64, at
         usage: None,
         charge,
         spilled: p.spilled,
+        output_avg: ctx.feature.output_avg.clone(),
         attempts,
     }
 }
@@ -490,12 +535,15 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
     resp
 }
 
-/// Total tokens a whole reply reports, in either client protocol's `usage` shape.
-fn reply_usage(body: &[u8]) -> Option<u64> {
+/// The tokens a whole reply reports, in either client protocol's `usage` shape.
+fn reply_usage(body: &[u8]) -> Option<crate::canonical::Usage> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let u = v.get("usage")?;
-    let get = |k: &str| u.get(k).and_then(|n| n.as_u64());
-    get("total_tokens").or_else(|| Some(get("input_tokens")? + get("output_tokens").unwrap_or(0)))
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    let get = |k: &str| u.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+    Some(crate::canonical::Usage {
+        input_tokens: get("prompt_tokens").max(get("input_tokens")),
+        output_tokens: get("completion_tokens").max(get("output_tokens")),
+    })
 }
 
 /// The caller's output limit, if any.

@@ -23,13 +23,18 @@ pub enum Mode {
     /// Same protocol: events are forwarded byte for byte, and the end is spotted without
     /// parsing JSON.
     Passthrough(Protocol),
+    /// OpenAI pass-through where spillway asked the provider for the usage chunk the client did
+    /// not ask for (PT accounting needs it): forwarded as-is, minus that chunk.
+    PassthroughHidingUsage,
     /// Provider events → canonical events → client events.
     Translate { decoder: Box<dyn StreamDecoder>, encoder: Box<dyn StreamEncoder> },
 }
 
 impl Mode {
-    pub fn new(client: Protocol, wire: Wire, model: &str, include_usage: bool) -> Mode {
-        if wire.passes_through(client) {
+    pub fn new(client: Protocol, wire: Wire, model: &str, include_usage: bool, hide_usage: bool) -> Mode {
+        if wire.passes_through(client) && hide_usage && client == Protocol::OpenAi {
+            Mode::PassthroughHidingUsage
+        } else if wire.passes_through(client) {
             Mode::Passthrough(client)
         } else {
             Mode::Translate {
@@ -79,7 +84,7 @@ impl GuardedStream {
     fn on_data(&mut self, data: &[u8]) -> Option<Bytes> {
         let mut ended = None;
         let out = match &mut self.mode {
-            Mode::Passthrough(_) => {
+            Mode::Passthrough(_) | Mode::PassthroughHidingUsage => {
                 self.splitter.push(data);
                 let block = self.splitter.take_complete()?;
                 return self.passthrough(block);
@@ -115,9 +120,12 @@ impl GuardedStream {
     fn passthrough(&mut self, block: Bytes) -> Option<Bytes> {
         let mut ended = None;
         let out = match &mut self.mode {
-            Mode::Passthrough(Protocol::OpenAi) => {
+            Mode::Passthrough(Protocol::OpenAi) | Mode::PassthroughHidingUsage => {
+                let hide = matches!(self.mode, Mode::PassthroughHidingUsage);
+                let (mut kept, mut hid) = (BytesMut::new(), false);
                 for event in sse::events(&block) {
-                    if let Some(u) = reported_usage(event) {
+                    let usage = reported_usage(event);
+                    if let Some(u) = usage {
                         self.usage.merge(u);
                     }
                     match sse::classify(event) {
@@ -125,8 +133,14 @@ impl GuardedStream {
                         EventKind::Error(_) => ended = Some("stream_error"),
                         EventKind::Data | EventKind::Other => {}
                     }
+                    // The usage-only chunk has no choices; content chunks carry `usage: null`.
+                    if hide && usage.is_some() && event.windows(12).any(|w| w == b"\"choices\":[]") {
+                        hid = true;
+                    } else if hide {
+                        kept.extend_from_slice(event);
+                    }
                 }
-                block
+                if hid { kept.freeze() } else { block }
             }
             Mode::Passthrough(Protocol::Anthropic) => {
                 for event in sse::events(&block) {
@@ -153,7 +167,7 @@ impl GuardedStream {
         self.upstream = None;
         if let Some(mut f) = self.finish.take() {
             if self.usage != Usage::default() {
-                f.usage = Some(self.usage.input_tokens + self.usage.output_tokens);
+                f.usage = Some(self.usage);
             }
             f.done(outcome);
         }
@@ -166,6 +180,9 @@ impl GuardedStream {
         match &mut self.mode {
             Mode::Translate { encoder, .. } => encoder.failure(code, &message, &mut out),
             Mode::Passthrough(p) => protocol::stream_encoder(*p, false).failure(code, &message, &mut out),
+            Mode::PassthroughHidingUsage => {
+                protocol::stream_encoder(Protocol::OpenAi, false).failure(code, &message, &mut out)
+            }
         }
         out.freeze()
     }

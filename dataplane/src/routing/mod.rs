@@ -45,6 +45,8 @@ pub struct FeatureRoute {
     pub attempt_timeout: Option<Duration>,
     pub hedge: Option<HedgeAfter>,
     pub hedge_tool_results: bool,
+    /// The feature's typical output tokens, for estimates of requests that name no limit.
+    pub output_avg: Arc<crate::capacity::Average>,
 }
 
 pub struct RoutingTable {
@@ -132,6 +134,9 @@ impl RoutingTable {
                     attempt_timeout: f.attempt_timeout_ms.map(Duration::from_millis),
                     hedge: f.hedge_after_ttft_ms.clone(),
                     hedge_tool_results: f.hedge_tool_results,
+                    output_avg: previous
+                        .and_then(|p| p.features.get(name))
+                        .map_or_else(|| Arc::new(crate::capacity::Average::new()), |old| old.output_avg.clone()),
                 };
                 (name.clone(), Arc::new(route))
             })
