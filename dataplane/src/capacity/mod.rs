@@ -139,3 +139,35 @@ impl Default for Average {
 pub fn estimate(body_len: usize, max_output: Option<u64>, typical_output: u64) -> u64 {
     (body_len as u64).div_ceil(4) + max_output.unwrap_or(typical_output)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_use_the_limit_or_the_features_typical_output() {
+        assert_eq!(estimate(400, Some(50), 256), 150, "100 prompt tokens + the caller's limit");
+        assert_eq!(estimate(401, None, 256), 357, "rounded up, plus the typical output");
+        let avg = Average::new();
+        assert_eq!(avg.get(), Average::INITIAL);
+        for _ in 0..40 {
+            avg.record(40);
+        }
+        assert!((40..=45).contains(&avg.get()), "converges on what replies cost: {}", avg.get());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_is_full_at_its_spill_point_and_a_lease_replaces_its_budget() {
+        let spec = PoolSpec { model_units: 2, tokens_per_minute_per_unit: 500, spill_at_utilisation: 0.9 };
+        let pool = Pool::new("p", &spec);
+        let c = pool.charge(899);
+        assert!(!pool.full(), "899 of 1000");
+        let d = pool.charge(1);
+        assert!(pool.full(), "900 of 1000 is the spill point");
+        pool.set_lease(2000);
+        assert!(!pool.full(), "a larger lease makes room");
+        pool.release(c);
+        pool.release(d);
+        assert_eq!(pool.utilisation(), 0.0);
+    }
+}
