@@ -70,15 +70,6 @@ async fn anthropic_call(sc: &TestSidecar, feature: &str, extra: Value) -> Reply 
         .unwrap()
 }
 
-fn data(r: &Reply) -> Vec<Value> {
-    r.text()
-        .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn converse_signed_and_translated_for_an_openai_client() {
     let (fake, _strict, sc) = setup().await;
@@ -97,7 +88,7 @@ async fn converse_signed_and_translated_for_an_openai_client() {
 
     let r = openai_call(&sc, "converse", json!({"stream": true, "stream_options": {"include_usage": true}})).await;
     assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
-    let chunks = data(&r);
+    let chunks = r.sse_data();
     let text: String = chunks.iter().filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str()).collect();
     assert!(text.starts_with("Hello from bedrock."), "{text}");
     assert!(chunks.last().unwrap()["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
@@ -115,7 +106,7 @@ async fn converse_tool_use_streams_to_both_clients() {
         "tools": [{"type": "function", "function": {"name": "weather", "parameters": schema}}]}),
     )
     .await;
-    let chunks = data(&r);
+    let chunks = r.sse_data();
     let args: String = chunks
         .iter()
         .filter_map(|c| c["choices"].get(0)?["delta"]["tool_calls"].get(0)?["function"]["arguments"].as_str())
@@ -151,7 +142,7 @@ async fn invoke_model_carries_anthropic_bodies() {
     assert!(sent.body.get("model").is_none() && sent.body.get("stream").is_none());
 
     let r = anthropic_call(&sc, "invoke", json!({"stream": true})).await;
-    let events = data(&r);
+    let events = r.sse_data();
     assert_eq!(events.first().unwrap()["type"], "message_start");
     assert_eq!(events.last().unwrap()["type"], "message_stop");
     assert_eq!(
@@ -183,7 +174,7 @@ async fn throttling_falls_back_and_bad_signatures_are_auth_failures() {
 async fn exception_frames_mid_stream_reach_clients_as_errors() {
     let (_fake, _strict, sc) = setup().await;
     let r = openai_call(&sc, "breaks", json!({"stream": true})).await;
-    let last = data(&r).pop().unwrap();
+    let last = r.sse_data().pop().unwrap();
     assert!(last["error"]["message"].as_str().unwrap().contains("throttlingException"), "{}", r.text());
     assert!(!r.text().contains("[DONE]"));
 

@@ -57,15 +57,6 @@ fn tool() -> Value {
     json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
 }
 
-fn sse_data(r: &Reply) -> Vec<Value> {
-    r.text()
-        .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("bad event data {d}: {e}")))
-        .collect()
-}
-
 #[tokio::test]
 async fn openai_client_on_an_anthropic_endpoint() {
     let (fake, sc) = setup().await;
@@ -87,7 +78,7 @@ async fn openai_client_on_an_anthropic_endpoint() {
 
     let r = openai_call(&sc, "to-claude", json!({"stream": true, "stream_options": {"include_usage": true}})).await;
     assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
-    let chunks = sse_data(&r);
+    let chunks = r.sse_data();
     let text: String = chunks.iter().filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str()).collect();
     assert!(text.starts_with("Hello from fake."), "{text}");
     assert!(chunks.last().unwrap()["usage"]["completion_tokens"].as_u64().unwrap() > 0);
@@ -109,7 +100,7 @@ async fn openai_client_tool_calls_through_an_anthropic_endpoint() {
 
     let mut streamed = tools;
     streamed["stream"] = json!(true);
-    let chunks = sse_data(&openai_call(&sc, "to-claude", streamed).await);
+    let chunks = openai_call(&sc, "to-claude", streamed).await.sse_data();
     let args: String = chunks
         .iter()
         .filter_map(|c| c["choices"].get(0)?["delta"]["tool_calls"].get(0)?["function"]["arguments"].as_str())
@@ -142,7 +133,7 @@ async fn anthropic_client_on_an_openai_endpoint() {
         "tool_choice": {"type": "tool", "name": "weather"}}),
     )
     .await;
-    let events = sse_data(&r);
+    let events = r.sse_data();
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types.first(), Some(&"message_start"));
     assert_eq!(&types[types.len() - 2..], ["message_delta", "message_stop"]);
@@ -222,7 +213,7 @@ async fn fallback_crosses_protocols_and_errors_come_in_the_callers_format() {
 async fn mid_stream_errors_reach_each_client_in_its_own_protocol() {
     let (_fake, sc) = setup().await;
     let r = openai_call(&sc, "claude-breaks", json!({"stream": true})).await;
-    let last = sse_data(&r).pop().unwrap();
+    let last = r.sse_data().pop().unwrap();
     assert_eq!(last["error"]["message"], "Overloaded", "{}", r.text());
     assert!(!r.text().contains("[DONE]"));
 

@@ -50,15 +50,6 @@ fn openai(feature: &str, extra: Value) -> Value {
     b
 }
 
-fn data(r: &Reply) -> Vec<Value> {
-    r.text()
-        .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn gemini_for_an_openai_client_with_a_cached_metadata_token() {
     let (metadata, vertex, sc) = setup().await;
@@ -81,7 +72,7 @@ async fn gemini_for_an_openai_client_with_a_cached_metadata_token() {
     )
     .await;
     assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
-    let chunks = data(&r);
+    let chunks = r.sse_data();
     let text: String = chunks.iter().filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str()).collect();
     assert!(text.starts_with("Hello from vertex."), "{text}");
     assert!(chunks.last().unwrap()["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
@@ -105,7 +96,7 @@ async fn gemini_tool_calls_reach_both_clients() {
         ),
     )
     .await;
-    let chunks = data(&r);
+    let chunks = r.sse_data();
     let args: String = chunks
         .iter()
         .filter_map(|c| c["choices"].get(0)?["delta"]["tool_calls"].get(0)?["function"]["arguments"].as_str())
@@ -151,7 +142,7 @@ async fn resource_exhausted_falls_back_and_stream_errors_are_reported() {
     assert!(metrics.contains(r#"endpoint="gemini-busy",outcome="throttled"} 1"#), "{metrics}");
 
     let r = call(&sc, "/v1/chat/completions", openai("breaks", json!({"stream": true}))).await;
-    let last = data(&r).pop().unwrap();
+    let last = r.sse_data().pop().unwrap();
     assert!(last["error"]["message"].as_str().unwrap().contains("overloaded"), "{}", r.text());
     assert!(!r.text().contains("[DONE]"));
 }
