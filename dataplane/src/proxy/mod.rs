@@ -299,10 +299,11 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         state.metrics.attempt(&ctx.feature.name, &target.name, "hedge_lost");
                         vec![(next.clone(), finish_b, r)]
                     }
-                    None => vec![
-                        (planned.clone(), finish_a, a.expect("finished")),
-                        (next.clone(), finish_b, b.expect("finished")),
-                    ],
+                    // The loop only ends without a winner once both attempts have finished.
+                    None => match (a, b) {
+                        (Some(a), Some(b)) => vec![(planned.clone(), finish_a, a), (next.clone(), finish_b, b)],
+                        _ => Vec::new(),
+                    },
                 }
             }
             // The hedge is due but the budget says no: keep waiting for the one attempt.
