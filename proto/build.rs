@@ -5,7 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
     tonic_prost_build::configure()
-        .build_transport(false)
+        .build_transport(true)
         .compile_protos(&["proto/spillway/v1/discovery.proto", "proto/spillway/v1/telemetry.proto"], &["proto"])?;
     Ok(())
 }

@@ -3,9 +3,14 @@
 //! # Layout
 //!
 //! - [`check`]: offline validation of routing config files, the same validation the sidecar and
-//!   (later) the snapshot builder run, for CI pipelines and pre-commit hooks.
+//!   the snapshot builder run, for CI pipelines and pre-commit hooks;
+//! - [`snapshot`]: immutable, content-versioned routing snapshots;
+//! - [`ads`]: `RoutingDiscovery.Stream`, the ACK/NACK push of snapshots to sidecars, and what
+//!   is known of each sidecar.
 //!
-//! Serving snapshots over `RoutingDiscovery.Stream`, the admin API, fleet telemetry, leases and
-//! the injector arrive in later issues (see ARCHITECTURE.md).
+//! Config sources, the admin API, fleet telemetry, PT leases, feedback and the injector come in
+//! later increments of issues 6 and 7 (see ARCHITECTURE.md).
 
+pub mod ads;
 pub mod check;
+pub mod snapshot;

@@ -12,6 +12,14 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve routing snapshots to sidecars over gRPC (RoutingDiscovery.Stream).
+    Serve {
+        /// Routing config (YAML), validated before it is ever pushed.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        listen: std::net::SocketAddr,
+    },
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
     /// any file is invalid.
     Check {
@@ -22,6 +30,32 @@ enum Command {
 
 fn main() -> ExitCode {
     match Args::parse().command {
+        Command::Serve { config, listen } => {
+            tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+            let run = async move {
+                let cfg = spillway_api::config::load_file(&config)?;
+                let snapshot = spillway_controlplane::snapshot::Snapshot::build(&cfg)?;
+                let discovery = spillway_controlplane::ads::Discovery::new();
+                tracing::info!(version = %snapshot.version, %listen, "serving routing snapshots");
+                discovery.publish(snapshot);
+                tonic::transport::Server::builder()
+                    .add_service(spillway_controlplane::ads::DiscoveryService::server(discovery))
+                    .serve(listen)
+                    .await?;
+                anyhow::Ok(())
+            };
+            match tokio::runtime::Runtime::new().map(|rt| rt.block_on(run)) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("spillway-control: {e:#}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("spillway-control: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { files } => {
             let (report, ok) = spillway_controlplane::check::check(&files);
             print!("{report}");

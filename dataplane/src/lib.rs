@@ -9,6 +9,7 @@
 //! - [`server`]: listener, connections, graceful shutdown, and the path router;
 //! - [`inbound`]: reading and checking what the application sent (`inbound::openai`);
 //! - [`routing`]: the live routing table, swapped atomically when the config file changes;
+//! - [`managed`]: the same table pushed by the control plane (ACK / NACK, saved to disk);
 //! - [`proxy`]: feature resolution, the fallback loop, the committed reply and its stream guard;
 //! - [`health`]: per-endpoint circuit breakers the planner consults and every attempt feeds;
 //! - [`upstream`]: the pooled HTTPS client, credentials, provider requests, the failure vocabulary;
@@ -21,6 +22,7 @@ pub mod capacity;
 pub mod error;
 pub mod health;
 pub mod inbound;
+pub mod managed;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;

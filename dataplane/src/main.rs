@@ -9,9 +9,19 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "spillway-proxy", version)]
 struct Args {
-    /// Routing config (YAML); reloaded when the file changes.
-    #[arg(long, env = "SPILLWAY_CONFIG")]
-    config: PathBuf,
+    /// Routing config (YAML); reloaded when the file changes. Not used with --control-plane.
+    #[arg(long, env = "SPILLWAY_CONFIG", required_unless_present = "control_plane")]
+    config: Option<PathBuf>,
+    /// Managed mode: take routing snapshots from this control plane (e.g. http://spillway-control:7000).
+    #[arg(long, env = "SPILLWAY_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// This sidecar's identity for the control plane (usually namespace/pod).
+    #[arg(long, env = "SPILLWAY_NODE_ID", default_value = "local")]
+    node_id: String,
+    /// Where a managed sidecar saves its last accepted snapshot, to start from it when the
+    /// control plane is unreachable.
+    #[arg(long, env = "SPILLWAY_SNAPSHOT_FILE")]
+    snapshot_file: Option<PathBuf>,
     /// Listen address; loopback only.
     #[arg(long, env = "SPILLWAY_LISTEN", default_value = "127.0.0.1:4000")]
     listen: SocketAddr,
@@ -41,10 +51,13 @@ async fn main() -> std::process::ExitCode {
     }
     let opts = Options {
         listen: args.listen,
-        config: args.config,
+        config: args.config.unwrap_or_default(),
         max_body_bytes: args.max_body_bytes,
         watch: !args.no_watch,
         grace: Duration::from_secs(args.grace_s),
+        control_plane: args.control_plane,
+        node_id: args.node_id,
+        snapshot_file: args.snapshot_file,
     };
     let mut sidecar = match Sidecar::start(opts).await {
         Ok(s) => s,

@@ -31,6 +31,12 @@ pub struct Options {
     pub watch: bool,
     /// How long in-flight requests get to finish on shutdown.
     pub grace: Duration,
+    /// Managed mode: take routing from this control plane instead of `config`.
+    pub control_plane: Option<String>,
+    /// This sidecar's identity for the control plane.
+    pub node_id: String,
+    /// Where a managed sidecar keeps its last accepted snapshot.
+    pub snapshot_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -41,6 +47,9 @@ impl Options {
             max_body_bytes: 10 * 1024 * 1024,
             watch: true,
             grace: Duration::from_secs(30),
+            control_plane: None,
+            node_id: "local".into(),
+            snapshot_file: None,
         }
     }
 }
@@ -62,15 +71,33 @@ impl Sidecar {
         if !opts.listen.ip().is_loopback() {
             bail!("refusing to listen on {}: the sidecar binds loopback addresses only", opts.listen);
         }
-        let text = std::fs::read_to_string(&opts.config)
-            .with_context(|| format!("cannot read config {}", opts.config.display()))?;
-        let source = opts.config.display().to_string();
-        let config = spillway_api::config::load_str(&text, &source)?;
-        let table = RoutingTable::build(&config, version_of(text.as_bytes()), &source, None)?;
-        tracing::info!(file = %source, version = %table.version, features = table.features.len(), "routing config loaded");
-        let routing = Arc::new(Routing::new(table));
         let metrics = Arc::new(Metrics::default());
-        let watch = if opts.watch {
+        let routing = if let Some(url) = &opts.control_plane {
+            // Managed: start from the last accepted snapshot if there is one, else not ready.
+            let routing = Arc::new(Routing::new(RoutingTable::empty()));
+            let saved = opts.snapshot_file.as_deref().and_then(crate::managed::load_persisted);
+            if let Some(s) = saved {
+                match crate::managed::apply(&routing, &s) {
+                    Ok(()) => tracing::info!(version = %s.version, "starting from the saved snapshot"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the saved snapshot cannot be applied; waiting for the control plane")
+                    }
+                }
+            }
+            let node = spillway_api::v1::Node { id: opts.node_id.clone(), ..Default::default() };
+            let m = crate::managed::Managed { url: url.clone(), node, snapshot_file: opts.snapshot_file.clone() };
+            tokio::spawn(crate::managed::run(m, routing.clone(), metrics.clone()));
+            routing
+        } else {
+            let text = std::fs::read_to_string(&opts.config)
+                .with_context(|| format!("cannot read config {}", opts.config.display()))?;
+            let source = opts.config.display().to_string();
+            let config = spillway_api::config::load_str(&text, &source)?;
+            let table = RoutingTable::build(&config, version_of(text.as_bytes()), &source, None)?;
+            tracing::info!(file = %source, version = %table.version, features = table.features.len(), "routing config loaded");
+            Arc::new(Routing::new(table))
+        };
+        let watch = if opts.watch && opts.control_plane.is_none() {
             Some(
                 watch::watch(opts.config.clone(), routing.clone(), metrics.clone())
                     .context("cannot watch the config file")?,
@@ -170,6 +197,11 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         .into_openai_response(),
         (&Method::GET, "/v1/models") => models(state),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") if state.routing.load().version.is_empty() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            serde_json::json!({"ready": false, "reason": "no routing snapshot yet"}).to_string(),
+        ),
         (&Method::GET, "/readyz") => {
             let version = state.routing.load().version.clone();
             let reload = state.routing.status();

@@ -144,6 +144,17 @@ impl RoutingTable {
         Ok(RoutingTable { version, retry_budget: config.retry_budget.clone(), features, pools, endpoints })
     }
 
+    /// A table with no features, for a managed sidecar that has no snapshot yet (not ready).
+    pub fn empty() -> Self {
+        RoutingTable {
+            version: String::new(),
+            retry_budget: RetryBudget::default(),
+            features: HashMap::new(),
+            pools: HashMap::new(),
+            endpoints: HashMap::new(),
+        }
+    }
+
     /// Every endpoint, by name.
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<EndpointTarget>> {
         let mut all: Vec<&Arc<EndpointTarget>> = self.endpoints.values().collect();

@@ -1,0 +1,110 @@
+//! Managed mode: the sidecar takes its routing table from the control plane's
+//! `RoutingDiscovery.Stream` instead of a local file.
+//!
+//! Each pushed snapshot is validated and built like a config file; an applied one is ACKed and
+//! written to disk (so a restart with the control plane down starts from it), one that cannot be
+//! applied is NACKed with the reason while the current table keeps serving. The stream is
+//! re-opened with jittered exponential backoff whenever it breaks; serving never stops.
+
+use crate::metrics::Metrics;
+use crate::routing::{Routing, RoutingTable};
+use spillway_api::v1::routing_discovery_client::RoutingDiscoveryClient;
+use spillway_api::v1::{DiscoveryRequest, ErrorDetail, Node, RoutingSnapshot};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const SOURCE: &str = "<control-plane>";
+
+/// Builds and swaps in a pushed snapshot; the error says why it cannot be applied.
+pub fn apply(routing: &Routing, s: &RoutingSnapshot) -> Result<(), String> {
+    let text = std::str::from_utf8(&s.config_json).map_err(|_| "snapshot config is not UTF-8".to_string())?;
+    let current = routing.load();
+    let config = spillway_api::config::load_str(text, SOURCE).map_err(|e| e.to_string())?;
+    let table = RoutingTable::build(&config, s.version.clone(), SOURCE, Some(&current)).map_err(|e| e.to_string())?;
+    routing.swap(table);
+    Ok(())
+}
+
+/// Writes the snapshot atomically (temp file, then rename) so a crash never leaves half a file.
+pub fn persist(path: &Path, s: &RoutingSnapshot) -> std::io::Result<()> {
+    let doc = serde_json::json!({"version": s.version, "config": String::from_utf8_lossy(&s.config_json)});
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, doc.to_string())?;
+    std::fs::rename(tmp, path)
+}
+
+/// The last accepted snapshot, if one was saved.
+pub fn load_persisted(path: &Path) -> Option<RoutingSnapshot> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(RoutingSnapshot {
+        version: v.get("version")?.as_str()?.to_owned(),
+        config_json: v.get("config")?.as_str()?.as_bytes().to_vec(),
+    })
+}
+
+pub struct Managed {
+    pub url: String,
+    pub node: Node,
+    pub snapshot_file: Option<PathBuf>,
+}
+
+/// Runs the discovery client forever.
+pub async fn run(m: Managed, routing: Arc<Routing>, metrics: Arc<Metrics>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match session(&m, &routing, &metrics).await {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) => {
+                tracing::warn!(control_plane = %m.url, error = %e, "discovery stream down; serving the current table")
+            }
+        }
+        // Full jitter keeps a fleet from reconnecting in lockstep after a control-plane restart.
+        let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn session(m: &Managed, routing: &Routing, metrics: &Metrics) -> Result<(), String> {
+    let mut client = RoutingDiscoveryClient::connect(m.url.clone()).await.map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel(4);
+    let version = routing.load().version.clone();
+    let hello = DiscoveryRequest { node: Some(m.node.clone()), version_info: version, ..Default::default() };
+    tx.send(hello).await.map_err(|e| e.to_string())?;
+    let mut responses = client.stream(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+    while let Some(resp) = responses.message().await.map_err(|e| e.to_string())? {
+        let Some(snapshot) = resp.snapshot else { continue };
+        let reply = match apply(routing, &snapshot) {
+            Ok(()) => {
+                metrics.config_reload("ok");
+                tracing::info!(version = %snapshot.version, "snapshot applied");
+                if let Some(path) = &m.snapshot_file
+                    && let Err(e) = persist(path, &snapshot)
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot save the snapshot");
+                }
+                DiscoveryRequest {
+                    version_info: snapshot.version.clone(),
+                    response_nonce: resp.nonce,
+                    ..Default::default()
+                }
+            }
+            Err(e) => {
+                metrics.config_reload("error");
+                routing.reject(e.clone());
+                tracing::error!(version = %snapshot.version, error = %e, "snapshot rejected; keeping the current table");
+                DiscoveryRequest {
+                    version_info: routing.load().version.clone(),
+                    response_nonce: resp.nonce,
+                    error_detail: Some(ErrorDetail { code: 3, message: e }),
+                    ..Default::default()
+                }
+            }
+        };
+        tx.send(reply).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The control plane pushes snapshots over `RoutingDiscovery.Stream`; a managed sidecar applies
+//! and ACKs them, NACKs one it cannot apply while the old table keeps serving, saves what it
+//! accepted, and starts from that file when the control plane is unreachable.
+
+use serde_json::json;
+use spillway_api::config::load_str;
+use spillway_controlplane::ads::{Discovery, DiscoveryService};
+use spillway_controlplane::snapshot::Snapshot;
+use spillway_tests::fake::{FakeConfig, FakeProvider};
+use spillway_tests::harness::{TestClient, TestSidecar};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn snapshot(fake: &FakeProvider, feature: &str, extra_endpoint: &str) -> Arc<Snapshot> {
+    let yaml = format!(
+        "endpoints:\n  up: {{ provider: openai_compatible, base_url: \"{}\", model: m }}\n{extra_endpoint}features:\n  {feature}: {{ hierarchy: [up] }}\n",
+        fake.base_url()
+    );
+    Snapshot::build(&load_str(&yaml, "test.yaml").unwrap()).unwrap()
+}
+
+async fn control_plane(d: Arc<Discovery>) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(DiscoveryService::server(d))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+    (url, task)
+}
+
+async fn managed(url: &str, snapshot_file: &std::path::Path) -> TestSidecar {
+    let (url, file) = (url.to_owned(), snapshot_file.to_owned());
+    TestSidecar::start_with("unused: true", move |o| {
+        o.control_plane = Some(url);
+        o.node_id = "ns/pod-1".into();
+        o.snapshot_file = Some(file);
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits (bounded, never a fixed sleep) until `check` holds after some change.
+async fn until<T>(rx: &mut tokio::sync::watch::Receiver<T>, mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !check() {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the expected change did not happen within 20 s");
+}
+
+async fn status(sc: &TestSidecar, feature: &str) -> u16 {
+    let body = json!({"model": feature, "messages": [{"role": "user", "content": "hi"}]});
+    TestClient::default()
+        .post_json(&sc.url("/v1/chat/completions"), &[], body.to_string())
+        .await
+        .unwrap()
+        .status
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_pushed_acked_nacked_and_survive_the_control_plane() {
+    let fake = FakeProvider::start(FakeConfig::named("up")).await.unwrap();
+    let d = Discovery::new();
+    let first = snapshot(&fake, "chat", "");
+    d.publish(first.clone());
+    let (url, cp) = control_plane(d.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snapshot.json");
+
+    // A new sidecar is not ready until its first snapshot arrives, then ACKs it.
+    let sc = managed(&url, &file).await;
+    let mut nodes = d.subscribe_nodes();
+    until(&mut nodes, || {
+        d.nodes().get("ns/pod-1").and_then(|n| n.acked_version.clone()) == Some(first.version.clone())
+    })
+    .await;
+    assert_eq!(status(&sc, "chat").await, 200);
+    let ready = TestClient::default().get(&sc.url("/readyz")).await.unwrap();
+    assert_eq!(ready.json()["config_version"], first.version.as_str());
+
+    // A change is pushed and applied.
+    let second = snapshot(&fake, "search", "");
+    d.publish(second.clone());
+    until(&mut nodes, || d.nodes()["ns/pod-1"].acked_version.as_deref() == Some(second.version.as_str())).await;
+    assert_eq!(status(&sc, "search").await, 200);
+    assert_eq!(status(&sc, "chat").await, 404);
+
+    // One the sidecar cannot apply (a key it does not have) is NACKed with the reason; the
+    // previous table keeps serving.
+    let bad = snapshot(
+        &fake,
+        "search",
+        "  keyed: { provider: openai, model: m, auth: { kind: api_key, env: SPILLWAY_TEST_UNSET_KEY } }\n",
+    );
+    d.publish(bad.clone());
+    until(&mut nodes, || d.nodes()["ns/pod-1"].last_nack.is_some()).await;
+    let nack = d.nodes()["ns/pod-1"].last_nack.clone().unwrap();
+    assert_eq!(nack.version, bad.version);
+    assert!(nack.error.contains("SPILLWAY_TEST_UNSET_KEY"), "{}", nack.error);
+    assert_eq!(d.nodes()["ns/pod-1"].acked_version.as_deref(), Some(second.version.as_str()));
+    assert_eq!(status(&sc, "search").await, 200);
+
+    // The control plane goes away: the sidecar keeps serving, and a new sidecar starts from the
+    // snapshot the first one saved.
+    cp.abort();
+    let _ = cp.await;
+    drop(d);
+    assert_eq!(status(&sc, "search").await, 200);
+    let restarted = managed(&url, &file).await;
+    assert_eq!(status(&restarted, "search").await, 200, "started from the saved snapshot");
+}
+
+#[tokio::test]
+async fn a_managed_sidecar_without_a_snapshot_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens here: the control plane is unreachable.
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", holder.local_addr().unwrap());
+    let sc = managed(&url, &dir.path().join("none.json")).await;
+    let r = TestClient::default().get(&sc.url("/readyz")).await.unwrap();
+    assert_eq!(r.status, 503);
+}
