@@ -6,7 +6,8 @@
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
 //! - [`snapshot`]: immutable, content-versioned routing snapshots;
 //! - [`ads`]: `RoutingDiscovery.Stream`, the ACK/NACK push of snapshots to sidecars, and what
-//!   is known of each sidecar.
+//!   is known of each sidecar;
+//! - [`tls`]: the gRPC server's TLS and mutual TLS.
 //!
 //! Config sources, the admin API, fleet telemetry, PT leases, feedback and the injector come in
 //! later increments of issues 6 and 7 (see ARCHITECTURE.md).
@@ -14,3 +15,4 @@
 pub mod ads;
 pub mod check;
 pub mod snapshot;
+pub mod tls;

@@ -19,6 +19,14 @@ enum Command {
         config: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7000")]
         listen: std::net::SocketAddr,
+        /// TLS certificate and key (PEM); without them the server speaks plaintext.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// CA (PEM) that client certificates must chain to: turns on mutual TLS.
+        #[arg(long, requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
     },
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
     /// any file is invalid.
@@ -30,7 +38,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Args::parse().command {
-        Command::Serve { config, listen } => {
+        Command::Serve { config, listen, tls_cert, tls_key, client_ca } => {
             tracing_subscriber::fmt().with_writer(std::io::stderr).init();
             let run = async move {
                 let cfg = spillway_api::config::load_file(&config)?;
@@ -38,7 +46,12 @@ fn main() -> ExitCode {
                 let discovery = spillway_controlplane::ads::Discovery::new();
                 tracing::info!(version = %snapshot.version, %listen, "serving routing snapshots");
                 discovery.publish(snapshot);
-                tonic::transport::Server::builder()
+                let mut server = tonic::transport::Server::builder();
+                if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                    let tls = spillway_controlplane::tls::server_config(cert, key, client_ca.as_deref())?;
+                    server = server.tls_config(tls)?;
+                }
+                server
                     .add_service(spillway_controlplane::ads::DiscoveryService::server(discovery))
                     .serve(listen)
                     .await?;

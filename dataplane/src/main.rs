@@ -22,6 +22,14 @@ struct Args {
     /// control plane is unreachable.
     #[arg(long, env = "SPILLWAY_SNAPSHOT_FILE")]
     snapshot_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the control plane's TLS certificate; enables TLS.
+    #[arg(long, env = "SPILLWAY_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<PathBuf>,
+    /// This sidecar's certificate and key (PEM) for mutual TLS with the control plane.
+    #[arg(long, env = "SPILLWAY_CONTROL_PLANE_CERT", requires = "control_plane_key")]
+    control_plane_cert: Option<PathBuf>,
+    #[arg(long, env = "SPILLWAY_CONTROL_PLANE_KEY", requires = "control_plane_cert")]
+    control_plane_key: Option<PathBuf>,
     /// Listen address; loopback only.
     #[arg(long, env = "SPILLWAY_LISTEN", default_value = "127.0.0.1:4000")]
     listen: SocketAddr,
@@ -49,6 +57,19 @@ async fn main() -> std::process::ExitCode {
     } else {
         fmt.init();
     }
+    let tls = match &args.control_plane_ca {
+        Some(ca) => {
+            let pair = args.control_plane_cert.as_deref().zip(args.control_plane_key.as_deref());
+            match spillway_dataplane::managed::ClientTls::from_files(ca, pair) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("spillway-proxy: cannot read the control-plane TLS files: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     let opts = Options {
         listen: args.listen,
         config: args.config.unwrap_or_default(),
@@ -58,6 +79,7 @@ async fn main() -> std::process::ExitCode {
         control_plane: args.control_plane,
         node_id: args.node_id,
         snapshot_file: args.snapshot_file,
+        control_plane_tls: tls,
     };
     let mut sidecar = match Sidecar::start(opts).await {
         Ok(s) => s,

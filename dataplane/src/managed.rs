@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const SOURCE: &str = "<control-plane>";
 
@@ -49,6 +50,50 @@ pub struct Managed {
     pub url: String,
     pub node: Node,
     pub snapshot_file: Option<PathBuf>,
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS to the control plane: the CA that signs its certificate and, for mutual TLS, this
+/// sidecar's own certificate and key (PEM).
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca_pem: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientTls(mutual: {})", self.identity.is_some())
+    }
+}
+
+impl ClientTls {
+    /// Reads the PEM files named on the command line.
+    pub fn from_files(ca: &Path, cert_key: Option<(&Path, &Path)>) -> std::io::Result<Self> {
+        let identity = match cert_key {
+            Some((c, k)) => Some((std::fs::read(c)?, std::fs::read(k)?)),
+            None => None,
+        };
+        Ok(ClientTls { ca_pem: std::fs::read(ca)?, identity })
+    }
+}
+
+async fn connect(m: &Managed) -> Result<RoutingDiscoveryClient<Channel>, String> {
+    let mut endpoint =
+        Channel::from_shared(m.url.clone()).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = &m.tls {
+        let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+        if let Some((cert, key)) = &tls.identity {
+            cfg = cfg.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(cfg).map_err(|e| e.to_string())?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| format!("{e}: {}", source_of(&e)))?;
+    Ok(RoutingDiscoveryClient::new(channel))
+}
+
+fn source_of(e: &dyn std::error::Error) -> String {
+    e.source().map(|s| s.to_string()).unwrap_or_default()
 }
 
 /// Runs the discovery client forever.
@@ -69,7 +114,7 @@ pub async fn run(m: Managed, routing: Arc<Routing>, metrics: Arc<Metrics>) {
 }
 
 async fn session(m: &Managed, routing: &Routing, metrics: &Metrics) -> Result<(), String> {
-    let mut client = RoutingDiscoveryClient::connect(m.url.clone()).await.map_err(|e| e.to_string())?;
+    let mut client = connect(m).await?;
     let (tx, rx) = mpsc::channel(4);
     let version = routing.load().version.clone();
     let hello = DiscoveryRequest { node: Some(m.node.clone()), version_info: version, ..Default::default() };

@@ -37,6 +37,8 @@ pub struct Options {
     pub node_id: String,
     /// Where a managed sidecar keeps its last accepted snapshot.
     pub snapshot_file: Option<PathBuf>,
+    /// TLS (and mutual TLS) to the control plane.
+    pub control_plane_tls: Option<crate::managed::ClientTls>,
 }
 
 impl Options {
@@ -50,6 +52,7 @@ impl Options {
             control_plane: None,
             node_id: "local".into(),
             snapshot_file: None,
+            control_plane_tls: None,
         }
     }
 }
@@ -85,7 +88,12 @@ impl Sidecar {
                 }
             }
             let node = spillway_api::v1::Node { id: opts.node_id.clone(), ..Default::default() };
-            let m = crate::managed::Managed { url: url.clone(), node, snapshot_file: opts.snapshot_file.clone() };
+            let m = crate::managed::Managed {
+                url: url.clone(),
+                node,
+                snapshot_file: opts.snapshot_file.clone(),
+                tls: opts.control_plane_tls.clone(),
+            };
             tokio::spawn(crate::managed::run(m, routing.clone(), metrics.clone()));
             routing
         } else {

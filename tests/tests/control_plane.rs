@@ -127,3 +127,63 @@ async fn a_managed_sidecar_without_a_snapshot_is_not_ready() {
     let r = TestClient::default().get(&sc.url("/readyz")).await.unwrap();
     assert_eq!(r.status, 503);
 }
+
+fn tls_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_sidecars_with_a_certificate_and_only_them() {
+    use spillway_dataplane::managed::ClientTls;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
+    let fake = FakeProvider::start(FakeConfig::named("up")).await.unwrap();
+    let d = Discovery::new();
+    let snap = snapshot(&fake, "chat", "");
+    d.publish(snap.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(tls_fixture("server.pem"), tls_fixture("server.key")))
+        .client_ca_root(Certificate::from_pem(tls_fixture("ca.pem")));
+    let server =
+        tonic::transport::Server::builder().tls_config(tls).unwrap().add_service(DiscoveryService::server(d.clone()));
+    tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+    let url = format!("https://localhost:{port}");
+
+    // With its certificate the sidecar gets and ACKs the snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let client_tls = ClientTls {
+        ca_pem: tls_fixture("ca.pem"),
+        identity: Some((tls_fixture("client.pem"), tls_fixture("client.key"))),
+    };
+    let (u, f) = (url.clone(), dir.path().join("s.json"));
+    let sc = TestSidecar::start_with("unused: true", move |o| {
+        o.control_plane = Some(u);
+        o.node_id = "ns/secure".into();
+        o.snapshot_file = Some(f);
+        o.control_plane_tls = Some(client_tls);
+    })
+    .await
+    .unwrap();
+    let mut nodes = d.subscribe_nodes();
+    until(&mut nodes, || {
+        d.nodes().get("ns/secure").and_then(|n| n.acked_version.clone()) == Some(snap.version.clone())
+    })
+    .await;
+    assert_eq!(status(&sc, "chat").await, 200);
+
+    // Without one the TLS handshake is refused: no snapshot, no node.
+    let cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(tls_fixture("ca.pem")));
+    let refused = async {
+        let channel = Channel::from_shared(url.clone()).ok()?.tls_config(cfg).ok()?.connect().await.ok()?;
+        let mut client = spillway_api::v1::routing_discovery_client::RoutingDiscoveryClient::new(channel);
+        let hello = spillway_api::v1::DiscoveryRequest {
+            node: Some(spillway_api::v1::Node { id: "ns/intruder".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let mut stream = client.stream(tokio_stream::iter(vec![hello])).await.ok()?.into_inner();
+        stream.message().await.ok().flatten()
+    };
+    assert!(refused.await.is_none(), "a client without a certificate got a snapshot");
+    assert!(!d.nodes().contains_key("ns/intruder"));
+}
