@@ -64,6 +64,11 @@ impl Discovery {
         });
     }
 
+    /// Fires when a new snapshot is published.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.current.subscribe()
+    }
+
     pub fn current(&self) -> Option<Arc<Snapshot>> {
         self.current.borrow().clone()
     }

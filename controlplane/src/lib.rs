@@ -4,6 +4,7 @@
 //!
 //! - [`check`]: offline validation of routing config files, the same validation the sidecar and
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
+//! - [`source`]: the watched config directory, merged, validated and published;
 //! - [`snapshot`]: immutable, content-versioned routing snapshots;
 //! - [`ads`]: `RoutingDiscovery.Stream`, the ACK/NACK push of snapshots to sidecars, and what
 //!   is known of each sidecar;
@@ -15,4 +16,5 @@
 pub mod ads;
 pub mod check;
 pub mod snapshot;
+pub mod source;
 pub mod tls;

@@ -14,7 +14,8 @@ struct Args {
 enum Command {
     /// Serve routing snapshots to sidecars over gRPC (RoutingDiscovery.Stream).
     Serve {
-        /// Routing config (YAML), validated before it is ever pushed.
+        /// Routing config: a YAML file, or a directory of YAML files merged into one and watched
+        /// for changes. Validated before anything is pushed.
         #[arg(long)]
         config: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7000")]
@@ -41,11 +42,18 @@ fn main() -> ExitCode {
         Command::Serve { config, listen, tls_cert, tls_key, client_ca } => {
             tracing_subscriber::fmt().with_writer(std::io::stderr).init();
             let run = async move {
-                let cfg = spillway_api::config::load_file(&config)?;
-                let snapshot = spillway_controlplane::snapshot::Snapshot::build(&cfg)?;
                 let discovery = spillway_controlplane::ads::Discovery::new();
-                tracing::info!(version = %snapshot.version, %listen, "serving routing snapshots");
-                discovery.publish(snapshot);
+                let _source = if config.is_dir() {
+                    let s = spillway_controlplane::source::DirSource::start(config.clone(), discovery.clone())
+                        .map_err(anyhow::Error::msg)?;
+                    Some(s)
+                } else {
+                    let cfg = spillway_api::config::load_file(&config)?;
+                    discovery.publish(spillway_controlplane::snapshot::Snapshot::build(&cfg)?);
+                    None
+                };
+                let version = discovery.current().map(|s| s.version.clone()).unwrap_or_default();
+                tracing::info!(%version, %listen, "serving routing snapshots");
                 let mut server = tonic::transport::Server::builder();
                 if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
                     let tls = spillway_controlplane::tls::server_config(cert, key, client_ca.as_deref())?;

@@ -17,6 +17,12 @@ pub fn load_file(path: &Path) -> Result<RoutingConfig, ConfigErrors> {
     load_str(&text, &file)
 }
 
+/// Parses without the semantic checks, for sources that assemble one config from several
+/// documents (each is checked as part of the whole with [`load_str`]).
+pub fn parse_str(text: &str, file: &str) -> Result<RoutingConfig, ConfigErrors> {
+    parse(text, file)
+}
+
 fn parse(text: &str, file: &str) -> Result<RoutingConfig, ConfigErrors> {
     if text.trim().is_empty() {
         return Err(ConfigErrors::single(file, "", "the file is empty"));

@@ -12,7 +12,7 @@ mod validate;
 mod version;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load_file, load_str};
+pub use load::{load_file, load_str, parse_str};
 pub use model::*;
 pub use region::region_group;
 pub use version::version_of;
