@@ -97,8 +97,7 @@ pub fn load_dir(dir: &Path) -> Result<RoutingConfig, ConfigErrors> {
         ConfigErrors(
             list.into_iter()
                 .map(|mut e| {
-                    let entry: String =
-                        e.path.splitn(3, |c| c == '.' || c == '[').take(2).collect::<Vec<_>>().join(".");
+                    let entry: String = e.path.splitn(3, ['.', '[']).take(2).collect::<Vec<_>>().join(".");
                     if let Some(f) = owner.get(&entry) {
                         e.file = f.clone();
                     }
