@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the admin HTTP API (JWT roles): read, validate, replace, roll back, history, nodes;
 //! - [`check`]: offline validation of routing config files, the same validation the sidecar and
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
 //! - [`source`]: the watched config directory, merged, validated and published;
@@ -13,6 +14,7 @@
 //! Config sources, the admin API, fleet telemetry, PT leases, feedback and the injector come in
 //! later increments of issues 6 and 7 (see ARCHITECTURE.md).
 
+pub mod admin;
 pub mod ads;
 pub mod check;
 pub mod snapshot;

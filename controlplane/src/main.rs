@@ -28,6 +28,15 @@ enum Command {
         /// CA (PEM) that client certificates must chain to: turns on mutual TLS.
         #[arg(long, requires = "tls_cert")]
         client_ca: Option<PathBuf>,
+        /// Admin HTTP API address; served only with a JWT key below.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        admin_listen: std::net::SocketAddr,
+        /// File holding the HS256 secret that signs admin tokens.
+        #[arg(long, conflicts_with = "jwt_rs256_public_key")]
+        jwt_hs256_secret_file: Option<PathBuf>,
+        /// RSA public key (PEM) that verifies RS256 admin tokens.
+        #[arg(long)]
+        jwt_rs256_public_key: Option<PathBuf>,
     },
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
     /// any file is invalid.
@@ -39,7 +48,16 @@ enum Command {
 
 fn main() -> ExitCode {
     match Args::parse().command {
-        Command::Serve { config, listen, tls_cert, tls_key, client_ca } => {
+        Command::Serve {
+            config,
+            listen,
+            tls_cert,
+            tls_key,
+            client_ca,
+            admin_listen,
+            jwt_hs256_secret_file,
+            jwt_rs256_public_key,
+        } => {
             tracing_subscriber::fmt().with_writer(std::io::stderr).init();
             let run = async move {
                 let discovery = spillway_controlplane::ads::Discovery::new();
@@ -52,6 +70,24 @@ fn main() -> ExitCode {
                     discovery.publish(spillway_controlplane::snapshot::Snapshot::build(&cfg)?);
                     None
                 };
+                let auth = match (&jwt_hs256_secret_file, &jwt_rs256_public_key) {
+                    (Some(f), _) => {
+                        Some(spillway_controlplane::admin::AdminAuth::hs256(std::fs::read(f)?.trim_ascii()))
+                    }
+                    (None, Some(f)) => Some(
+                        spillway_controlplane::admin::AdminAuth::rs256_pem(&std::fs::read(f)?)
+                            .map_err(anyhow::Error::msg)?,
+                    ),
+                    (None, None) => None,
+                };
+                if let Some(auth) = auth {
+                    let router = spillway_controlplane::admin::Admin::new(discovery.clone(), auth).router();
+                    let admin = tokio::net::TcpListener::bind(admin_listen).await?;
+                    tracing::info!(%admin_listen, "admin API listening");
+                    tokio::spawn(async move { axum::serve(admin, router).await });
+                } else {
+                    tracing::warn!("no JWT key given: the admin API is off");
+                }
                 let version = discovery.current().map(|s| s.version.clone()).unwrap_or_default();
                 tracing::info!(%version, %listen, "serving routing snapshots");
                 let mut server = tonic::transport::Server::builder();

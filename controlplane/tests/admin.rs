@@ -1,0 +1,127 @@
+//! The admin API over a real socket: JWT role checks (missing, expired, wrong role, wrong key),
+//! precise validation errors, replace with who/when/diff in the history, rollback, node status.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use spillway_api::config::load_str;
+use spillway_controlplane::admin::{Admin, AdminAuth};
+use spillway_controlplane::ads::Discovery;
+use spillway_controlplane::snapshot::Snapshot;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const SECRET: &[u8] = b"admin-test-secret";
+
+fn config(feature: &str) -> String {
+    format!(
+        "endpoints:\n  e: {{ provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }}\nfeatures:\n  {feature}: {{ hierarchy: [e] }}\n"
+    )
+}
+
+fn token(sub: &str, role: &str, expires_in: i64, secret: &[u8]) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    encode(
+        &Header::default(),
+        &json!({"sub": sub, "role": role, "exp": now + expires_in}),
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+struct Api {
+    base: String,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+        let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self.client.request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+}
+
+async fn start() -> (Api, std::sync::Arc<Discovery>) {
+    let d = Discovery::new();
+    d.publish(Snapshot::build(&load_str(&config("chat"), "t").unwrap()).unwrap());
+    let admin = Admin::new(d.clone(), AdminAuth::hs256(SECRET));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, admin.router()).await });
+    (Api { base, client: Client::builder(TokioExecutor::new()).build_http() }, d)
+}
+
+#[tokio::test]
+async fn tokens_must_be_present_valid_unexpired_and_carry_the_role() {
+    let (api, _) = start().await;
+    let viewer = token("ana", "viewer", 600, SECRET);
+    assert_eq!(api.call("GET", "/v1/config", None, "").await.0, 401, "missing");
+    assert_eq!(api.call("GET", "/v1/config", Some(&token("ana", "viewer", -3600, SECRET)), "").await.0, 401, "expired");
+    assert_eq!(
+        api.call("GET", "/v1/config", Some(&token("ana", "viewer", 600, b"another-key")), "").await.0,
+        401,
+        "wrong key"
+    );
+    assert_eq!(
+        api.call("GET", "/v1/config", Some(&token("ana", "guest", 600, SECRET)), "").await.0,
+        403,
+        "unknown role"
+    );
+    let (status, v) = api.call("GET", "/v1/config", Some(&viewer), "").await;
+    assert_eq!(status, 200);
+    assert!(v["config"]["features"]["chat"].is_object());
+    let (status, v) = api.call("PUT", "/v1/config", Some(&viewer), &config("search")).await;
+    assert_eq!((status, v["error"].as_str()), (403, Some("role editor required")), "viewers cannot write");
+}
+
+#[tokio::test]
+async fn validation_errors_are_precise_and_nothing_invalid_is_published() {
+    let (api, d) = start().await;
+    let editor = token("bo", "editor", 600, SECRET);
+    let before = d.current().unwrap().version.clone();
+    let bad = "endpoints: {}\nfeatures:\n  chat: { hierarchy: [nope] }\n";
+    let (status, v) = api.call("POST", "/v1/config/validate", Some(&editor), bad).await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "features.chat.hierarchy[0]");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("unknown endpoint `nope`"));
+    assert_eq!(api.call("PUT", "/v1/config", Some(&editor), bad).await.0, 422);
+    assert_eq!(d.current().unwrap().version, before, "the invalid config was not pushed");
+    let (status, v) = api.call("POST", "/v1/config/validate", Some(&editor), &config("search")).await;
+    assert_eq!((status, v["valid"].as_bool()), (200, Some(true)));
+    assert_eq!(d.current().unwrap().version, before, "validate is a dry run");
+}
+
+#[tokio::test]
+async fn changes_are_recorded_and_can_be_rolled_back() {
+    let (api, d) = start().await;
+    let editor = token("bo", "editor", 600, SECRET);
+    let first = d.current().unwrap().version.clone();
+    let (status, change) = api.call("PUT", "/v1/config", Some(&editor), &config("search")).await;
+    assert_eq!(status, 200);
+    let second = change["version"].as_str().unwrap().to_owned();
+    assert_eq!(d.current().unwrap().version, second, "published");
+    assert_eq!(change["who"], "bo");
+    let diff = change["diff"].as_str().unwrap();
+    assert!(diff.contains("-    \"chat\"") && diff.contains("+    \"search\""), "{diff}");
+
+    let (status, back) = api.call("POST", &format!("/v1/config/rollback/{first}"), Some(&editor), "").await;
+    assert_eq!((status, back["action"].as_str()), (200, Some("rollback")));
+    assert_eq!(d.current().unwrap().version, first);
+    assert_eq!(api.call("POST", "/v1/config/rollback/unknown", Some(&editor), "").await.0, 404);
+
+    let viewer = token("ana", "viewer", 600, SECRET);
+    let (_, h) = api.call("GET", "/v1/history", Some(&viewer), "").await;
+    let actions: Vec<&str> = h["changes"].as_array().unwrap().iter().map(|c| c["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["replace", "rollback"]);
+    assert!(h["changes"][0]["at_unix_ms"].as_u64().unwrap() > 0);
+    let (status, n) = api.call("GET", "/v1/nodes", Some(&viewer), "").await;
+    assert_eq!((status, n["nodes"].is_object()), (200, true));
+}
