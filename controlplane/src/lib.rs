@@ -6,6 +6,7 @@
 //! - [`check`]: offline validation of routing config files, the same validation the sidecar and
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
 //! - [`source`]: the watched config directory, merged, validated and published;
+//! - [`leases`]: dividing each PT pool among sidecars by demand (floor, reserve, expiry);
 //! - [`snapshot`]: immutable, content-versioned routing snapshots;
 //! - [`ads`]: `RoutingDiscovery.Stream`, the ACK/NACK push of snapshots to sidecars, and what
 //!   is known of each sidecar;
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod ads;
 pub mod check;
+pub mod leases;
 pub mod snapshot;
 pub mod source;
 pub mod tls;
