@@ -4,9 +4,11 @@
 //!
 //! - [`config`]: the routing config model (DESIGN.md §2), its YAML loader and its validation.
 //!   Both planes read the same format; a config that passes [`config::load_str`] is safe to serve.
+//! - [`histogram`]: HDR latency histograms in the V2 compressed encoding both planes exchange.
 //! - [`v1`]: the generated gRPC types of the control-plane protocol (`proto/spillway/v1/*.proto`).
 
 pub mod config;
+pub mod histogram;
 
 /// Generated protobuf and gRPC types of the control-plane protocol.
 pub mod v1 {

@@ -6,8 +6,9 @@
 use hdrhistogram::Histogram;
 use tokio::time::{Duration, Instant};
 
-/// Values are microseconds, 1 µs to 10 min, two significant digits (~1 % error).
-const HIGHEST_US: u64 = 600_000_000;
+/// Values are microseconds with the bounds the control plane merges with (1 µs to 10 min, two
+/// significant digits, ~1 % error).
+use spillway_api::histogram::HIGHEST_US;
 
 fn histogram() -> Histogram<u32> {
     // Bounds and precision are constants inside hdrhistogram's valid range.

@@ -1,0 +1,70 @@
+//! Latency histograms on the wire: HDR histograms (hdrhistogram) in the V2 compressed (deflate)
+//! encoding, the format sidecars report in and the control plane merges. Both planes use these
+//! functions, so what one encodes the other decodes.
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+
+/// Values are microseconds, 1 µs to 10 min, two significant digits — the sidecar's own bounds.
+pub const HIGHEST_US: u64 = 600_000_000;
+
+/// An empty histogram with the shared bounds.
+pub fn new() -> Histogram<u64> {
+    // Constant bounds inside hdrhistogram's valid range.
+    Histogram::new_with_bounds(1, HIGHEST_US, 2).expect("valid histogram bounds")
+}
+
+pub fn encode(h: &Histogram<u64>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    V2DeflateSerializer::new().serialize(h, &mut out).map_err(|e| format!("cannot encode a histogram: {e:?}"))?;
+    Ok(out)
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+    Deserializer::new().deserialize(&mut &bytes[..]).map_err(|e| format!("not a V2 histogram: {e:?}"))
+}
+
+/// Adds an encoded histogram into `into` (a fleet view merging many sidecars' reports).
+pub fn merge(into: &mut Histogram<u64>, bytes: &[u8]) -> Result<(), String> {
+    let h = decode(bytes)?;
+    into.add(&h).map_err(|e| format!("cannot merge histograms: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_reports_equal_one_process_that_saw_everything() {
+        fastrand::seed(7);
+        let mut reference = new();
+        let mut fleet = new();
+        for _sidecar in 0..20 {
+            let mut local = new();
+            for _ in 0..5_000 {
+                // Mostly fast, a long tail of slow first tokens.
+                let us = if fastrand::u8(..) < 240 {
+                    fastrand::u64(50_000..400_000)
+                } else {
+                    fastrand::u64(1_000_000..5_000_000)
+                };
+                local.record(us).unwrap();
+                reference.record(us).unwrap();
+            }
+            let wire = encode(&local).unwrap();
+            assert!(wire.len() < 8 * 1024, "compressed: {} bytes", wire.len());
+            merge(&mut fleet, &wire).unwrap();
+        }
+        assert_eq!(fleet.len(), reference.len());
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            assert_eq!(fleet.value_at_quantile(q), reference.value_at_quantile(q), "p{}", q * 100.0);
+        }
+        assert_eq!((fleet.min(), fleet.max()), (reference.min(), reference.max()));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode(b"not a histogram").is_err());
+        assert!(merge(&mut new(), &[0x1c, 0x84, 0x93, 0x14, 0, 0, 0, 5]).is_err());
+    }
+}
