@@ -6,15 +6,13 @@
 //! flight) / budget, where the budget is the whole pool when standalone, or the lease the control
 //! plane grants.
 
+use crate::health::window::Window;
 use tokio::time::Instant;
-
-const WINDOW_S: u64 = 60;
 
 pub struct Ledger {
     budget_tpm: u64,
-    epoch: Instant,
-    /// `(second, tokens)` of finished requests, indexed by second modulo 60.
-    buckets: [(u64, u64); WINDOW_S as usize],
+    /// Tokens of finished requests over the last minute.
+    used: Window<u64>,
     in_flight: u64,
     /// Totals since start, for metrics: estimates charged and tokens actually used.
     pub charged_total: u64,
@@ -29,14 +27,7 @@ pub struct Charge {
 
 impl Ledger {
     pub fn new(budget_tpm: u64, now: Instant) -> Self {
-        Ledger {
-            budget_tpm,
-            epoch: now,
-            buckets: [(u64::MAX, 0); WINDOW_S as usize],
-            in_flight: 0,
-            charged_total: 0,
-            actual_total: 0,
-        }
+        Ledger { budget_tpm, used: Window::new(60, now), in_flight: 0, charged_total: 0, actual_total: 0 }
     }
 
     /// Replaces the budget: the whole pool standalone, or a lease from the control plane.
@@ -48,17 +39,12 @@ impl Ledger {
         self.budget_tpm
     }
 
-    fn used(&self, now: Instant) -> u64 {
-        let sec = now.saturating_duration_since(self.epoch).as_secs();
-        self.buckets.iter().filter(|(s, _)| *s != u64::MAX && *s <= sec && sec - *s < WINDOW_S).map(|(_, t)| t).sum()
-    }
-
     /// Share of the budget used in the last minute, in-flight estimates included.
     pub fn utilisation(&self, now: Instant) -> f64 {
         if self.budget_tpm == 0 {
             return f64::INFINITY;
         }
-        (self.used(now) + self.in_flight) as f64 / self.budget_tpm as f64
+        (self.used.totals(now) + self.in_flight) as f64 / self.budget_tpm as f64
     }
 
     pub fn charge(&mut self, estimate: u64) -> Charge {
@@ -71,12 +57,7 @@ impl Ledger {
     pub fn settle(&mut self, now: Instant, charge: Charge, actual: u64) {
         self.in_flight = self.in_flight.saturating_sub(charge.estimate);
         self.actual_total += actual;
-        let sec = now.saturating_duration_since(self.epoch).as_secs();
-        let slot = &mut self.buckets[(sec % WINDOW_S) as usize];
-        if slot.0 != sec {
-            *slot = (sec, 0);
-        }
-        slot.1 += actual;
+        self.used.record(now, actual);
     }
 
     /// The attempt failed or was throttled: nothing was used.

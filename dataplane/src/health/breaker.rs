@@ -68,7 +68,7 @@ pub struct Transition {
 pub struct Breaker {
     policy: BreakerPolicy,
     state: State,
-    window: Window,
+    window: Window<Counts>,
     /// Counts of the current PARTIAL-OPEN step.
     step: Counts,
     /// Re-trips since the last time the breaker closed.
@@ -196,13 +196,13 @@ impl Breaker {
     fn record_counts(&mut self, now: Instant, c: Counts) -> Option<Transition> {
         match self.state {
             State::Closed => {
-                self.window.record(now, &c);
+                self.window.record(now, c);
                 let totals = self.window.totals(now);
                 let reason = self.verdict(&totals, u64::from(self.policy.min_requests))?;
                 Some(self.open(now, reason))
             }
             State::PartialOpen { .. } => {
-                self.step.add(&c);
+                self.step += c;
                 None
             }
             // Stragglers sent before the breaker opened say nothing new.

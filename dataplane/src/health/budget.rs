@@ -5,54 +5,46 @@
 //! over `window_s`; a fallback is allowed while the window's fallbacks stay under
 //! `max(ratio × requests, min_per_s × window_s)`.
 
+use super::window::Window;
 use spillway_api::config::RetryBudget;
+use std::ops::AddAssign;
 use tokio::time::Instant;
 
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    requests: u64,
+    fallbacks: u64,
+}
+
+impl AddAssign for Tally {
+    fn add_assign(&mut self, o: Tally) {
+        self.requests += o.requests;
+        self.fallbacks += o.fallbacks;
+    }
+}
+
 pub struct Budget {
-    epoch: Instant,
-    /// `(second, requests, fallbacks)` indexed by second modulo the window length.
-    buckets: Vec<(u64, u64, u64)>,
+    window: Window<Tally>,
 }
 
 impl Budget {
     pub fn new(now: Instant) -> Self {
-        Budget { epoch: now, buckets: Vec::new() }
-    }
-
-    fn slot(&mut self, now: Instant, window_s: u32) -> &mut (u64, u64, u64) {
-        let len = window_s.max(1) as usize;
-        if self.buckets.len() != len {
-            self.buckets = vec![(u64::MAX, 0, 0); len];
-        }
-        let sec = now.saturating_duration_since(self.epoch).as_secs();
-        let slot = &mut self.buckets[(sec % len as u64) as usize];
-        if slot.0 != sec {
-            *slot = (sec, 0, 0);
-        }
-        slot
-    }
-
-    fn totals(&self, now: Instant) -> (u64, u64) {
-        let sec = now.saturating_duration_since(self.epoch).as_secs();
-        let len = self.buckets.len() as u64;
-        self.buckets
-            .iter()
-            .filter(|(s, _, _)| *s != u64::MAX && *s <= sec && sec - *s < len)
-            .fold((0, 0), |(r, f), (_, br, bf)| (r + br, f + bf))
+        Budget { window: Window::new(1, now) }
     }
 
     /// Counts a new request.
     pub fn request(&mut self, now: Instant, policy: &RetryBudget) {
-        self.slot(now, policy.window_s).1 += 1;
+        self.window.resize(policy.window_s);
+        self.window.record(now, Tally { requests: 1, fallbacks: 0 });
     }
 
     /// Whether one more fallback attempt fits; if so it is counted.
     pub fn try_fallback(&mut self, now: Instant, policy: &RetryBudget) -> bool {
-        self.slot(now, policy.window_s);
-        let (requests, fallbacks) = self.totals(now);
-        let allowed = (policy.ratio * requests as f64).max(f64::from(policy.min_per_s) * f64::from(policy.window_s));
-        if (fallbacks as f64) < allowed {
-            self.slot(now, policy.window_s).2 += 1;
+        self.window.resize(policy.window_s);
+        let t = self.window.totals(now);
+        let allowed = (policy.ratio * t.requests as f64).max(f64::from(policy.min_per_s) * f64::from(policy.window_s));
+        if (t.fallbacks as f64) < allowed {
+            self.window.record(now, Tally { requests: 0, fallbacks: 1 });
             true
         } else {
             false

@@ -1,10 +1,12 @@
-//! A sliding time window of request outcomes in one-second buckets.
+//! A sliding time window of one-second buckets, the one mechanism behind the breaker's outcome
+//! counts, the retry budget's tallies and a PT pool's minute of tokens.
 //!
 //! The breaker's trip rules are shares ("more than 10 % of requests had a first token later than
-//! 2 s"), so the window keeps counts per bucket, not latencies: recording is a few integer
+//! 2 s"), so its window keeps counts per bucket, not latencies: recording is a few integer
 //! increments, and the window's figures are a sum over at most `window_s` buckets.
 
-use tokio::time::{Duration, Instant};
+use std::ops::AddAssign;
+use tokio::time::Instant;
 
 /// Counts of one bucket, or of a whole window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -21,53 +23,64 @@ pub struct Counts {
     pub slow_total: u64,
 }
 
-impl Counts {
-    pub fn add(&mut self, o: &Counts) {
+impl AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
         self.requests += o.requests;
         self.errors += o.errors;
         self.throttled += o.throttled;
         self.slow_ttft += o.slow_ttft;
         self.slow_total += o.slow_total;
     }
+}
 
+impl Counts {
     pub fn rate(&self, n: u64) -> f64 {
         if self.requests == 0 { 0.0 } else { n as f64 / self.requests as f64 }
     }
 }
 
-pub struct Window {
+/// Per-second buckets of `T` over the last `window_s` seconds.
+pub struct Window<T> {
     epoch: Instant,
-    /// `(second since epoch, counts)`, indexed by second modulo the window length.
-    buckets: Vec<(u64, Counts)>,
+    /// `(second since epoch, value)`, indexed by second modulo the window length.
+    buckets: Vec<(u64, T)>,
 }
 
-impl Window {
+impl<T: Copy + Default + AddAssign> Window<T> {
     pub fn new(window_s: u32, now: Instant) -> Self {
-        Window { epoch: now, buckets: vec![(u64::MAX, Counts::default()); window_s.max(1) as usize] }
+        Window { epoch: now, buckets: vec![(u64::MAX, T::default()); window_s.max(1) as usize] }
     }
 
     fn second(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_secs()
     }
 
-    pub fn record(&mut self, now: Instant, c: &Counts) {
+    /// Changes the window's length; what it held is dropped.
+    pub fn resize(&mut self, window_s: u32) {
+        let len = window_s.max(1) as usize;
+        if self.buckets.len() != len {
+            self.buckets = vec![(u64::MAX, T::default()); len];
+        }
+    }
+
+    pub fn record(&mut self, now: Instant, v: T) {
         let sec = self.second(now);
         let len = self.buckets.len() as u64;
         let slot = &mut self.buckets[(sec % len) as usize];
         if slot.0 != sec {
-            *slot = (sec, Counts::default());
+            *slot = (sec, T::default());
         }
-        slot.1.add(c);
+        slot.1 += v;
     }
 
     /// The sum over the last `window_s` seconds, the current one included.
-    pub fn totals(&self, now: Instant) -> Counts {
+    pub fn totals(&self, now: Instant) -> T {
         let sec = self.second(now);
         let len = self.buckets.len() as u64;
-        let mut t = Counts::default();
-        for (s, c) in &self.buckets {
+        let mut t = T::default();
+        for (s, v) in &self.buckets {
             if *s != u64::MAX && *s <= sec && sec - *s < len {
-                t.add(c);
+                t += *v;
             }
         }
         t
@@ -75,18 +88,15 @@ impl Window {
 
     pub fn clear(&mut self) {
         for b in &mut self.buckets {
-            *b = (u64::MAX, Counts::default());
+            *b = (u64::MAX, T::default());
         }
-    }
-
-    pub fn span(&self) -> Duration {
-        Duration::from_secs(self.buckets.len() as u64)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Duration;
 
     fn one(errors: u64) -> Counts {
         Counts { requests: 1, errors, ..Counts::default() }
@@ -96,15 +106,15 @@ mod tests {
     async fn old_buckets_slide_out() {
         let start = Instant::now();
         let mut w = Window::new(3, start);
-        w.record(start, &one(1));
-        w.record(start + Duration::from_millis(1500), &one(0));
+        w.record(start, one(1));
+        w.record(start + Duration::from_millis(1500), one(0));
         assert_eq!(w.totals(start + Duration::from_millis(1999)).requests, 2);
         assert_eq!(w.totals(start + Duration::from_secs(2)).errors, 1, "second 0 is still inside a 3 s window");
         assert_eq!(w.totals(start + Duration::from_secs(3)).errors, 0, "second 0 slid out");
         assert_eq!(w.totals(start + Duration::from_secs(3)).requests, 1);
         assert_eq!(w.totals(start + Duration::from_secs(60)).requests, 0);
         // A bucket reused after a full turn starts from zero.
-        w.record(start + Duration::from_secs(6), &one(1));
+        w.record(start + Duration::from_secs(6), one(1));
         assert_eq!(w.totals(start + Duration::from_secs(6)), one(1));
     }
 }
