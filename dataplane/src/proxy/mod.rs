@@ -46,8 +46,7 @@ pub struct RequestCtx {
 pub struct Finish {
     metrics: Arc<Metrics>,
     feature: Arc<str>,
-    pub endpoint: Arc<str>,
-    target: Arc<EndpointTarget>,
+    pub target: Arc<EndpointTarget>,
     request_id: String,
     started: Instant,
     /// When this attempt began, and its time to first token once known.
@@ -100,14 +99,14 @@ impl Finish {
             };
             self.target.health.record(&o, self.counted_in_flight, &self.metrics);
         }
-        self.metrics.latency(&self.feature, &self.endpoint, outcome, elapsed);
-        self.metrics.attempt(&self.feature, &self.endpoint, outcome);
+        self.metrics.latency(&self.feature, &self.target.name, outcome, elapsed);
+        self.metrics.attempt(&self.feature, &self.target.name, outcome);
         self.metrics.request(&self.feature, outcome);
         tracing::info!(
             target: "spillway::access",
             request_id = %self.request_id,
             feature = %self.feature,
-            endpoint = %self.endpoint,
+            endpoint = %self.target.name,
             attempts = self.attempts,
             outcome,
             elapsed_ms = elapsed.as_secs_f64() * 1000.0,
@@ -410,7 +409,6 @@ fn new_finish(state: &AppState, ctx: &RequestCtx, p: &Planned, estimate: u64, at
     Finish {
         metrics: state.metrics.clone(),
         feature: ctx.feature.name.clone(),
-        endpoint: p.target.name.clone(),
         target: p.target.clone(),
         request_id: ctx.id.clone(),
         started: ctx.started,
@@ -508,7 +506,7 @@ fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Response<ProxyBod
 }
 
 fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
-    let (endpoint, attempts, spilled) = (finish.endpoint.clone(), finish.attempts, finish.spilled);
+    let (endpoint, attempts, spilled) = (finish.target.name.clone(), finish.attempts, finish.spilled);
     finish.ttft = Some(finish.attempt_started.elapsed());
     let mut resp = match reply {
         Reply::Complete { status, content_type, body } => {

@@ -63,7 +63,7 @@ pub struct GuardedStream {
 
 impl GuardedStream {
     pub fn new(mode: Mode, first: Bytes, rest: Incoming, deadline: Instant, finish: Finish) -> Self {
-        let endpoint = finish.endpoint.clone();
+        let endpoint = finish.target.name.clone();
         let mut s = GuardedStream {
             mode,
             next: None,

@@ -67,14 +67,20 @@ enum Kind {
 /// The `anthropic_version` Claude on Vertex wants in the body.
 pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
+/// The process-wide value in `cell`, made on first use; a failed attempt leaves it unset so a
+/// later config can try again (once the environment is fixed).
+fn shared<T>(cell: &OnceLock<Arc<T>>, make: impl FnOnce() -> Result<Arc<T>, String>) -> Result<Arc<T>, String> {
+    if let Some(v) = cell.get() {
+        return Ok(v.clone());
+    }
+    let v = make()?;
+    Ok(cell.get_or_init(|| v).clone())
+}
+
 /// One token cache for every Vertex endpoint of the process.
 fn gcp_token() -> Result<Arc<GcpToken>, String> {
     static SHARED: OnceLock<Arc<GcpToken>> = OnceLock::new();
-    if let Some(t) = SHARED.get() {
-        return Ok(t.clone());
-    }
-    let t = GcpToken::new(gcp::Source::from_env()?);
-    Ok(SHARED.get_or_init(|| t).clone())
+    shared(&SHARED, || Ok(GcpToken::new(gcp::Source::from_env()?)))
 }
 
 /// Bedrock path labels are percent-encoded except for the unreserved characters, so an ARN's
@@ -84,11 +90,7 @@ const MODEL_ID: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b
 /// One credential cache for every Bedrock endpoint of the process.
 fn aws_credentials() -> Result<Arc<AwsCredentials>, String> {
     static SHARED: OnceLock<Arc<AwsCredentials>> = OnceLock::new();
-    if let Some(c) = SHARED.get() {
-        return Ok(c.clone());
-    }
-    let c = AwsCredentials::new(Source::from_env()?);
-    Ok(SHARED.get_or_init(|| c).clone())
+    shared(&SHARED, || Ok(AwsCredentials::new(Source::from_env()?)))
 }
 
 impl Upstream {
