@@ -51,10 +51,6 @@ impl ApiError {
         }
     }
 
-    pub fn into_openai_response(self) -> Response<ProxyBody> {
-        self.into_response(Protocol::OpenAi)
-    }
-
     pub fn into_response(self, protocol: Protocol) -> Response<ProxyBody> {
         let mut resp = Response::new(full(self.body(protocol).to_string()));
         *resp.status_mut() = self.status;

@@ -189,20 +189,8 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/chat/completions") => proxy::serve(state, req, Protocol::OpenAi).await,
         (&Method::POST, "/v1/messages") => proxy::serve(state, req, Protocol::Anthropic).await,
-        (_, "/v1/messages") => ApiError::invalid_request(
-            "method_not_allowed",
-            None,
-            format!("{} is not allowed on /v1/messages; use POST", req.method()),
-        )
-        .with_status(StatusCode::METHOD_NOT_ALLOWED)
-        .into_response(Protocol::Anthropic),
-        (_, "/v1/chat/completions") => ApiError::invalid_request(
-            "method_not_allowed",
-            None,
-            format!("{} is not allowed on /v1/chat/completions; use POST", req.method()),
-        )
-        .with_status(StatusCode::METHOD_NOT_ALLOWED)
-        .into_openai_response(),
+        (m, path @ "/v1/messages") => method_not_allowed(m, path, Protocol::Anthropic),
+        (m, path @ "/v1/chat/completions") => method_not_allowed(m, path, Protocol::OpenAi),
         (&Method::GET, "/v1/models") => models(state),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") if state.routing.load().version.is_empty() => text(
@@ -243,8 +231,14 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
                 req.method()
             ),
         )
-        .into_openai_response(),
+        .into_response(Protocol::OpenAi),
     }
+}
+
+fn method_not_allowed(method: &Method, path: &str, protocol: Protocol) -> Response<ProxyBody> {
+    ApiError::invalid_request("method_not_allowed", None, format!("{method} is not allowed on {path}; use POST"))
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        .into_response(protocol)
 }
 
 /// Features are what applications put in `model`, so they are what `/v1/models` lists.
