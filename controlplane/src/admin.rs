@@ -8,6 +8,8 @@
 
 use crate::ads::Discovery;
 use crate::snapshot::Snapshot;
+use crate::state::{Change, ConfigState};
+use crate::telemetry::Telemetry;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,9 +18,7 @@ use axum::routing::{get, post};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use spillway_api::config::{RoutingConfig, load_str};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Role {
@@ -52,40 +52,25 @@ struct Claims {
     roles: Vec<String>,
 }
 
-#[derive(Clone, serde::Serialize)]
-pub struct Change {
-    pub version: String,
-    pub previous: Option<String>,
-    pub who: String,
-    pub at_unix_ms: u64,
-    pub action: &'static str,
-    pub diff: String,
-}
-
 pub struct Admin {
     discovery: Arc<Discovery>,
+    state: Arc<ConfigState>,
+    telemetry: Arc<Telemetry>,
     auth: AdminAuth,
-    history: Mutex<Vec<Change>>,
-    /// Every snapshot published through or seen by the admin API, for rollback.
-    known: Mutex<HashMap<String, Arc<Snapshot>>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn err(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-fn pretty(s: &Snapshot) -> String {
-    serde_json::from_slice::<Value>(&s.config_json).and_then(|v| serde_json::to_string_pretty(&v)).unwrap_or_default()
-}
-
 impl Admin {
-    pub fn new(discovery: Arc<Discovery>, auth: AdminAuth) -> Arc<Admin> {
-        let known = discovery.current().map(|s| (s.version.clone(), s)).into_iter().collect();
-        Arc::new(Admin { discovery, auth, history: Mutex::new(Vec::new()), known: Mutex::new(known) })
+    pub fn new(
+        discovery: Arc<Discovery>,
+        state: Arc<ConfigState>,
+        telemetry: Arc<Telemetry>,
+        auth: AdminAuth,
+    ) -> Arc<Admin> {
+        Arc::new(Admin { discovery, state, telemetry, auth })
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -95,6 +80,10 @@ impl Admin {
             .route("/v1/config/rollback/{version}", post(rollback))
             .route("/v1/history", get(history))
             .route("/v1/nodes", get(nodes))
+            .route("/v1/fleet", get(fleet))
+            .route("/v1/fleet/release/{endpoint}", post(release))
+            .route("/v1/feedback", get(feedback))
+            .route("/v1/demotions/{id}/undo", post(undo))
             .with_state(self)
     }
 
@@ -126,39 +115,24 @@ impl Admin {
             ))),
         }
     }
+}
 
-    fn publish(&self, s: Arc<Snapshot>, who: String, action: &'static str) -> Change {
-        let previous = self.discovery.current();
-        let diff = similar::TextDiff::from_lines(&previous.as_deref().map(pretty).unwrap_or_default(), &pretty(&s))
-            .unified_diff()
-            .header("before", "after")
-            .to_string();
-        let change = Change {
-            version: s.version.clone(),
-            previous: previous.map(|p| p.version.clone()),
-            who,
-            at_unix_ms: now_ms(),
-            action,
-            diff,
-        };
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(s.version.clone(), s.clone());
-        self.discovery.publish(s);
-        self.history.lock().unwrap_or_else(|p| p.into_inner()).push(change.clone());
-        tracing::info!(version = %change.version, who = %change.who, action, "routing config changed through the admin API");
-        change
+/// What a write answers: the change, or that the config was already so.
+fn changed(c: Option<Change>) -> Response {
+    match c {
+        Some(c) => axum::Json(json!(c)).into_response(),
+        None => axum::Json(json!({"unchanged": true})).into_response(),
     }
 }
 
-fn checked(text: &str) -> Result<(RoutingConfig, Arc<Snapshot>), Box<Response>> {
-    let problems = |e: spillway_api::config::ConfigErrors| {
-        let list: Vec<Value> =
-            e.0.iter().map(|p| json!({"file": p.file, "path": p.path, "message": p.message})).collect();
-        Box::new(
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"valid": false, "errors": list}))).into_response(),
-        )
-    };
-    let config = load_str(text, "<admin>").map_err(problems)?;
-    let snapshot = Snapshot::build(&config).map_err(problems)?;
+fn problems(e: spillway_api::config::ConfigErrors) -> Response {
+    let list: Vec<Value> = e.0.iter().map(|p| json!({"file": p.file, "path": p.path, "message": p.message})).collect();
+    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"valid": false, "errors": list}))).into_response()
+}
+
+fn check(text: &str) -> Result<(RoutingConfig, Arc<Snapshot>), spillway_api::config::ConfigErrors> {
+    let config = load_str(text, "<admin>")?;
+    let snapshot = Snapshot::build(&config)?;
     Ok((config, snapshot))
 }
 
@@ -179,9 +153,9 @@ async fn validate(State(a): State<Arc<Admin>>, headers: HeaderMap, body: String)
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
     }
-    match checked(&body) {
+    match check(&body) {
         Ok((_, s)) => axum::Json(json!({"valid": true, "version": s.version})).into_response(),
-        Err(r) => *r,
+        Err(e) => problems(e),
     }
 }
 
@@ -190,9 +164,9 @@ async fn replace(State(a): State<Arc<Admin>>, headers: HeaderMap, body: String) 
         Ok(w) => w,
         Err(r) => return *r,
     };
-    match checked(&body) {
-        Ok((_, s)) => axum::Json(json!(a.publish(s, who, "replace"))).into_response(),
-        Err(r) => *r,
+    match check(&body).and_then(|(config, _)| a.state.set_base(config, &who, "replace")) {
+        Ok(c) => changed(c),
+        Err(e) => problems(e),
     }
 }
 
@@ -201,10 +175,9 @@ async fn rollback(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(version)
         Ok(w) => w,
         Err(r) => return *r,
     };
-    let known = a.known.lock().unwrap_or_else(|p| p.into_inner()).get(&version).cloned();
-    match known {
-        Some(s) => axum::Json(json!(a.publish(s, who, "rollback"))).into_response(),
-        None => err(StatusCode::NOT_FOUND, format!("no known version {version}")),
+    match a.state.rollback(&version, &who) {
+        Ok(c) => changed(c),
+        Err(e) => err(StatusCode::NOT_FOUND, e),
     }
 }
 
@@ -212,8 +185,7 @@ async fn history(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
     }
-    let h = a.history.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    axum::Json(json!({"changes": h})).into_response()
+    axum::Json(json!({"changes": a.state.history()})).into_response()
 }
 
 async fn nodes(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
@@ -221,4 +193,42 @@ async fn nodes(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
         return *r;
     }
     axum::Json(json!({"nodes": a.discovery.nodes()})).into_response()
+}
+
+async fn fleet(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if let Err(r) = a.authorize(&headers, Role::Viewer) {
+        return *r;
+    }
+    axum::Json(a.telemetry.view()).into_response()
+}
+
+async fn release(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(endpoint): Path<String>) -> Response {
+    let who = match a.authorize(&headers, Role::Editor) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    if a.telemetry.release(&endpoint) {
+        tracing::info!(endpoint, who, "fleet-wide open released");
+        axum::Json(json!({"released": endpoint, "who": who})).into_response()
+    } else {
+        err(StatusCode::NOT_FOUND, format!("endpoint {endpoint} is not open fleet-wide"))
+    }
+}
+
+async fn feedback(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if let Err(r) = a.authorize(&headers, Role::Viewer) {
+        return *r;
+    }
+    axum::Json(a.telemetry.feedback_view()).into_response()
+}
+
+async fn undo(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    let who = match a.authorize(&headers, Role::Editor) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    match a.telemetry.undo_demotion(id, &who) {
+        Ok(d) => axum::Json(json!(d)).into_response(),
+        Err(e) => err(StatusCode::NOT_FOUND, e),
+    }
 }

@@ -3,8 +3,7 @@
 //! reserve kept back, never granting more than the pool. A lease expires: a sidecar that stops
 //! reporting drops out at the next division and its share returns to the others.
 //!
-//! Pure arithmetic on tokio's clock; the telemetry stream that carries reports and grants is the
-//! next increment.
+//! Pure arithmetic on tokio's clock; [`crate::telemetry`] feeds it reports and sends its grants.
 
 use std::collections::HashMap;
 use tokio::time::{Duration, Instant};
@@ -29,6 +28,9 @@ impl Default for LeasePolicy {
 pub struct Lease {
     pub tokens_per_minute: u64,
     pub expires_at: Instant,
+    /// What the sidecar falls back to when the lease lapses: the leasable pool split evenly
+    /// among the sidecars known now.
+    pub fallback_tpm: u64,
 }
 
 struct PoolBook {
@@ -55,6 +57,27 @@ impl LeaseBook {
             .budget_tpm = budget_tpm;
     }
 
+    /// Takes the pools of a new config; pools that left it are forgotten.
+    pub fn set_pools(&mut self, pools: impl IntoIterator<Item = (String, u64)>) {
+        let pools: HashMap<String, u64> = pools.into_iter().collect();
+        self.pools.retain(|name, _| pools.contains_key(name));
+        for (name, budget) in pools {
+            self.set_pool(&name, budget);
+        }
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &String> {
+        self.pools.keys()
+    }
+
+    /// `(budget, live sidecars, total demand)` of a pool, for the admin view.
+    pub fn summary(&self, pool: &str, now: Instant) -> Option<(u64, usize, u64)> {
+        let p = self.pools.get(pool)?;
+        let live = p.demand.values().filter(|(_, at)| now.saturating_duration_since(*at) < self.policy.ttl);
+        let (n, d) = live.fold((0, 0), |(n, d), (x, _)| (n + 1, d + x));
+        Some((p.budget_tpm, n, d))
+    }
+
     /// A sidecar's reported demand for a pool (tokens per minute it would send there).
     pub fn report(&mut self, pool: &str, node: &str, demand_tpm: u64, now: Instant) {
         if let Some(p) = self.pools.get_mut(pool) {
@@ -72,8 +95,10 @@ impl LeaseBook {
             return HashMap::new();
         }
         let leasable = (p.budget_tpm as f64 * (1.0 - self.policy.reserve)).floor() as u64;
-        // Every live sidecar's floor, shrunk if the floors alone would not fit.
-        let floor = ((p.budget_tpm as f64 * self.policy.floor) as u64).min(leasable / n);
+        // Every live sidecar's floor, shrunk so floors never take more than half the pool: in a
+        // large fleet of mostly quiet sidecars, demand must still decide most of it.
+        let floor = ((p.budget_tpm as f64 * self.policy.floor) as u64).min(leasable / 2 / n);
+        let fallback_tpm = leasable / n;
         let rest = leasable - floor * n;
         let total_demand: u64 = p.demand.values().map(|(d, _)| *d).sum();
         let expires_at = now + ttl;
@@ -85,7 +110,7 @@ impl LeaseBook {
                 } else {
                     ((rest as u128 * u128::from(*d)) / u128::from(total_demand)) as u64
                 };
-                (node.clone(), Lease { tokens_per_minute: floor + extra, expires_at })
+                (node.clone(), Lease { tokens_per_minute: floor + extra, expires_at, fallback_tpm })
             })
             .collect()
     }
@@ -130,7 +155,22 @@ mod tests {
         }
         let g = b.grants("sonnet", now);
         assert!(g.values().all(|l| l.tokens_per_minute == 2_280), "228k over 100 sidecars");
+        assert!(g.values().all(|l| l.fallback_tpm == 2_280), "the fallback is the even split");
         assert!(total(&g) <= 240_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_a_large_quiet_fleet_floors_leave_half_the_pool_to_demand() {
+        let mut b = book();
+        let now = Instant::now();
+        for i in 0..10_000 {
+            b.report("sonnet", &format!("n{i}"), 0, now);
+        }
+        b.report("sonnet", "busy", 1_000_000, now);
+        let g = b.grants("sonnet", now);
+        assert!(g["busy"].tokens_per_minute >= 228_000 / 2, "{}", g["busy"].tokens_per_minute);
+        assert!(total(&g) <= 228_000);
+        assert_eq!(b.summary("sonnet", now), Some((240_000, 10_001, 1_000_000)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,19 +6,26 @@
 //! - [`check`]: offline validation of routing config files, the same validation the sidecar and
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
 //! - [`source`]: the watched config directory, merged, validated and published;
+//! - [`state`]: the config in force — the base config with feedback demotions applied — and
+//!   its change history;
 //! - [`leases`]: dividing each PT pool among sidecars by demand (floor, reserve, expiry);
 //! - [`snapshot`]: immutable, content-versioned routing snapshots;
 //! - [`ads`]: `RoutingDiscovery.Stream`, the ACK/NACK push of snapshots to sidecars, and what
 //!   is known of each sidecar;
+//! - [`telemetry`]: `Telemetry.Report`, merging sidecar reports and answering with lease grants
+//!   and fleet-wide breaker directives, on a tick;
+//! - [`fleet`]: the merged fleet view and its fleet-wide breaker judgement;
+//! - [`feedback`]: user-feedback trends and the drops that demote an endpoint;
 //! - [`tls`]: the gRPC server's TLS and mutual TLS.
-//!
-//! Config sources, the admin API, fleet telemetry, PT leases, feedback and the injector come in
-//! later increments of issues 6 and 7 (see ARCHITECTURE.md).
 
 pub mod admin;
 pub mod ads;
 pub mod check;
+pub mod feedback;
+pub mod fleet;
 pub mod leases;
 pub mod snapshot;
 pub mod source;
+pub mod state;
+pub mod telemetry;
 pub mod tls;

@@ -37,6 +37,10 @@ enum Command {
         /// RSA public key (PEM) that verifies RS256 admin tokens.
         #[arg(long)]
         jwt_rs256_public_key: Option<PathBuf>,
+        /// Seconds between fleet-wide rounds: breaker verdicts on the merged view, PT lease
+        /// grants, feedback trend checks.
+        #[arg(long = "tick-s", default_value_t = 5)]
+        tick_s: u64,
     },
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
     /// any file is invalid.
@@ -57,31 +61,35 @@ fn main() -> ExitCode {
             admin_listen,
             jwt_hs256_secret_file,
             jwt_rs256_public_key,
+            tick_s,
         } => {
             tracing_subscriber::fmt().with_writer(std::io::stderr).init();
             let run = async move {
-                let discovery = spillway_controlplane::ads::Discovery::new();
+                use spillway_controlplane::{admin, ads, source, state, telemetry};
+                let discovery = ads::Discovery::new();
+                let state = state::ConfigState::new(discovery.clone());
                 let _source = if config.is_dir() {
-                    let s = spillway_controlplane::source::DirSource::start(config.clone(), discovery.clone())
-                        .map_err(anyhow::Error::msg)?;
-                    Some(s)
+                    Some(source::DirSource::start(config.clone(), state.clone()).map_err(anyhow::Error::msg)?)
                 } else {
                     let cfg = spillway_api::config::load_file(&config)?;
-                    discovery.publish(spillway_controlplane::snapshot::Snapshot::build(&cfg)?);
+                    state.set_base(cfg, &format!("file:{}", config.display()), "file")?;
                     None
                 };
+                let policy = telemetry::TelemetryPolicy {
+                    tick: std::time::Duration::from_secs(tick_s.max(1)),
+                    ..Default::default()
+                };
+                let telemetry = telemetry::Telemetry::new(state.clone(), policy);
+                let _ticks = telemetry.start();
                 let auth = match (&jwt_hs256_secret_file, &jwt_rs256_public_key) {
-                    (Some(f), _) => {
-                        Some(spillway_controlplane::admin::AdminAuth::hs256(std::fs::read(f)?.trim_ascii()))
+                    (Some(f), _) => Some(admin::AdminAuth::hs256(std::fs::read(f)?.trim_ascii())),
+                    (None, Some(f)) => {
+                        Some(admin::AdminAuth::rs256_pem(&std::fs::read(f)?).map_err(anyhow::Error::msg)?)
                     }
-                    (None, Some(f)) => Some(
-                        spillway_controlplane::admin::AdminAuth::rs256_pem(&std::fs::read(f)?)
-                            .map_err(anyhow::Error::msg)?,
-                    ),
                     (None, None) => None,
                 };
                 if let Some(auth) = auth {
-                    let router = spillway_controlplane::admin::Admin::new(discovery.clone(), auth).router();
+                    let router = admin::Admin::new(discovery.clone(), state.clone(), telemetry.clone(), auth).router();
                     let admin = tokio::net::TcpListener::bind(admin_listen).await?;
                     tracing::info!(%admin_listen, "admin API listening");
                     tokio::spawn(async move { axum::serve(admin, router).await });
@@ -96,7 +104,8 @@ fn main() -> ExitCode {
                     server = server.tls_config(tls)?;
                 }
                 server
-                    .add_service(spillway_controlplane::ads::DiscoveryService::server(discovery))
+                    .add_service(ads::DiscoveryService::server(discovery))
+                    .add_service(telemetry::TelemetryService::server(telemetry))
                     .serve(listen)
                     .await?;
                 anyhow::Ok(())

@@ -5,10 +5,10 @@
 //! defined in two files is an error naming both. Problems are reported with the file that
 //! defines the entry at fault. An invalid directory is never published: the last good snapshot
 //! stays. The directory is watched (notify), so editor saves and ConfigMap `..data` swaps both
-//! trigger a reload.
+//! trigger a reload. Publishing goes through [`ConfigState`], so directory changes appear in the
+//! change history and keep the active feedback demotions.
 
-use crate::ads::Discovery;
-use crate::snapshot::Snapshot;
+use crate::state::ConfigState;
 use notify::{RecursiveMode, Watcher};
 use spillway_api::config::{ConfigError, ConfigErrors, RoutingConfig, load_str};
 use std::collections::BTreeMap;
@@ -126,9 +126,10 @@ impl Drop for DirSource {
 }
 
 impl DirSource {
-    pub fn start(dir: PathBuf, discovery: Arc<Discovery>) -> Result<DirSource, String> {
+    pub fn start(dir: PathBuf, state: Arc<ConfigState>) -> Result<DirSource, String> {
+        let who = format!("directory:{}", dir.display());
         let config = load_dir(&dir).map_err(|e| e.to_string())?;
-        discovery.publish(Snapshot::build(&config).map_err(|e| e.to_string())?);
+        state.set_base(config, &who, "directory").map_err(|e| e.to_string())?;
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok() {
@@ -142,11 +143,9 @@ impl DirSource {
                 // Let a burst of file events (a ConfigMap swap touches several) settle.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 while rx.try_recv().is_ok() {}
-                match load_dir(&dir).and_then(|c| Snapshot::build(&c)) {
-                    Ok(s) => {
-                        tracing::info!(version = %s.version, "routing config changed; publishing");
-                        discovery.publish(s);
-                    }
+                match load_dir(&dir).and_then(|c| state.set_base(c, &who, "directory")) {
+                    Ok(Some(c)) => tracing::info!(version = %c.version, "routing config directory changed; published"),
+                    Ok(None) => tracing::debug!("routing config directory touched; nothing changed"),
                     Err(e) => tracing::error!("{e}; the last good snapshot stays published"),
                 }
             }

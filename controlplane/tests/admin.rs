@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use spillway_api::config::load_str;
 use spillway_controlplane::admin::{Admin, AdminAuth};
 use spillway_controlplane::ads::Discovery;
-use spillway_controlplane::snapshot::Snapshot;
+use spillway_controlplane::state::ConfigState;
+use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SECRET: &[u8] = b"admin-test-secret";
@@ -51,8 +52,10 @@ impl Api {
 
 async fn start() -> (Api, std::sync::Arc<Discovery>) {
     let d = Discovery::new();
-    d.publish(Snapshot::build(&load_str(&config("chat"), "t").unwrap()).unwrap());
-    let admin = Admin::new(d.clone(), AdminAuth::hs256(SECRET));
+    let state = ConfigState::new(d.clone());
+    state.set_base(load_str(&config("chat"), "t").unwrap(), "test", "file").unwrap();
+    let telemetry = Telemetry::new(state.clone(), TelemetryPolicy::default());
+    let admin = Admin::new(d.clone(), state, telemetry, AdminAuth::hs256(SECRET));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, admin.router()).await });
@@ -120,8 +123,9 @@ async fn changes_are_recorded_and_can_be_rolled_back() {
     let viewer = token("ana", "viewer", 600, SECRET);
     let (_, h) = api.call("GET", "/v1/history", Some(&viewer), "").await;
     let actions: Vec<&str> = h["changes"].as_array().unwrap().iter().map(|c| c["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["replace", "rollback"]);
-    assert!(h["changes"][0]["at_unix_ms"].as_u64().unwrap() > 0);
+    assert_eq!(actions, ["file", "replace", "rollback"]);
+    assert_eq!(h["changes"][1]["previous"], first);
+    assert!(h["changes"][1]["at_unix_ms"].as_u64().unwrap() > 0);
     let (status, n) = api.call("GET", "/v1/nodes", Some(&viewer), "").await;
     assert_eq!((status, n["nodes"].is_object()), (200, true));
 }

@@ -3,6 +3,7 @@
 
 use spillway_controlplane::ads::Discovery;
 use spillway_controlplane::source::{DirSource, load_dir};
+use spillway_controlplane::state::ConfigState;
 use std::time::Duration;
 
 const ENDPOINTS: &str =
@@ -47,7 +48,7 @@ fn problems_name_the_file_that_has_them() {
 async fn a_changed_directory_is_published_as_a_new_snapshot() {
     let d = dir(&[("endpoints.yaml", ENDPOINTS), ("features.yaml", "features:\n  chat: { hierarchy: [a] }\n")]);
     let discovery = Discovery::new();
-    let _source = DirSource::start(d.path().to_owned(), discovery.clone()).unwrap();
+    let _source = DirSource::start(d.path().to_owned(), ConfigState::new(discovery.clone())).unwrap();
     let first = discovery.current().unwrap().version.clone();
     let mut rx = discovery.subscribe();
     rx.borrow_and_update();

@@ -40,8 +40,13 @@ fn bench(c: &mut Criterion) {
     };
     c.bench_function("plan_and_record", |b| {
         b.iter(|| {
-            let p = plan(black_box(&feature), &metrics);
-            p[0].target.health.record(black_box(&outcome), false, &metrics);
+            let p = plan(black_box(&feature), 300, &metrics);
+            p[0].target.health.record(
+                black_box(&outcome),
+                spillway_dataplane::health::interval::Class::Ok,
+                false,
+                &metrics,
+            );
             p.len()
         })
     });

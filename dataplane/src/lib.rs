@@ -10,6 +10,8 @@
 //! - [`inbound`]: reading and checking what the application sent (`inbound::openai`);
 //! - [`routing`]: the live routing table, swapped atomically when the config file changes;
 //! - [`managed`]: the same table pushed by the control plane (ACK / NACK, saved to disk);
+//! - [`telemetry`]: reports to the control plane, its lease grants and breaker directives, and
+//!   user feedback;
 //! - [`proxy`]: feature resolution, the fallback loop, the committed reply and its stream guard;
 //! - [`health`]: per-endpoint circuit breakers the planner consults and every attempt feeds;
 //! - [`upstream`]: the pooled HTTPS client, credentials, provider requests, the failure vocabulary;
@@ -29,6 +31,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod sse;
+pub mod telemetry;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -38,6 +41,8 @@ pub struct AppState {
     pub routing: Arc<routing::Routing>,
     pub metrics: Arc<metrics::Metrics>,
     pub max_body_bytes: usize,
+    /// Managed mode: which recent requests may be rated, and the ratings not yet reported.
+    pub feedback: Option<Arc<telemetry::feedback::Feedback>>,
     /// Sidecar-wide: survives config reloads, which only change its policy.
     pub retry_budget: std::sync::Mutex<health::budget::Budget>,
 }

@@ -30,6 +30,12 @@ struct Args {
     control_plane_cert: Option<PathBuf>,
     #[arg(long, env = "SPILLWAY_CONTROL_PLANE_KEY", requires = "control_plane_cert")]
     control_plane_key: Option<PathBuf>,
+    /// This sidecar's availability zone (the fleet view breaks latency down per zone).
+    #[arg(long, env = "SPILLWAY_ZONE", default_value = "")]
+    zone: String,
+    /// Seconds between telemetry reports to the control plane.
+    #[arg(long, env = "SPILLWAY_REPORT_INTERVAL_S", default_value_t = 5)]
+    report_interval_s: u64,
     /// Listen address; loopback only.
     #[arg(long, env = "SPILLWAY_LISTEN", default_value = "127.0.0.1:4000")]
     listen: SocketAddr,
@@ -80,6 +86,8 @@ async fn main() -> std::process::ExitCode {
         node_id: args.node_id,
         snapshot_file: args.snapshot_file,
         control_plane_tls: tls,
+        zone: args.zone,
+        report_interval: Duration::from_secs(args.report_interval_s.max(1)),
     };
     let mut sidecar = match Sidecar::start(opts).await {
         Ok(s) => s,

@@ -78,7 +78,8 @@ impl ClientTls {
     }
 }
 
-async fn connect(m: &Managed) -> Result<RoutingDiscoveryClient<Channel>, String> {
+/// A channel to the control plane, TLS as configured; discovery and telemetry share its settings.
+pub async fn channel(m: &Managed) -> Result<Channel, String> {
     let mut endpoint =
         Channel::from_shared(m.url.clone()).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(5));
     if let Some(tls) = &m.tls {
@@ -88,8 +89,7 @@ async fn connect(m: &Managed) -> Result<RoutingDiscoveryClient<Channel>, String>
         }
         endpoint = endpoint.tls_config(cfg).map_err(|e| e.to_string())?;
     }
-    let channel = endpoint.connect().await.map_err(|e| format!("{e}: {}", source_of(&e)))?;
-    Ok(RoutingDiscoveryClient::new(channel))
+    endpoint.connect().await.map_err(|e| format!("{e}: {}", source_of(&e)))
 }
 
 fn source_of(e: &dyn std::error::Error) -> String {
@@ -97,13 +97,22 @@ fn source_of(e: &dyn std::error::Error) -> String {
 }
 
 /// Runs the discovery client forever.
-pub async fn run(m: Managed, routing: Arc<Routing>, metrics: Arc<Metrics>) {
+pub async fn run(m: Arc<Managed>, routing: Arc<Routing>, metrics: Arc<Metrics>) {
+    reconnecting("discovery", &m.url, || session(&m, &routing, &metrics)).await
+}
+
+/// Runs `session` again whenever it ends, after a jittered exponential backoff.
+pub async fn reconnecting<F, Fut>(what: &str, url: &str, mut session: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let mut backoff = Duration::from_millis(250);
     loop {
-        match session(&m, &routing, &metrics).await {
+        match session().await {
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) => {
-                tracing::warn!(control_plane = %m.url, error = %e, "discovery stream down; serving the current table")
+                tracing::warn!(control_plane = %url, stream = what, error = %e, "control-plane stream down; serving on")
             }
         }
         // Full jitter keeps a fleet from reconnecting in lockstep after a control-plane restart.
@@ -114,7 +123,7 @@ pub async fn run(m: Managed, routing: Arc<Routing>, metrics: Arc<Metrics>) {
 }
 
 async fn session(m: &Managed, routing: &Routing, metrics: &Metrics) -> Result<(), String> {
-    let mut client = connect(m).await?;
+    let mut client = RoutingDiscoveryClient::new(channel(m).await?);
     let (tx, rx) = mpsc::channel(4);
     let version = routing.load().version.clone();
     let hello = DiscoveryRequest { node: Some(m.node.clone()), version_info: version, ..Default::default() };

@@ -39,6 +39,10 @@ pub struct Options {
     pub snapshot_file: Option<PathBuf>,
     /// TLS (and mutual TLS) to the control plane.
     pub control_plane_tls: Option<crate::managed::ClientTls>,
+    /// This sidecar's availability zone, for the fleet view's per-zone breakdown.
+    pub zone: String,
+    /// How often a managed sidecar reports telemetry.
+    pub report_interval: Duration,
 }
 
 impl Options {
@@ -53,6 +57,8 @@ impl Options {
             node_id: "local".into(),
             snapshot_file: None,
             control_plane_tls: None,
+            zone: String::new(),
+            report_interval: Duration::from_secs(5),
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct Sidecar {
     pub addr: SocketAddr,
     pub routing: Arc<Routing>,
     pub metrics: Arc<Metrics>,
+    /// Managed mode: bumped each time a telemetry answer from the control plane is applied.
+    pub telemetry_applied: Option<tokio::sync::watch::Receiver<u64>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -75,6 +83,8 @@ impl Sidecar {
             bail!("refusing to listen on {}: the sidecar binds loopback addresses only", opts.listen);
         }
         let metrics = Arc::new(Metrics::default());
+        let mut telemetry_applied = None;
+        let mut feedback = None;
         let routing = if let Some(url) = &opts.control_plane {
             // Managed: start from the last accepted snapshot if there is one, else not ready.
             let routing = Arc::new(Routing::new(RoutingTable::empty()));
@@ -87,14 +97,31 @@ impl Sidecar {
                     }
                 }
             }
-            let node = spillway_api::v1::Node { id: opts.node_id.clone(), ..Default::default() };
-            let m = crate::managed::Managed {
+            let node = spillway_api::v1::Node {
+                id: opts.node_id.clone(),
+                zone: opts.zone.clone(),
+                build_version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            };
+            let m = Arc::new(crate::managed::Managed {
                 url: url.clone(),
                 node,
                 snapshot_file: opts.snapshot_file.clone(),
                 tls: opts.control_plane_tls.clone(),
-            };
-            tokio::spawn(crate::managed::run(m, routing.clone(), metrics.clone()));
+            });
+            tokio::spawn(crate::managed::run(m.clone(), routing.clone(), metrics.clone()));
+            let fb = Arc::new(crate::telemetry::feedback::Feedback::default());
+            let (applied, rx) = tokio::sync::watch::channel(0);
+            telemetry_applied = Some(rx);
+            feedback = Some(fb.clone());
+            tokio::spawn(crate::telemetry::run(crate::telemetry::Reporter {
+                managed: m,
+                routing: routing.clone(),
+                metrics: metrics.clone(),
+                feedback: fb,
+                interval: opts.report_interval,
+                applied,
+            }));
             routing
         } else {
             let text = std::fs::read_to_string(&opts.config)
@@ -120,6 +147,7 @@ impl Sidecar {
             routing: routing.clone(),
             metrics: metrics.clone(),
             max_body_bytes: opts.max_body_bytes,
+            feedback,
             retry_budget: std::sync::Mutex::new(crate::health::budget::Budget::new(tokio::time::Instant::now())),
         });
         let (tx, rx) = oneshot::channel();
@@ -128,7 +156,7 @@ impl Sidecar {
             drop(watch);
         });
         tracing::info!(%addr, "spillway-proxy listening");
-        Ok(Sidecar { addr, routing, metrics, shutdown: Some(tx), task })
+        Ok(Sidecar { addr, routing, metrics, telemetry_applied, shutdown: Some(tx), task })
     }
 
     /// Stops accepting and waits for in-flight requests (up to the grace period).
@@ -191,6 +219,8 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         (&Method::POST, "/v1/messages") => proxy::serve(state, req, Protocol::Anthropic).await,
         (m, path @ "/v1/messages") => method_not_allowed(m, path, Protocol::Anthropic),
         (m, path @ "/v1/chat/completions") => method_not_allowed(m, path, Protocol::OpenAi),
+        (&Method::POST, "/v1/feedback") => crate::telemetry::feedback::serve(state, req).await,
+        (m, path @ "/v1/feedback") => method_not_allowed(m, path, Protocol::OpenAi),
         (&Method::GET, "/v1/models") => models(state),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") if state.routing.load().version.is_empty() => text(
@@ -252,7 +282,7 @@ fn models(state: &AppState) -> Response<ProxyBody> {
     text(StatusCode::OK, "application/json", serde_json::json!({"object": "list", "data": data}).to_string())
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
+pub(crate) fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -2,8 +2,8 @@
 //! encoding, the format sidecars report in and the control plane merges. Both planes use these
 //! functions, so what one encodes the other decodes.
 
-use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::{Counter, Histogram};
 
 /// Values are microseconds, 1 µs to 10 min, two significant digits — the sidecar's own bounds.
 pub const HIGHEST_US: u64 = 600_000_000;
@@ -14,7 +14,8 @@ pub fn new() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST_US, 2).expect("valid histogram bounds")
 }
 
-pub fn encode(h: &Histogram<u64>) -> Result<Vec<u8>, String> {
+/// Encodes a histogram of any counter width (sidecars count in `u32`, the fleet view in `u64`).
+pub fn encode<T: Counter>(h: &Histogram<T>) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     V2DeflateSerializer::new().serialize(h, &mut out).map_err(|e| format!("cannot encode a histogram: {e:?}"))?;
     Ok(out)

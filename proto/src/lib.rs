@@ -5,10 +5,12 @@
 //! - [`config`]: the routing config model (DESIGN.md §2), its YAML loader and its validation.
 //!   Both planes read the same format; a config that passes [`config::load_str`] is safe to serve.
 //! - [`histogram`]: HDR latency histograms in the V2 compressed encoding both planes exchange.
+//! - [`window`]: sliding one-second buckets (breaker counts) on tokio's clock, for both planes.
 //! - [`v1`]: the generated gRPC types of the control-plane protocol (`proto/spillway/v1/*.proto`).
 
 pub mod config;
 pub mod histogram;
+pub mod window;
 
 /// Generated protobuf and gRPC types of the control-plane protocol.
 pub mod v1 {

@@ -6,17 +6,27 @@
 //! flight) / budget, where the budget is the whole pool when standalone, or the lease the control
 //! plane grants.
 
-use crate::health::window::Window;
+use spillway_api::window::Window;
 use tokio::time::Instant;
 
 pub struct Ledger {
     budget_tpm: u64,
+    /// The control plane's lease, when the budget is one.
+    lease: Option<Lease>,
     /// Tokens of finished requests over the last minute.
     used: Window<u64>,
     in_flight: u64,
     /// Totals since start, for metrics: estimates charged and tokens actually used.
     pub charged_total: u64,
     pub actual_total: u64,
+}
+
+/// A lease holds until `until`; after that (the control plane is gone) the sidecar uses the
+/// conservative `fallback_tpm` the grant named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub until: Instant,
+    pub fallback_tpm: u64,
 }
 
 /// A charge held by an in-flight request.
@@ -27,24 +37,40 @@ pub struct Charge {
 
 impl Ledger {
     pub fn new(budget_tpm: u64, now: Instant) -> Self {
-        Ledger { budget_tpm, used: Window::new(60, now), in_flight: 0, charged_total: 0, actual_total: 0 }
+        Ledger { budget_tpm, lease: None, used: Window::new(60, now), in_flight: 0, charged_total: 0, actual_total: 0 }
     }
 
-    /// Replaces the budget: the whole pool standalone, or a lease from the control plane.
+    /// Replaces the budget with a fixed one (the whole pool, standalone).
     pub fn set_budget(&mut self, tpm: u64) {
         self.budget_tpm = tpm;
+        self.lease = None;
     }
 
-    pub fn budget(&self) -> u64 {
-        self.budget_tpm
+    /// Replaces the budget with a lease that holds until `lease.until`.
+    pub fn set_lease(&mut self, tpm: u64, lease: Lease) {
+        self.budget_tpm = tpm;
+        self.lease = Some(lease);
+    }
+
+    /// The budget in force at `now`: a lapsed lease gives way to its fallback share.
+    pub fn budget(&self, now: Instant) -> u64 {
+        match self.lease {
+            Some(l) if now >= l.until => l.fallback_tpm,
+            _ => self.budget_tpm,
+        }
+    }
+
+    pub fn lease(&self) -> Option<Lease> {
+        self.lease
     }
 
     /// Share of the budget used in the last minute, in-flight estimates included.
     pub fn utilisation(&self, now: Instant) -> f64 {
-        if self.budget_tpm == 0 {
+        let budget = self.budget(now);
+        if budget == 0 {
             return f64::INFINITY;
         }
-        (self.used.totals(now) + self.in_flight) as f64 / self.budget_tpm as f64
+        (self.used.totals(now) + self.in_flight) as f64 / budget as f64
     }
 
     pub fn charge(&mut self, estimate: u64) -> Charge {
@@ -89,5 +115,20 @@ mod tests {
         assert_eq!(l.utilisation(Instant::now()), 0.0, "a minute later it is gone");
         l.set_budget(0);
         assert!(l.utilisation(Instant::now()).is_infinite(), "no lease, no provisioned capacity");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lapsed_lease_gives_way_to_its_conservative_fallback() {
+        let mut l = Ledger::new(100_000, Instant::now());
+        let until = Instant::now() + Duration::from_secs(30);
+        l.set_lease(40_000, Lease { until, fallback_tpm: 10_000 });
+        let _c = l.charge(5_000);
+        assert_eq!(l.budget(Instant::now()), 40_000);
+        assert_eq!(l.utilisation(Instant::now()), 0.125);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(l.budget(Instant::now()), 10_000, "no renewal within its validity: the fallback share");
+        assert_eq!(l.utilisation(Instant::now()), 0.5);
+        l.set_lease(30_000, Lease { until: Instant::now() + Duration::from_secs(30), fallback_tpm: 10_000 });
+        assert_eq!(l.budget(Instant::now()), 30_000, "a new grant replaces it");
     }
 }

@@ -11,7 +11,7 @@
 
 pub mod ledger;
 
-use ledger::{Charge, Ledger};
+use ledger::{Charge, Lease, Ledger};
 use serde_json::{Value, json};
 use spillway_api::config::Pool as PoolSpec;
 use std::sync::Mutex;
@@ -25,6 +25,9 @@ pub struct Pool {
     spilled_proactive: AtomicU64,
     spilled_throttled: AtomicU64,
     sent: AtomicU64,
+    /// Since the last telemetry report: tokens used, and tokens wanted (used + spilled estimates).
+    interval_used: AtomicU64,
+    interval_demand: AtomicU64,
 }
 
 impl Pool {
@@ -38,6 +41,8 @@ impl Pool {
             spilled_proactive: AtomicU64::new(0),
             spilled_throttled: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            interval_used: AtomicU64::new(0),
+            interval_demand: AtomicU64::new(0),
         }
     }
 
@@ -45,9 +50,16 @@ impl Pool {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces this sidecar's budget with a lease of the pool (tokens per minute).
-    pub fn set_lease(&self, tpm: u64) {
-        self.ledger().set_budget(tpm);
+    /// Replaces this sidecar's budget with the control plane's lease of the pool (tokens per
+    /// minute), valid for `valid_for`; then `fallback_tpm` until a new grant comes.
+    pub fn set_lease(&self, tpm: u64, valid_for: std::time::Duration, fallback_tpm: u64) {
+        let lease = Lease { until: Instant::now() + valid_for, fallback_tpm };
+        self.ledger().set_lease(tpm, lease);
+    }
+
+    /// Takes `(tokens used, tokens demanded)` since the last report.
+    pub fn take_interval(&self) -> (u64, u64) {
+        (self.interval_used.swap(0, Ordering::Relaxed), self.interval_demand.swap(0, Ordering::Relaxed))
     }
 
     /// Whether the pool is at its spill point: the next PT-eligible request goes on-demand.
@@ -61,6 +73,8 @@ impl Pool {
     }
 
     pub fn settle(&self, charge: Charge, actual: u64) {
+        self.interval_used.fetch_add(actual, Ordering::Relaxed);
+        self.interval_demand.fetch_add(actual, Ordering::Relaxed);
         self.ledger().settle(Instant::now(), charge, actual);
     }
 
@@ -68,7 +82,9 @@ impl Pool {
         self.ledger().release(charge);
     }
 
-    pub fn spilled(&self, reason: &str) {
+    /// A request of `estimate` tokens wanted this pool and went on-demand instead.
+    pub fn spilled(&self, reason: &str, estimate: u64) {
+        self.interval_demand.fetch_add(estimate, Ordering::Relaxed);
         let c = if reason == "throttled" { &self.spilled_throttled } else { &self.spilled_proactive };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -98,7 +114,12 @@ impl Pool {
             self.sent.load(Ordering::Relaxed),
         );
         let total = p + t + s;
-        json!({"pool": self.name, "budget_tpm": l.budget(), "utilisation": l.utilisation(Instant::now()),
+        let now = Instant::now();
+        let lease = l.lease().map(|lease| {
+            json!({"valid_for_s": lease.until.saturating_duration_since(now).as_secs_f64(),
+                "lapsed": now >= lease.until, "fallback_tpm": lease.fallback_tpm})
+        });
+        json!({"pool": self.name, "budget_tpm": l.budget(now), "lease": lease, "utilisation": l.utilisation(Instant::now()),
             "spill_at": self.spec.spill_at_utilisation, "tokens_charged": l.charged_total, "tokens_actual": l.actual_total,
             "sent_to_pt": s, "spilled": {"proactive": p, "throttled": t},
             "spill_ratio": if total == 0 { 0.0 } else { (p + t) as f64 / total as f64 }})
@@ -164,7 +185,7 @@ mod tests {
         assert!(!pool.full(), "899 of 1000");
         let d = pool.charge(1);
         assert!(pool.full(), "900 of 1000 is the spill point");
-        pool.set_lease(2000);
+        pool.set_lease(2000, std::time::Duration::from_secs(30), 500);
         assert!(!pool.full(), "a larger lease makes room");
         pool.release(c);
         pool.release(d);

@@ -10,8 +10,8 @@
 //!
 //! Time comes from tokio's clock, so every transition is testable on paused time.
 
-use super::window::{Counts, Window};
 use spillway_api::config::BreakerPolicy;
+use spillway_api::window::{Counts, Rule, Window};
 use tokio::time::{Duration, Instant};
 
 /// The longest OPEN period, as a multiple of `open_for_s`.
@@ -27,6 +27,8 @@ pub enum Reason {
     UnhealthyStep,
     /// The ramp did not reach 100 % within `ramp.max_s`.
     StuckRamp,
+    /// The control plane opened the endpoint fleet-wide (its merged view tripped the policy).
+    Fleet,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,20 +136,11 @@ impl Breaker {
     /// Which rule, if any, these counts break. `min_requests` guards the CLOSED window only:
     /// a ramp step is small by design.
     fn verdict(&self, c: &Counts, min_requests: u64) -> Option<Reason> {
-        if c.requests == 0 || c.requests < min_requests {
-            return None;
-        }
-        let p = &self.policy;
-        if c.rate(c.errors) >= p.error_rate {
-            return Some(Reason::ErrorRate);
-        }
-        if p.slow_ttft.as_ref().is_some_and(|r| c.rate(c.slow_ttft) >= r.rate) {
-            return Some(Reason::SlowFirstToken);
-        }
-        if p.slow_total.as_ref().is_some_and(|r| c.rate(c.slow_total) >= r.rate) {
-            return Some(Reason::SlowTotal);
-        }
-        None
+        Some(match c.broken_rule(&self.policy, min_requests)? {
+            Rule::ErrorRate => Reason::ErrorRate,
+            Rule::SlowFirstToken => Reason::SlowFirstToken,
+            Rule::SlowTotal => Reason::SlowTotal,
+        })
     }
 
     fn open(&mut self, now: Instant, reason: Reason) -> Transition {
@@ -160,6 +153,37 @@ impl Breaker {
         self.window.clear();
         self.step = Counts::default();
         Transition { from, to: "open", reason: Some(reason) }
+    }
+
+    /// Opens the endpoint on the control plane's word for at least `open_for`. Not a local trip:
+    /// it does not lengthen later local OPEN periods. When it ends the usual ramp follows.
+    pub fn fleet_open(&mut self, now: Instant, open_for: Duration) -> Option<Transition> {
+        let until = now + open_for;
+        let from = self.state.name();
+        match self.state {
+            State::Open { until: u } if u >= until => return None,
+            State::Open { .. } => {
+                self.state = State::Open { until };
+                self.reason = Some(Reason::Fleet);
+                return None;
+            }
+            _ => {}
+        }
+        self.state = State::Open { until };
+        self.reason = Some(Reason::Fleet);
+        self.window.clear();
+        self.step = Counts::default();
+        Some(Transition { from, to: "open", reason: Some(Reason::Fleet) })
+    }
+
+    /// Ends a fleet-wide open early: the ramp starts now.
+    pub fn fleet_release(&mut self, now: Instant) -> Vec<Transition> {
+        if let (State::Open { until }, Some(Reason::Fleet)) = (&mut self.state, self.reason)
+            && *until > now
+        {
+            *until = now;
+        }
+        self.tick(now)
     }
 
     /// The first-token time past which an attempt counts as slow, if the policy has that rule.

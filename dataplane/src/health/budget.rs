@@ -5,8 +5,8 @@
 //! over `window_s`; a fallback is allowed while the window's fallbacks stay under
 //! `max(ratio × requests, min_per_s × window_s)`.
 
-use super::window::Window;
 use spillway_api::config::RetryBudget;
+use spillway_api::window::Window;
 use std::ops::AddAssign;
 use tokio::time::Instant;
 

@@ -2,20 +2,21 @@
 //!
 //! # Layout
 //!
-//! - [`window`]: sliding one-second buckets of outcome counts;
 //! - [`breaker`]: the CLOSED / OPEN / PARTIAL-OPEN state machine and its ramp;
 //! - [`budget`]: the sidecar-wide retry budget that caps fallback attempts;
 //! - [`latency`]: HDR histograms of first-token time, total time and inter-token gaps;
+//! - [`interval`]: what the endpoint did since the last telemetry report;
 //! - this module: the shared, locked handle the request path uses, with logs and metrics for
 //!   every transition.
 
 pub mod breaker;
 pub mod budget;
+pub mod interval;
 pub mod latency;
-pub mod window;
 
 use crate::metrics::Metrics;
 use breaker::{Breaker, Outcome, State, Transition};
+use interval::{Class, Interval};
 use latency::Latencies;
 use serde_json::{Value, json};
 use spillway_api::config::BreakerPolicy;
@@ -27,6 +28,9 @@ pub struct Health {
     endpoint: Arc<str>,
     breaker: Option<Mutex<Breaker>>,
     latency: Mutex<Latencies>,
+    interval: Mutex<Interval>,
+    /// Why the control plane opened this endpoint fleet-wide, while it holds.
+    fleet_reason: Mutex<Option<String>>,
 }
 
 /// Percentiles want this many samples before they are trusted (for hedging).
@@ -38,6 +42,8 @@ impl Health {
         Health {
             endpoint,
             latency: Mutex::new(Latencies::new(period, Instant::now())),
+            interval: Mutex::new(Interval::default()),
+            fleet_reason: Mutex::new(None),
             breaker: policy.map(|p| Mutex::new(Breaker::new(p, Instant::now()))),
         }
     }
@@ -84,8 +90,14 @@ impl Health {
     }
 
     /// Records a finished attempt. `counted_in_flight`: it was already counted as slow in flight.
-    pub fn record(&self, outcome: &Outcome, counted_in_flight: bool, metrics: &Metrics) {
+    pub fn record(&self, outcome: &Outcome, class: Class, counted_in_flight: bool, metrics: &Metrics) {
         let now = Instant::now();
+        self.interval.lock().unwrap_or_else(|p| p.into_inner()).record(
+            class,
+            outcome.ttft,
+            outcome.total,
+            outcome.max_gap,
+        );
         if !outcome.failed && !outcome.throttled {
             self.latencies().record(now, outcome.ttft, outcome.total, outcome.max_gap);
         }
@@ -95,6 +107,40 @@ impl Health {
         transitions.extend(t);
         let state = b.state().clone();
         drop(b);
+        self.report(&transitions, &state, metrics);
+    }
+
+    /// A client gave up on an attempt: reported to the control plane, no verdict on health.
+    pub fn record_cancelled(&self, total: std::time::Duration) {
+        self.interval.lock().unwrap_or_else(|p| p.into_inner()).record(Class::ClientCancelled, None, total, None);
+    }
+
+    /// Takes what happened since the last report; `None` if nothing did.
+    pub fn take_interval(&self) -> Option<spillway_api::v1::EndpointReport> {
+        let taken = std::mem::take(&mut *self.interval.lock().unwrap_or_else(|p| p.into_inner()));
+        taken.report(&self.endpoint)
+    }
+
+    /// Applies a fleet-wide breaker directive from the control plane.
+    pub fn fleet_directive(&self, open: bool, open_for: std::time::Duration, reason: &str, metrics: &Metrics) {
+        let Some(mut b) = self.lock() else {
+            tracing::debug!(endpoint = %self.endpoint, "fleet directive for an endpoint without a breaker policy ignored");
+            return;
+        };
+        let now = Instant::now();
+        let mut transitions = b.tick(now);
+        if open {
+            transitions.extend(b.fleet_open(now, open_for));
+        } else {
+            transitions.extend(b.fleet_release(now));
+        }
+        let state = b.state().clone();
+        let fleet = b.reason() == Some(breaker::Reason::Fleet) && matches!(state, State::Open { .. });
+        drop(b);
+        *self.fleet_reason.lock().unwrap_or_else(|p| p.into_inner()) = fleet.then(|| reason.to_owned());
+        if open && transitions.iter().any(|t| t.to == "open") {
+            tracing::warn!(endpoint = %self.endpoint, reason, "opened fleet-wide by the control plane");
+        }
         self.report(&transitions, &state, metrics);
     }
 
@@ -140,6 +186,8 @@ impl Health {
             "endpoint": &*self.endpoint,
             "state": b.state().name(),
             "reason": b.reason(),
+            "fleet_reason": (b.reason() == Some(breaker::Reason::Fleet) && matches!(b.state(), State::Open { .. }))
+                .then(|| self.fleet_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()).flatten(),
             "open_for_s": open_for_s,
             "ramp_share": ramp_share,
             "window": {

@@ -18,6 +18,7 @@ use crate::capacity::Pool;
 use crate::capacity::ledger::Charge;
 use crate::error::ApiError;
 use crate::health::breaker::Outcome;
+use crate::health::interval::Class;
 use crate::inbound;
 use crate::metrics::Metrics;
 use crate::protocol::{Protocol, Wire, anthropic, openai};
@@ -64,6 +65,8 @@ pub struct Finish {
     /// The feature's typical output, for the next requests' estimates.
     output_avg: Arc<crate::capacity::Average>,
     attempts: usize,
+    /// Managed mode: an answered request may be rated with `POST /v1/feedback`.
+    feedback: Option<Arc<crate::telemetry::feedback::Feedback>>,
 }
 
 impl Drop for Finish {
@@ -79,6 +82,9 @@ impl Finish {
         if let Some(u) = self.usage.filter(|_| outcome == "ok") {
             self.output_avg.record(u.output_tokens);
         }
+        if let Some(f) = self.feedback.as_ref().filter(|_| outcome == "ok") {
+            f.served(&self.request_id, &self.feature, &self.target.name);
+        }
         if let Some((pool, charge)) = self.charge.take() {
             if outcome == "ok" {
                 let actual = self.usage.map_or(charge.estimate, |u| u.input_tokens + u.output_tokens);
@@ -88,7 +94,9 @@ impl Finish {
             }
         }
         let elapsed = self.started.elapsed();
-        if outcome != "client_cancelled" {
+        if outcome == "client_cancelled" {
+            self.target.health.record_cancelled(self.attempt_started.elapsed());
+        } else {
             let failed = !matches!(outcome, "ok" | "bad_request" | "content_filtered");
             let o = Outcome {
                 failed,
@@ -97,7 +105,7 @@ impl Finish {
                 total: self.attempt_started.elapsed(),
                 max_gap: self.max_gap,
             };
-            self.target.health.record(&o, self.counted_in_flight, &self.metrics);
+            self.target.health.record(&o, Class::of(outcome), self.counted_in_flight, &self.metrics);
         }
         self.metrics.latency(&self.feature, &self.target.name, outcome, elapsed);
         self.metrics.attempt(&self.feature, &self.target.name, outcome);
@@ -209,10 +217,10 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
     state.budget().request(Instant::now(), &ctx.retry_budget);
     let mut budget_exhausted = false;
-    let mut plan = plan::plan(&ctx.feature, &state.metrics);
+    let estimate = crate::capacity::estimate(req.body_len, max_output(&req), ctx.feature.output_avg.get());
+    let mut plan = plan::plan(&ctx.feature, estimate, &state.metrics);
     let hedging =
         ctx.feature.hedge.as_ref().filter(|_| ctx.feature.hedge_tool_results || !ends_with_tool_results(&req));
-    let estimate = crate::capacity::estimate(req.body_len, max_output(&req), ctx.feature.output_avg.get());
     // PT accounting wants real usage; an OpenAI client streaming without asking for it gets it
     // asked for on PT endpoints, and the extra chunk is hidden from it.
     let client_stream_options = req.body.get("stream_options").cloned();
@@ -347,13 +355,14 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         total: finish.attempt_started.elapsed(),
                         max_gap: None,
                     };
-                    t.health.record(&o, finish.counted_in_flight, &state.metrics);
+                    let class = if f.kind == FailureKind::Throttled { Class::Throttled } else { Class::of(f.outcome) };
+                    t.health.record(&o, class, finish.counted_in_flight, &state.metrics);
                     // A throttled PT endpoint is full, not broken: re-send to its on-demand twin
                     // right away.
                     if f.kind == FailureKind::Throttled
                         && let (Some(pool), Some(twin)) = (&p.pool, &p.spill_to)
                     {
-                        pool.spilled("throttled");
+                        pool.spilled("throttled", estimate);
                         state.metrics.spilled(&pool.name, "throttled");
                         let spill =
                             Planned { target: twin.clone(), pool: None, spill_to: None, spilled: Some("throttled") };
@@ -421,6 +430,7 @@ fn new_finish(state: &AppState, ctx: &RequestCtx, p: &Planned, estimate: u64, at
         spilled: p.spilled,
         output_avg: ctx.feature.output_avg.clone(),
         attempts,
+        feedback: state.feedback.clone(),
     }
 }
 

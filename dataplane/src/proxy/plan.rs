@@ -25,7 +25,8 @@ pub struct Planned {
     pub spilled: Option<&'static str>,
 }
 
-pub fn plan(feature: &FeatureRoute, metrics: &Metrics) -> Vec<Planned> {
+/// `estimate`: the request's expected tokens, counted as demand on a pool it spills from.
+pub fn plan(feature: &FeatureRoute, estimate: u64, metrics: &Metrics) -> Vec<Planned> {
     let mut out = Vec::new();
     for tier in &feature.tiers {
         let planned = match (&tier.pool, &tier.spill_to, feature.class) {
@@ -34,7 +35,7 @@ pub fn plan(feature: &FeatureRoute, metrics: &Metrics) -> Vec<Planned> {
             }
             (Some(_), None, FeatureClass::Batch) => continue,
             (Some(pool), Some(twin), FeatureClass::Interactive) if pool.full() => {
-                pool.spilled("proactive");
+                pool.spilled("proactive", estimate);
                 metrics.spilled(&pool.name, "proactive");
                 Planned { target: twin.clone(), pool: None, spill_to: None, spilled: Some("proactive") }
             }

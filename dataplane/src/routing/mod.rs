@@ -156,6 +156,10 @@ impl RoutingTable {
     }
 
     /// Every endpoint, by name.
+    pub fn endpoint(&self, name: &str) -> Option<&Arc<EndpointTarget>> {
+        self.endpoints.get(name)
+    }
+
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<EndpointTarget>> {
         let mut all: Vec<&Arc<EndpointTarget>> = self.endpoints.values().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));

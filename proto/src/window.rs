@@ -1,5 +1,6 @@
 //! A sliding time window of one-second buckets, the one mechanism behind the breaker's outcome
-//! counts, the retry budget's tallies and a PT pool's minute of tokens.
+//! counts, the retry budget's tallies and a PT pool's minute of tokens on the sidecar, and the
+//! fleet view's breaker counts on the control plane (both planes judge the same policy).
 //!
 //! The breaker's trip rules are shares ("more than 10 % of requests had a first token later than
 //! 2 s"), so its window keeps counts per bucket, not latencies: recording is a few integer
@@ -33,9 +34,36 @@ impl AddAssign for Counts {
     }
 }
 
+/// The breaker rule a window of counts breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    ErrorRate,
+    SlowFirstToken,
+    SlowTotal,
+}
+
 impl Counts {
     pub fn rate(&self, n: u64) -> f64 {
         if self.requests == 0 { 0.0 } else { n as f64 / self.requests as f64 }
+    }
+
+    /// Which rule of `p`, if any, these counts break, given at least `min_requests` (and at
+    /// least one) request. The sidecar's breaker and the control plane's fleet view both judge
+    /// with this.
+    pub fn broken_rule(&self, p: &crate::config::BreakerPolicy, min_requests: u64) -> Option<Rule> {
+        if self.requests == 0 || self.requests < min_requests {
+            return None;
+        }
+        if self.rate(self.errors) >= p.error_rate {
+            return Some(Rule::ErrorRate);
+        }
+        if p.slow_ttft.as_ref().is_some_and(|r| self.rate(self.slow_ttft) >= r.rate) {
+            return Some(Rule::SlowFirstToken);
+        }
+        if p.slow_total.as_ref().is_some_and(|r| self.rate(self.slow_total) >= r.rate) {
+            return Some(Rule::SlowTotal);
+        }
+        None
     }
 }
 

@@ -1,0 +1,352 @@
+//! The fleet view: every sidecar's interval reports merged per endpoint, and per endpoint and
+//! zone — outcome counts, HDR histograms of first-token time, total time and inter-token gaps
+//! (percentiles over the last one to two periods) — and the endpoint's breaker policy judged on
+//! the merged counts.
+//!
+//! Why judge centrally: a breaker needs `min_requests` in its window, and a fleet of low-volume
+//! sidecars may each see three requests while together they see three hundred. When the merged
+//! window breaks the policy, the endpoint is opened fleet-wide for `open_for_s` (doubling on
+//! consecutive trips, like the local breaker); every sidecar then ramps it back up on its own.
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use spillway_api::config::{BreakerPolicy, RoutingConfig};
+use spillway_api::histogram;
+use spillway_api::v1::{BreakerDirective, EndpointReport, OutcomeCounts};
+use spillway_api::window::{Counts, Rule, Window};
+use std::collections::HashMap;
+use tokio::time::{Duration, Instant};
+
+/// The longest fleet-wide OPEN, as a multiple of `open_for_s` (the sidecar's own cap).
+const MAX_OPEN_FACTOR: u32 = 8;
+
+/// A latency distribution over the current and the previous period.
+struct Rotating {
+    current: Histogram<u64>,
+    previous: Histogram<u64>,
+}
+
+impl Rotating {
+    fn new() -> Self {
+        Rotating { current: histogram::new(), previous: histogram::new() }
+    }
+
+    fn rotate(&mut self, twice: bool) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.reset();
+        if twice {
+            self.previous.reset();
+        }
+    }
+
+    fn summary(&self) -> Value {
+        let mut h = self.previous.clone();
+        // Same bounds on both sides: adding cannot fail.
+        let _ = h.add(&self.current);
+        if h.is_empty() {
+            return json!({"count": 0});
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        json!({"count": h.len(), "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0})
+    }
+}
+
+fn add_outcomes(into: &mut OutcomeCounts, o: &OutcomeCounts) {
+    into.ok += o.ok;
+    into.server_error += o.server_error;
+    into.throttled += o.throttled;
+    into.timeout += o.timeout;
+    into.reset += o.reset;
+    into.client_cancelled += o.client_cancelled;
+    into.bad_request += o.bad_request;
+}
+
+/// What one endpoint (or one endpoint in one zone) did over the last one to two periods.
+struct Stats {
+    outcomes: [OutcomeCounts; 2],
+    ttft: Rotating,
+    total: Rotating,
+    gap: Rotating,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats { outcomes: Default::default(), ttft: Rotating::new(), total: Rotating::new(), gap: Rotating::new() }
+    }
+
+    fn rotate(&mut self, twice: bool) {
+        self.outcomes = [OutcomeCounts::default(), if twice { OutcomeCounts::default() } else { self.outcomes[0] }];
+        for r in [&mut self.ttft, &mut self.total, &mut self.gap] {
+            r.rotate(twice);
+        }
+    }
+
+    fn add(&mut self, o: &OutcomeCounts, hists: &[Option<Histogram<u64>>; 3]) {
+        add_outcomes(&mut self.outcomes[0], o);
+        for (r, h) in [&mut self.ttft, &mut self.total, &mut self.gap].into_iter().zip(hists) {
+            if let Some(h) = h {
+                // Decoded histograms carry the shared bounds; a foreign one that does not fit is
+                // dropped rather than allowed to poison the view.
+                let _ = r.current.add(h);
+            }
+        }
+    }
+
+    fn summary(&self) -> Value {
+        let mut o = self.outcomes[0];
+        add_outcomes(&mut o, &self.outcomes[1]);
+        let requests = o.ok + o.server_error + o.timeout + o.reset + o.bad_request;
+        let rate = |n: u64| if requests == 0 { 0.0 } else { n as f64 / requests as f64 };
+        json!({
+            "outcomes": {"ok": o.ok, "server_error": o.server_error, "throttled": o.throttled, "timeout": o.timeout,
+                "reset": o.reset, "client_cancelled": o.client_cancelled, "bad_request": o.bad_request},
+            "error_rate": rate(o.server_error + o.timeout + o.reset),
+            "throttle_rate": if requests + o.throttled == 0 { 0.0 } else { o.throttled as f64 / (requests + o.throttled) as f64 },
+            "ttft": self.ttft.summary(), "total": self.total.summary(), "max_inter_token_gap": self.gap.summary(),
+        })
+    }
+}
+
+struct FleetOpen {
+    until: Instant,
+    reason: String,
+}
+
+struct EndpointView {
+    all: Stats,
+    zones: HashMap<String, Stats>,
+    /// Breaker counts over the policy's window, merged from every sidecar.
+    window: Window<Counts>,
+    /// Sidecars that reported the endpoint in the current period.
+    reporters: std::collections::HashSet<String>,
+    open: Option<FleetOpen>,
+    /// Consecutive fleet-wide trips (reset after a healthy window).
+    trips: u32,
+    healthy_since: Instant,
+}
+
+pub struct Fleet {
+    /// Percentiles cover the last one to two periods.
+    period: Duration,
+    rotated_at: Instant,
+    endpoints: HashMap<String, EndpointView>,
+    policies: HashMap<String, BreakerPolicy>,
+    /// The config's endpoints, once a config is known.
+    known: Option<std::collections::HashSet<String>>,
+    /// Ends of fleet-wide opens decided since the last tick, to tell sidecars once.
+    released: Vec<String>,
+}
+
+/// An endpoint opened fleet-wide by [`Fleet::evaluate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    pub endpoint: String,
+    pub reason: String,
+    pub open_for: Duration,
+}
+
+impl Fleet {
+    pub fn new(period: Duration, now: Instant) -> Self {
+        Fleet {
+            period,
+            rotated_at: now,
+            endpoints: HashMap::new(),
+            policies: HashMap::new(),
+            known: None,
+            released: Vec::new(),
+        }
+    }
+
+    /// Takes the endpoints and their breaker policies from a new config; endpoints that left it
+    /// are forgotten.
+    pub fn set_config(&mut self, config: &RoutingConfig) {
+        let mut policies = HashMap::new();
+        for f in config.features.values() {
+            if let Some(p) = f.breaker.as_ref().and_then(|b| config.breakers.get(b)) {
+                for e in &f.hierarchy {
+                    policies.insert(e.clone(), p.clone());
+                }
+            }
+        }
+        self.endpoints.retain(|name, _| config.endpoints.contains_key(name));
+        for (name, v) in &mut self.endpoints {
+            if let Some(p) = policies.get(name) {
+                v.window.resize(p.window_s);
+            }
+        }
+        self.policies = policies;
+        self.known = Some(config.endpoints.keys().cloned().collect());
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let since = now.saturating_duration_since(self.rotated_at);
+        if since < self.period {
+            return;
+        }
+        let twice = since >= self.period * 2;
+        for v in self.endpoints.values_mut() {
+            v.all.rotate(twice);
+            v.zones.values_mut().for_each(|z| z.rotate(twice));
+            v.reporters.clear();
+        }
+        self.rotated_at = now;
+    }
+
+    /// Merges one sidecar's report of one endpoint. A report naming an endpoint the config does
+    /// not have, or carrying a histogram that does not decode, is refused with the reason.
+    pub fn merge(&mut self, node: &str, zone: &str, r: &EndpointReport, now: Instant) -> Result<(), String> {
+        self.roll(now);
+        if self.known.as_ref().is_some_and(|k| !k.contains(&r.endpoint)) {
+            // A sidecar still on an older snapshot: its figures describe nothing routed now.
+            return Err(format!("endpoint {:?} is not in the current config", r.endpoint));
+        }
+        let policy = self.policies.get(&r.endpoint);
+        let decode = |b: &[u8]| -> Result<Option<Histogram<u64>>, String> {
+            if b.is_empty() { Ok(None) } else { histogram::decode(b).map(Some) }
+        };
+        let hists = [decode(&r.ttft_hdr)?, decode(&r.total_hdr)?, decode(&r.inter_token_hdr)?];
+        let o = r.outcomes.unwrap_or_default();
+        let above = |h: &Option<Histogram<u64>>, over_ms: Option<u64>| match (h, over_ms) {
+            (Some(h), Some(ms)) if h.max() > ms * 1000 => h.count_between(ms * 1000 + 1, h.max()),
+            _ => 0,
+        };
+        let counts = Counts {
+            requests: o.ok + o.server_error + o.timeout + o.reset + o.bad_request,
+            errors: o.server_error + o.timeout + o.reset,
+            throttled: o.throttled,
+            slow_ttft: above(&hists[0], policy.and_then(|p| p.slow_ttft.as_ref()).map(|r| r.over_ms)),
+            slow_total: above(&hists[1], policy.and_then(|p| p.slow_total.as_ref()).map(|r| r.over_ms)),
+        };
+        let window_s = policy.map_or(30, |p| p.window_s);
+        let v = self.endpoints.entry(r.endpoint.clone()).or_insert_with(|| EndpointView {
+            all: Stats::new(),
+            zones: HashMap::new(),
+            window: Window::new(window_s, now),
+            reporters: Default::default(),
+            open: None,
+            trips: 0,
+            healthy_since: now,
+        });
+        v.all.add(&o, &hists);
+        v.zones.entry(zone.to_owned()).or_insert_with(Stats::new).add(&o, &hists);
+        if !v.reporters.contains(node) {
+            v.reporters.insert(node.to_owned());
+        }
+        if v.open.is_none() {
+            v.window.record(now, counts);
+        }
+        Ok(())
+    }
+
+    /// Judges every endpoint's merged window against its policy; returns the endpoints opened
+    /// fleet-wide just now.
+    pub fn evaluate(&mut self, now: Instant) -> Vec<Opened> {
+        self.roll(now);
+        let mut opened = Vec::new();
+        for (name, v) in &mut self.endpoints {
+            let Some(p) = self.policies.get(name) else { continue };
+            if let Some(o) = &v.open {
+                if now >= o.until {
+                    v.open = None;
+                    v.healthy_since = now;
+                }
+                continue;
+            }
+            let totals = v.window.totals(now);
+            let Some(rule) = totals.broken_rule(p, u64::from(p.min_requests)) else {
+                if now.saturating_duration_since(v.healthy_since) >= Duration::from_secs(u64::from(p.window_s)) {
+                    v.trips = 0;
+                }
+                continue;
+            };
+            let factor = 2u32.saturating_pow(v.trips).min(MAX_OPEN_FACTOR);
+            v.trips = v.trips.saturating_add(1);
+            let open_for = Duration::from_secs(u64::from(p.open_for_s) * u64::from(factor));
+            let (what, share) = match rule {
+                Rule::ErrorRate => ("error rate", totals.rate(totals.errors)),
+                Rule::SlowFirstToken => ("slow first tokens", totals.rate(totals.slow_ttft)),
+                Rule::SlowTotal => ("slow responses", totals.rate(totals.slow_total)),
+            };
+            let reason = format!(
+                "fleet {what} {:.0} % over {} s ({} requests from {} sidecars)",
+                share * 100.0,
+                p.window_s,
+                totals.requests,
+                v.reporters.len()
+            );
+            tracing::warn!(endpoint = %name, %reason, open_for_s = open_for.as_secs(), "opening fleet-wide");
+            v.window.clear();
+            v.open = Some(FleetOpen { until: now + open_for, reason: reason.clone() });
+            opened.push(Opened { endpoint: name.clone(), reason, open_for });
+        }
+        opened
+    }
+
+    /// Ends a fleet-wide open early (the platform team's call); sidecars start their ramp.
+    pub fn release(&mut self, endpoint: &str, now: Instant) -> bool {
+        let Some(v) = self.endpoints.get_mut(endpoint).filter(|v| v.open.is_some()) else { return false };
+        v.open = None;
+        v.healthy_since = now;
+        self.released.push(endpoint.to_owned());
+        true
+    }
+
+    /// What every sidecar is told on this tick: each fleet-wide open with the time it has left,
+    /// and the releases decided since the last tick.
+    pub fn directives(&mut self, now: Instant) -> Vec<BreakerDirective> {
+        let mut out: Vec<BreakerDirective> = self
+            .endpoints
+            .iter()
+            .filter_map(|(name, v)| {
+                let o = v.open.as_ref().filter(|o| o.until > now)?;
+                Some(BreakerDirective {
+                    endpoint: name.clone(),
+                    open: true,
+                    reason: o.reason.clone(),
+                    open_for_ms: u64::try_from(o.until.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect();
+        out.extend(self.released.drain(..).map(|endpoint| BreakerDirective {
+            endpoint,
+            open: false,
+            reason: "released by the platform team".into(),
+            open_for_ms: 0,
+        }));
+        out
+    }
+
+    /// The admin API's view: per endpoint, the fleet figures, its breaker verdict, and per zone.
+    pub fn view(&mut self, now: Instant) -> Value {
+        self.roll(now);
+        let mut names: Vec<&String> = self.endpoints.keys().collect();
+        names.sort();
+        let endpoints: Vec<Value> = names
+            .into_iter()
+            .map(|name| {
+                let v = &self.endpoints[name];
+                let w = v.window.totals(now);
+                let mut zones: Vec<(&String, &Stats)> = v.zones.iter().collect();
+                zones.sort_by_key(|(z, _)| *z);
+                let zones: serde_json::Map<String, Value> = zones
+                    .into_iter()
+                    .map(|(z, s)| (if z.is_empty() { "unknown".to_owned() } else { z.clone() }, s.summary()))
+                    .collect();
+                let mut s = v.all.summary();
+                s["endpoint"] = json!(name);
+                s["sidecars_reporting"] = json!(v.reporters.len());
+                s["fleet_breaker"] = json!({
+                    "policy": self.policies.contains_key(name),
+                    "state": if v.open.as_ref().is_some_and(|o| o.until > now) { "open" } else { "closed" },
+                    "reason": v.open.as_ref().map(|o| &o.reason),
+                    "open_for_s": v.open.as_ref().map(|o| o.until.saturating_duration_since(now).as_secs_f64()),
+                    "window": {"requests": w.requests, "errors": w.errors, "throttled": w.throttled,
+                        "slow_ttft": w.slow_ttft, "slow_total": w.slow_total},
+                });
+                s["zones"] = Value::Object(zones);
+                s
+            })
+            .collect();
+        json!({"period_s": self.period.as_secs(), "endpoints": endpoints})
+    }
+}

@@ -1,0 +1,132 @@
+//! What one endpoint did since the last telemetry report: outcome counts and HDR histograms of
+//! first-token time, total time and the longest inter-token gap. The reporter takes the interval
+//! every few seconds and the control plane merges it into the fleet view (DESIGN.md §6).
+//!
+//! Recording is a few integer increments under the endpoint's lock; encoding happens when the
+//! reporter takes the interval, off the request path.
+
+use hdrhistogram::Histogram;
+use spillway_api::histogram::HIGHEST_US;
+use spillway_api::v1::{EndpointReport, OutcomeCounts};
+use tokio::time::Duration;
+
+/// How an attempt ended, in the control plane's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Ok,
+    ServerError,
+    Throttled,
+    Timeout,
+    Reset,
+    ClientCancelled,
+    BadRequest,
+}
+
+impl Class {
+    /// Maps the outcome names of metrics and access logs onto the report's counters.
+    pub fn of(outcome: &str) -> Class {
+        match outcome {
+            "ok" => Class::Ok,
+            "throttled" => Class::Throttled,
+            "timeout" | "status_408" | "status_504" => Class::Timeout,
+            "reset" | "connect_error" | "stream_error" => Class::Reset,
+            "client_cancelled" => Class::ClientCancelled,
+            "bad_request" | "content_filtered" => Class::BadRequest,
+            _ => Class::ServerError,
+        }
+    }
+}
+
+fn histogram() -> Histogram<u32> {
+    // Constant bounds inside hdrhistogram's valid range.
+    Histogram::new_with_bounds(1, HIGHEST_US, 2).expect("valid histogram bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(HIGHEST_US).clamp(1, HIGHEST_US)
+}
+
+pub struct Interval {
+    outcomes: OutcomeCounts,
+    ttft: Histogram<u32>,
+    total: Histogram<u32>,
+    gap: Histogram<u32>,
+}
+
+impl Default for Interval {
+    fn default() -> Self {
+        Interval { outcomes: OutcomeCounts::default(), ttft: histogram(), total: histogram(), gap: histogram() }
+    }
+}
+
+impl Interval {
+    /// Counts an attempt; latencies are kept for successful ones only, so a fast error does not
+    /// flatter the percentiles.
+    pub fn record(&mut self, class: Class, ttft: Option<Duration>, total: Duration, max_gap: Option<Duration>) {
+        let o = &mut self.outcomes;
+        match class {
+            Class::Ok => o.ok += 1,
+            Class::ServerError => o.server_error += 1,
+            Class::Throttled => o.throttled += 1,
+            Class::Timeout => o.timeout += 1,
+            Class::Reset => o.reset += 1,
+            Class::ClientCancelled => o.client_cancelled += 1,
+            Class::BadRequest => o.bad_request += 1,
+        }
+        if class != Class::Ok {
+            return;
+        }
+        if let Some(t) = ttft {
+            self.ttft.saturating_record(micros(t));
+        }
+        self.total.saturating_record(micros(total));
+        if let Some(g) = max_gap {
+            self.gap.saturating_record(micros(g));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.outcomes == OutcomeCounts::default()
+    }
+
+    /// The report of an interval that saw traffic, or `None`.
+    pub fn report(&self, endpoint: &str) -> Option<EndpointReport> {
+        if self.is_empty() {
+            return None;
+        }
+        let enc = |h: &Histogram<u32>| {
+            if h.is_empty() { Vec::new() } else { spillway_api::histogram::encode(h).unwrap_or_default() }
+        };
+        Some(EndpointReport {
+            endpoint: endpoint.to_owned(),
+            outcomes: Some(self.outcomes),
+            ttft_hdr: enc(&self.ttft),
+            total_hdr: enc(&self.total),
+            inter_token_hdr: enc(&self.gap),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_reports_its_counts_and_decodable_histograms() {
+        let mut i = Interval::default();
+        assert!(i.report("e").is_none(), "nothing happened, nothing to say");
+        for ms in 1..=100 {
+            i.record(Class::Ok, Some(Duration::from_millis(ms)), Duration::from_millis(2 * ms), None);
+        }
+        i.record(Class::of("status_503"), None, Duration::from_millis(1), None);
+        i.record(Class::of("throttled"), None, Duration::from_millis(1), None);
+        i.record(Class::of("timeout"), None, Duration::from_secs(60), None);
+        let r = i.report("e").unwrap();
+        let o = r.outcomes.unwrap();
+        assert_eq!((o.ok, o.server_error, o.throttled, o.timeout), (100, 1, 1, 1));
+        let ttft = spillway_api::histogram::decode(&r.ttft_hdr).unwrap();
+        assert_eq!(ttft.len(), 100, "only successes carry latencies");
+        assert!((89_000..=91_000).contains(&ttft.value_at_quantile(0.9)), "{}", ttft.value_at_quantile(0.9));
+        assert!(r.inter_token_hdr.is_empty(), "no gaps recorded, nothing encoded");
+    }
+}

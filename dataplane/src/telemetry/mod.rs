@@ -1,0 +1,111 @@
+//! Telemetry: a managed sidecar's `Telemetry.Report` stream (DESIGN.md §6).
+//!
+//! # Layout
+//!
+//! - [`feedback`]: `POST /v1/feedback`, remembered per (feature, endpoint) until the next report;
+//! - this module: every `interval` the sidecar sends what each endpoint did (outcome counts and
+//!   HDR histograms, from [`crate::health::interval`]), each pool's tokens used and demanded, and
+//!   the feedback sums; it applies what the control plane answers — lease grants (the pool's
+//!   budget until the grant lapses, then the grant's conservative fallback) and fleet-wide
+//!   breaker directives.
+//!
+//! Reports are taken only while the stream is up: what happens while the control plane is away
+//! is sent in the first report after reconnecting, with its real interval length.
+
+pub mod feedback;
+
+use crate::managed::{Managed, channel, reconnecting};
+use crate::metrics::Metrics;
+use crate::routing::{Routing, RoutingTable};
+use feedback::Feedback;
+use spillway_api::v1::telemetry_client::TelemetryClient;
+use spillway_api::v1::{PoolReport, TelemetryReport, TelemetryResponse};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Everything the reporter needs.
+pub struct Reporter {
+    pub managed: Arc<Managed>,
+    pub routing: Arc<Routing>,
+    pub metrics: Arc<Metrics>,
+    pub feedback: Arc<Feedback>,
+    pub interval: Duration,
+    /// Bumped each time a control-plane answer has been applied.
+    pub applied: watch::Sender<u64>,
+}
+
+/// Runs the reporter forever, reconnecting like the discovery stream.
+pub async fn run(r: Reporter) {
+    let url = r.managed.url.clone();
+    reconnecting("telemetry", &url, || session(&r)).await
+}
+
+/// The report of everything since `since`, taking it from the table's endpoints and pools.
+pub fn report(r: &Reporter, table: &RoutingTable, since: Instant) -> TelemetryReport {
+    let endpoints = table.endpoints().filter_map(|e| e.health.take_interval()).collect();
+    let pools = table
+        .pools
+        .values()
+        .map(|p| {
+            let (used, demanded) = p.take_interval();
+            PoolReport { pool: p.name.clone(), tokens_used: used, tokens_demanded: demanded }
+        })
+        .collect();
+    TelemetryReport {
+        node: Some(r.managed.node.clone()),
+        interval_ms: u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+        endpoints,
+        pools,
+        feedback: r.feedback.take(),
+    }
+}
+
+async fn session(r: &Reporter) -> Result<(), String> {
+    let mut client = TelemetryClient::new(channel(&r.managed).await?);
+    let (tx, rx) = mpsc::channel(2);
+    // The first report is sent at once, so the control plane knows this sidecar's pools and can
+    // lease it a share before the first interval ends.
+    let mut since = Instant::now();
+    tx.send(report(r, &r.routing.load(), since)).await.map_err(|e| e.to_string())?;
+    let mut responses = client.report(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+    let mut ticks = tokio::time::interval_at(Instant::now() + r.interval, r.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                let table = r.routing.load();
+                let now = Instant::now();
+                let rep = report(r, &table, since);
+                since = now;
+                tx.send(rep).await.map_err(|e| e.to_string())?;
+            }
+            msg = responses.message() => {
+                let Some(resp) = msg.map_err(|e| e.to_string())? else { return Ok(()) };
+                apply(&r.routing.load(), &resp, &r.metrics);
+                r.applied.send_modify(|n| *n += 1);
+            }
+        }
+    }
+}
+
+/// Applies the control plane's answer to the live table: lease grants to pools, breaker
+/// directives to endpoints. Names the table does not know (a snapshot in flight) are skipped.
+pub fn apply(table: &RoutingTable, resp: &TelemetryResponse, metrics: &Metrics) {
+    for g in &resp.leases {
+        match table.pools.get(&g.pool) {
+            Some(p) => {
+                p.set_lease(g.tokens_per_minute, Duration::from_millis(g.valid_for_ms), g.fallback_tokens_per_minute)
+            }
+            None => tracing::debug!(pool = %g.pool, "lease for a pool this table does not have"),
+        }
+    }
+    for d in &resp.directives {
+        match table.endpoint(&d.endpoint) {
+            Some(e) => e.health.fleet_directive(d.open, Duration::from_millis(d.open_for_ms), &d.reason, metrics),
+            None => tracing::debug!(endpoint = %d.endpoint, "directive for an endpoint this table does not have"),
+        }
+    }
+}
