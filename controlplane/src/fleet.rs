@@ -350,3 +350,134 @@ impl Fleet {
         json!({"period_s": self.period.as_secs(), "endpoints": endpoints})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_api::config::load_str;
+
+    const CONFIG: &str = "
+endpoints:
+  a: { provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }
+  b: { provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }
+breakers:
+  strict: { window_s: 30, min_requests: 20, error_rate: 0.5, open_for_s: 30, slow_ttft: { over_ms: 1000, rate: 0.5 } }
+features:
+  chat: { hierarchy: [a, b], breaker: strict }
+";
+
+    fn fleet(now: Instant) -> Fleet {
+        let mut f = Fleet::new(Duration::from_secs(60), now);
+        f.set_config(&load_str(CONFIG, "t").unwrap());
+        f
+    }
+
+    fn report(endpoint: &str, ok: u64, errors: u64, ttft_us: &[u64]) -> EndpointReport {
+        let mut h = histogram::new();
+        ttft_us.iter().for_each(|v| h.record(*v).unwrap());
+        EndpointReport {
+            endpoint: endpoint.into(),
+            outcomes: Some(OutcomeCounts { ok, server_error: errors, ..Default::default() }),
+            ttft_hdr: histogram::encode(&h).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_merged_view_equals_one_process_that_saw_every_request() {
+        let now = Instant::now();
+        let mut f = fleet(now);
+        let mut reference = histogram::new();
+        let mut east = histogram::new();
+        fastrand::seed(11);
+        for sidecar in 0..12 {
+            let zone = if sidecar % 3 == 0 { "us-east-1a" } else { "us-west-2b" };
+            // Each sidecar sees its own latency profile; the fleet sees all of them.
+            let base = 40_000 * (sidecar + 1);
+            let ttft: Vec<u64> = (0..400).map(|_| base + fastrand::u64(0..200_000)).collect();
+            ttft.iter().for_each(|v| reference.record(*v).unwrap());
+            if zone == "us-east-1a" {
+                ttft.iter().for_each(|v| east.record(*v).unwrap());
+            }
+            f.merge(&format!("pod-{sidecar}"), zone, &report("a", 398, 2, &ttft), now).unwrap();
+        }
+        let v = f.view(now + Duration::from_secs(1));
+        let a = &v["endpoints"][0];
+        assert_eq!((a["endpoint"].as_str(), a["sidecars_reporting"].as_u64()), (Some("a"), Some(12)));
+        assert_eq!((a["outcomes"]["ok"].as_u64(), a["outcomes"]["server_error"].as_u64()), (Some(12 * 398), Some(24)));
+        assert!((a["error_rate"].as_f64().unwrap() - 24.0 / 4800.0).abs() < 1e-9);
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        assert_eq!(a["ttft"]["count"].as_u64(), Some(reference.len()));
+        for (key, q) in [("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99)] {
+            assert_eq!(a["ttft"][key].as_f64(), Some(ms(&reference, q)), "{key}");
+            assert_eq!(a["zones"]["us-east-1a"]["ttft"][key].as_f64(), Some(ms(&east, q)), "east {key}");
+        }
+        assert_eq!(a["zones"]["us-west-2b"]["ttft"]["count"].as_u64(), Some(8 * 400));
+    }
+
+    #[test]
+    fn sidecars_too_quiet_to_trip_alone_trip_the_fleet_breaker_together() {
+        let t0 = Instant::now();
+        let mut f = fleet(t0);
+        // Ten sidecars with three requests each: below `min_requests` locally, 30 together.
+        for i in 0..10 {
+            f.merge(&format!("pod-{i}"), "z", &report("a", 1, 2, &[]), t0).unwrap();
+        }
+        let opened = f.evaluate(t0 + Duration::from_secs(1));
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        assert_eq!((opened[0].endpoint.as_str(), opened[0].open_for), ("a", Duration::from_secs(30)));
+        assert!(opened[0].reason.contains("error rate 67 %") && opened[0].reason.contains("10 sidecars"));
+        let d = f.directives(t0 + Duration::from_secs(11));
+        assert_eq!((d.len(), d[0].open, d[0].open_for_ms), (1, true, 20_000), "time left is re-sent each tick");
+
+        // The open lapses on its own; a second trip right after doubles it.
+        assert!(f.evaluate(t0 + Duration::from_secs(31)).is_empty());
+        assert!(f.directives(t0 + Duration::from_secs(31)).is_empty());
+        for i in 0..10 {
+            f.merge(&format!("pod-{i}"), "z", &report("a", 0, 3, &[]), t0 + Duration::from_secs(32)).unwrap();
+        }
+        let again = f.evaluate(t0 + Duration::from_secs(33));
+        assert_eq!(again[0].open_for, Duration::from_secs(60));
+
+        // The platform team releases it: one `open: false`, then nothing.
+        assert!(f.release("a", t0 + Duration::from_secs(40)));
+        assert!(!f.release("a", t0 + Duration::from_secs(40)), "not open any more");
+        let d = f.directives(t0 + Duration::from_secs(40));
+        assert_eq!((d.len(), d[0].open), (1, false));
+        assert!(f.directives(t0 + Duration::from_secs(45)).is_empty());
+    }
+
+    #[test]
+    fn slow_first_tokens_count_from_the_histograms() {
+        let t0 = Instant::now();
+        let mut f = fleet(t0);
+        for i in 0..5 {
+            // Four of five first tokens over the policy's 1000 ms.
+            f.merge(
+                &format!("pod-{i}"),
+                "z",
+                &report("a", 5, 0, &[300_000, 1_500_000, 2_000_000, 1_200_000, 3_000_000]),
+                t0,
+            )
+            .unwrap();
+        }
+        let opened = f.evaluate(t0 + Duration::from_secs(1));
+        assert!(opened[0].reason.contains("slow first tokens 80 %"), "{opened:?}");
+    }
+
+    #[test]
+    fn healthy_or_quiet_fleets_stay_closed_and_bad_reports_are_refused() {
+        let t0 = Instant::now();
+        let mut f = fleet(t0);
+        for i in 0..10 {
+            f.merge(&format!("pod-{i}"), "z", &report("a", 9, 1, &[]), t0).unwrap();
+        }
+        f.merge("pod-x", "z", &report("b", 0, 5, &[]), t0).unwrap();
+        assert!(f.evaluate(t0 + Duration::from_secs(1)).is_empty(), "10 % errors on a; 5 requests on b");
+        let e = f.merge("pod-1", "z", &report("gone", 1, 0, &[]), t0).unwrap_err();
+        assert!(e.contains("\"gone\" is not in the current config"), "{e}");
+        let mut corrupt = report("a", 1, 0, &[]);
+        corrupt.ttft_hdr = b"garbage".to_vec();
+        assert!(f.merge("pod-1", "z", &corrupt, t0).unwrap_err().contains("not a V2 histogram"));
+    }
+}

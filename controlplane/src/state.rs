@@ -175,7 +175,8 @@ impl ConfigState {
             // `applies` is settled by publish.
         };
         inner.demotions.push(d);
-        match self.publish(&mut inner, "feedback", "demote") {
+        // The history says why, so a config diff nobody typed is never a mystery.
+        match self.publish(&mut inner, "feedback", &format!("demote {endpoint} in {feature}: {reason}")) {
             Ok(_) => {}
             Err(e) => {
                 inner.demotions.pop();
@@ -200,7 +201,7 @@ impl ConfigState {
             .ok_or_else(|| format!("no active demotion {id}"))?;
         inner.demotions[i].active = false;
         inner.demotions[i].undone_by = Some(who.to_owned());
-        if let Err(e) = self.publish(&mut inner, who, "undo_demotion") {
+        if let Err(e) = self.publish(&mut inner, who, &format!("undo demotion {id}")) {
             inner.demotions[i].active = true;
             inner.demotions[i].undone_by = None;
             return Err(e.to_string());

@@ -1,5 +1,6 @@
 //! The admin API over a real socket: JWT role checks (missing, expired, wrong role, wrong key),
-//! precise validation errors, replace with who/when/diff in the history, rollback, node status.
+//! precise validation errors, replace with who/when/diff in the history, rollback, node status,
+//! the fleet and feedback views, releasing a fleet-wide open and undoing a demotion.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -50,21 +51,21 @@ impl Api {
     }
 }
 
-async fn start() -> (Api, std::sync::Arc<Discovery>) {
+async fn start() -> (Api, std::sync::Arc<Discovery>, std::sync::Arc<ConfigState>) {
     let d = Discovery::new();
     let state = ConfigState::new(d.clone());
     state.set_base(load_str(&config("chat"), "t").unwrap(), "test", "file").unwrap();
     let telemetry = Telemetry::new(state.clone(), TelemetryPolicy::default());
-    let admin = Admin::new(d.clone(), state, telemetry, AdminAuth::hs256(SECRET));
+    let admin = Admin::new(d.clone(), state.clone(), telemetry, AdminAuth::hs256(SECRET));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, admin.router()).await });
-    (Api { base, client: Client::builder(TokioExecutor::new()).build_http() }, d)
+    (Api { base, client: Client::builder(TokioExecutor::new()).build_http() }, d, state)
 }
 
 #[tokio::test]
 async fn tokens_must_be_present_valid_unexpired_and_carry_the_role() {
-    let (api, _) = start().await;
+    let (api, _, _) = start().await;
     let viewer = token("ana", "viewer", 600, SECRET);
     assert_eq!(api.call("GET", "/v1/config", None, "").await.0, 401, "missing");
     assert_eq!(api.call("GET", "/v1/config", Some(&token("ana", "viewer", -3600, SECRET)), "").await.0, 401, "expired");
@@ -87,7 +88,7 @@ async fn tokens_must_be_present_valid_unexpired_and_carry_the_role() {
 
 #[tokio::test]
 async fn validation_errors_are_precise_and_nothing_invalid_is_published() {
-    let (api, d) = start().await;
+    let (api, d, _) = start().await;
     let editor = token("bo", "editor", 600, SECRET);
     let before = d.current().unwrap().version.clone();
     let bad = "endpoints: {}\nfeatures:\n  chat: { hierarchy: [nope] }\n";
@@ -104,7 +105,7 @@ async fn validation_errors_are_precise_and_nothing_invalid_is_published() {
 
 #[tokio::test]
 async fn changes_are_recorded_and_can_be_rolled_back() {
-    let (api, d) = start().await;
+    let (api, d, _) = start().await;
     let editor = token("bo", "editor", 600, SECRET);
     let first = d.current().unwrap().version.clone();
     let (status, change) = api.call("PUT", "/v1/config", Some(&editor), &config("search")).await;
@@ -128,4 +129,41 @@ async fn changes_are_recorded_and_can_be_rolled_back() {
     assert!(h["changes"][1]["at_unix_ms"].as_u64().unwrap() > 0);
     let (status, n) = api.call("GET", "/v1/nodes", Some(&viewer), "").await;
     assert_eq!((status, n["nodes"].is_object()), (200, true));
+}
+
+#[tokio::test]
+async fn fleet_and_feedback_views_are_read_by_viewers_and_changed_by_editors() {
+    let (api, d, state) = start().await;
+    let (viewer, editor) = (token("ana", "viewer", 600, SECRET), token("bo", "editor", 600, SECRET));
+    let (status, fleet) = api.call("GET", "/v1/fleet", Some(&viewer), "").await;
+    assert_eq!((status, fleet["endpoints"].as_array().map(Vec::len)), (200, Some(0)));
+    assert_eq!(fleet["connected_sidecars"], 0);
+    assert_eq!(api.call("GET", "/v1/fleet", None, "").await.0, 401);
+    let (status, v) = api.call("POST", "/v1/fleet/release/e", Some(&viewer), "").await;
+    assert_eq!((status, v["error"].as_str()), (403, Some("role editor required")));
+    let (status, v) = api.call("POST", "/v1/fleet/release/e", Some(&editor), "").await;
+    assert_eq!((status, v["error"].as_str()), (404, Some("endpoint e is not open fleet-wide")));
+
+    // A demotion (as feedback would make one) is visible and undone by an editor.
+    let yaml = "endpoints:\n  e: { provider: openai, model: m }\n  f: { provider: openai, model: m }\nfeatures:\n  chat: { hierarchy: [e, f] }\n";
+    state.set_base(load_str(yaml, "t").unwrap(), "test", "replace").unwrap();
+    let dem = state.demote("chat", "e", "user feedback fell").unwrap();
+    let demoted = d.current().unwrap().version.clone();
+    let (status, fb) = api.call("GET", "/v1/feedback", Some(&viewer), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (fb["demotions"][0]["endpoint"].as_str(), fb["demotions"][0]["active"].as_bool()),
+        (Some("e"), Some(true))
+    );
+    assert_eq!(fb["demotions"][0]["reason"], "user feedback fell");
+    let undo = format!("/v1/demotions/{}/undo", dem.id);
+    assert_eq!(api.call("POST", &undo, Some(&viewer), "").await.0, 403);
+    let (status, v) = api.call("POST", &undo, Some(&editor), "").await;
+    assert_eq!((status, v["active"].as_bool(), v["undone_by"].as_str()), (200, Some(false), Some("bo")));
+    assert_ne!(d.current().unwrap().version, demoted, "the restored config is published");
+    let (_, config) = api.call("GET", "/v1/config", Some(&viewer), "").await;
+    assert_eq!(config["config"]["features"]["chat"]["hierarchy"], json!(["e", "f"]));
+    let (status, v) = api.call("POST", &undo, Some(&editor), "").await;
+    assert_eq!((status, v["error"].as_str()), (404, Some("no active demotion 1")));
+    assert_eq!(api.call("POST", "/v1/demotions/x/undo", Some(&editor), "").await.0, 400);
 }

@@ -74,6 +74,16 @@ pub struct Sidecar {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A sidecar dropped without [`Sidecar::shutdown`] stops too (gracefully, in the background), so
+/// an embedding program or test never leaves one serving or reporting behind.
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl Sidecar {
     /// Loads the config, binds, and starts serving. Fails if the config is invalid or the
     /// address is not loopback: the sidecar holds provider credentials and must not be reachable
@@ -85,6 +95,8 @@ impl Sidecar {
         let metrics = Arc::new(Metrics::default());
         let mut telemetry_applied = None;
         let mut feedback = None;
+        // The control-plane streams live as long as the sidecar serves.
+        let mut background = Vec::new();
         let routing = if let Some(url) = &opts.control_plane {
             // Managed: start from the last accepted snapshot if there is one, else not ready.
             let routing = Arc::new(Routing::new(RoutingTable::empty()));
@@ -109,19 +121,19 @@ impl Sidecar {
                 snapshot_file: opts.snapshot_file.clone(),
                 tls: opts.control_plane_tls.clone(),
             });
-            tokio::spawn(crate::managed::run(m.clone(), routing.clone(), metrics.clone()));
+            background.push(tokio::spawn(crate::managed::run(m.clone(), routing.clone(), metrics.clone())));
             let fb = Arc::new(crate::telemetry::feedback::Feedback::default());
             let (applied, rx) = tokio::sync::watch::channel(0);
             telemetry_applied = Some(rx);
             feedback = Some(fb.clone());
-            tokio::spawn(crate::telemetry::run(crate::telemetry::Reporter {
+            background.push(tokio::spawn(crate::telemetry::run(crate::telemetry::Reporter {
                 managed: m,
                 routing: routing.clone(),
                 metrics: metrics.clone(),
                 feedback: fb,
                 interval: opts.report_interval,
                 applied,
-            }));
+            })));
             routing
         } else {
             let text = std::fs::read_to_string(&opts.config)
@@ -154,6 +166,7 @@ impl Sidecar {
         let task = tokio::spawn(async move {
             serve(listener, state, rx, opts.grace).await;
             drop(watch);
+            background.iter().for_each(|t| t.abort());
         });
         tracing::info!(%addr, "spillway-proxy listening");
         Ok(Sidecar { addr, routing, metrics, telemetry_applied, shutdown: Some(tx), task })

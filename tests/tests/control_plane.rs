@@ -126,6 +126,15 @@ async fn a_managed_sidecar_without_a_snapshot_is_not_ready() {
     let sc = managed(&url, &dir.path().join("none.json")).await;
     let r = TestClient::default().get(&sc.url("/readyz")).await.unwrap();
     assert_eq!(r.status, 503);
+    // A request meanwhile is told to come back, in its own API's error format.
+    let body = json!({"model": "search", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.header("retry-after")), (503, "1"));
+    assert_eq!(r.json()["error"]["code"], "not_ready");
+    let body = json!({"model": "search", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = TestClient::default().post_json(&sc.url("/v1/messages"), &[], body).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["type"], "api_error", "{}", r.text());
 }
 
 fn tls_fixture(name: &str) -> Vec<u8> {

@@ -171,6 +171,18 @@ pub async fn serve(
 
 /// The feature comes from the header, else from `model` when it names one.
 fn resolve_feature(table: &RoutingTable, headers: &HeaderMap, model: &str) -> Result<Arc<FeatureRoute>, ApiError> {
+    if table.version.is_empty() {
+        // A managed sidecar before its first snapshot: retryable, unlike an unknown feature.
+        let mut e = ApiError::invalid_request(
+            "not_ready",
+            None,
+            "spillway has no routing config yet (waiting for the control plane); retry shortly",
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE);
+        e.kind = "service_unavailable";
+        e.retry_after_s = Some(1);
+        return Err(e);
+    }
     let known = || table.feature_names().join(", ");
     if let Some(h) = headers.get(FEATURE_HEADER) {
         let name = h.to_str().unwrap_or_default();

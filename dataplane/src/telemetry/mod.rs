@@ -40,7 +40,9 @@ pub struct Reporter {
 /// Runs the reporter forever, reconnecting like the discovery stream.
 pub async fn run(r: Reporter) {
     let url = r.managed.url.clone();
-    reconnecting("telemetry", &url, || session(&r)).await
+    // Outlives each session: the first report after a reconnect covers the whole gap.
+    let since = std::sync::Mutex::new(Instant::now());
+    reconnecting("telemetry", &url, || session(&r, &since)).await
 }
 
 /// The report of everything since `since`, taking it from the table's endpoints and pools.
@@ -63,24 +65,25 @@ pub fn report(r: &Reporter, table: &RoutingTable, since: Instant) -> TelemetryRe
     }
 }
 
-async fn session(r: &Reporter) -> Result<(), String> {
+async fn session(r: &Reporter, last: &std::sync::Mutex<Instant>) -> Result<(), String> {
     let mut client = TelemetryClient::new(channel(&r.managed).await?);
     let (tx, rx) = mpsc::channel(2);
     // The first report is sent at once, so the control plane knows this sidecar's pools and can
     // lease it a share before the first interval ends.
-    let mut since = Instant::now();
-    tx.send(report(r, &r.routing.load(), since)).await.map_err(|e| e.to_string())?;
+    let take = || {
+        let mut since = last.lock().unwrap_or_else(|p| p.into_inner());
+        let rep = report(r, &r.routing.load(), *since);
+        *since = Instant::now();
+        rep
+    };
+    tx.send(take()).await.map_err(|e| e.to_string())?;
     let mut responses = client.report(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
     let mut ticks = tokio::time::interval_at(Instant::now() + r.interval, r.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {
-                let table = r.routing.load();
-                let now = Instant::now();
-                let rep = report(r, &table, since);
-                since = now;
-                tx.send(rep).await.map_err(|e| e.to_string())?;
+                tx.send(take()).await.map_err(|e| e.to_string())?;
             }
             msg = responses.message() => {
                 let Some(resp) = msg.map_err(|e| e.to_string())? else { return Ok(()) };
