@@ -39,9 +39,15 @@ impl Rotating {
         }
     }
 
+    /// Adds both periods of `other` into this one's (a view summing zones).
+    fn absorb(&mut self, other: &Rotating) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.current.add(&other.current);
+        let _ = self.previous.add(&other.previous);
+    }
+
     fn summary(&self) -> Value {
         let mut h = self.previous.clone();
-        // Same bounds on both sides: adding cannot fail.
         let _ = h.add(&self.current);
         if h.is_empty() {
             return json!({"count": 0});
@@ -92,6 +98,21 @@ impl Stats {
         }
     }
 
+    /// The sum of several zones' stats; built only for a view, so that merging a report touches
+    /// one set of histograms (its zone), not two.
+    fn sum<'a>(zones: impl Iterator<Item = &'a Stats>) -> Stats {
+        let mut all = Stats::new();
+        for z in zones {
+            for i in 0..2 {
+                add_outcomes(&mut all.outcomes[i], &z.outcomes[i]);
+            }
+            all.ttft.absorb(&z.ttft);
+            all.total.absorb(&z.total);
+            all.gap.absorb(&z.gap);
+        }
+        all
+    }
+
     fn summary(&self) -> Value {
         let mut o = self.outcomes[0];
         add_outcomes(&mut o, &self.outcomes[1]);
@@ -113,7 +134,7 @@ struct FleetOpen {
 }
 
 struct EndpointView {
-    all: Stats,
+    /// Per zone; the endpoint's fleet-wide figures are their sum.
     zones: HashMap<String, Stats>,
     /// Breaker counts over the policy's window, merged from every sidecar.
     window: Window<Counts>,
@@ -135,6 +156,7 @@ pub struct Fleet {
     known: Option<std::collections::HashSet<String>>,
     /// Ends of fleet-wide opens decided since the last tick, to tell sidecars once.
     released: Vec<String>,
+    decoder: histogram::Decoder,
 }
 
 /// An endpoint opened fleet-wide by [`Fleet::evaluate`].
@@ -154,6 +176,7 @@ impl Fleet {
             policies: HashMap::new(),
             known: None,
             released: Vec::new(),
+            decoder: histogram::Decoder::default(),
         }
     }
 
@@ -185,7 +208,6 @@ impl Fleet {
         }
         let twice = since >= self.period * 2;
         for v in self.endpoints.values_mut() {
-            v.all.rotate(twice);
             v.zones.values_mut().for_each(|z| z.rotate(twice));
             v.reporters.clear();
         }
@@ -201,8 +223,9 @@ impl Fleet {
             return Err(format!("endpoint {:?} is not in the current config", r.endpoint));
         }
         let policy = self.policies.get(&r.endpoint);
-        let decode = |b: &[u8]| -> Result<Option<Histogram<u64>>, String> {
-            if b.is_empty() { Ok(None) } else { histogram::decode(b).map(Some) }
+        let decoder = &mut self.decoder;
+        let mut decode = |b: &[u8]| -> Result<Option<Histogram<u64>>, String> {
+            if b.is_empty() { Ok(None) } else { decoder.decode(b).map(Some) }
         };
         let hists = [decode(&r.ttft_hdr)?, decode(&r.total_hdr)?, decode(&r.inter_token_hdr)?];
         let o = r.outcomes.unwrap_or_default();
@@ -219,7 +242,6 @@ impl Fleet {
         };
         let window_s = policy.map_or(30, |p| p.window_s);
         let v = self.endpoints.entry(r.endpoint.clone()).or_insert_with(|| EndpointView {
-            all: Stats::new(),
             zones: HashMap::new(),
             window: Window::new(window_s, now),
             reporters: Default::default(),
@@ -227,8 +249,10 @@ impl Fleet {
             trips: 0,
             healthy_since: now,
         });
-        v.all.add(&o, &hists);
-        v.zones.entry(zone.to_owned()).or_insert_with(Stats::new).add(&o, &hists);
+        match v.zones.get_mut(zone) {
+            Some(z) => z.add(&o, &hists),
+            None => v.zones.entry(zone.to_owned()).or_insert_with(Stats::new).add(&o, &hists),
+        }
         if !v.reporters.contains(node) {
             v.reporters.insert(node.to_owned());
         }
@@ -332,7 +356,7 @@ impl Fleet {
                     .into_iter()
                     .map(|(z, s)| (if z.is_empty() { "unknown".to_owned() } else { z.clone() }, s.summary()))
                     .collect();
-                let mut s = v.all.summary();
+                let mut s = Stats::sum(v.zones.values()).summary();
                 s["endpoint"] = json!(name);
                 s["sidecars_reporting"] = json!(v.reporters.len());
                 s["fleet_breaker"] = json!({

@@ -33,8 +33,9 @@ struct Args {
     /// This sidecar's availability zone (the fleet view breaks latency down per zone).
     #[arg(long, env = "SPILLWAY_ZONE", default_value = "")]
     zone: String,
-    /// Seconds between telemetry reports to the control plane.
-    #[arg(long, env = "SPILLWAY_REPORT_INTERVAL_S", default_value_t = 5)]
+    /// Seconds between telemetry reports to the control plane (the control plane is sized for
+    /// 10,000 sidecars at the default).
+    #[arg(long, env = "SPILLWAY_REPORT_INTERVAL_S", default_value_t = 10)]
     report_interval_s: u64,
     /// Listen address; loopback only.
     #[arg(long, env = "SPILLWAY_LISTEN", default_value = "127.0.0.1:4000")]

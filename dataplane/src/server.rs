@@ -58,7 +58,7 @@ impl Options {
             snapshot_file: None,
             control_plane_tls: None,
             zone: String::new(),
-            report_interval: Duration::from_secs(5),
+            report_interval: Duration::from_secs(10),
         }
     }
 }

@@ -22,7 +22,18 @@ pub fn encode<T: Counter>(h: &Histogram<T>) -> Result<Vec<u8>, String> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, String> {
-    Deserializer::new().deserialize(&mut &bytes[..]).map_err(|e| format!("not a V2 histogram: {e:?}"))
+    Decoder::default().decode(bytes)
+}
+
+/// Decodes many histograms reusing one scratch buffer: the control plane decodes hundreds of
+/// thousands per report round.
+#[derive(Default)]
+pub struct Decoder(Deserializer);
+
+impl Decoder {
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Histogram<u64>, String> {
+        self.0.deserialize(&mut &bytes[..]).map_err(|e| format!("not a V2 histogram: {e:?}"))
+    }
 }
 
 /// Adds an encoded histogram into `into` (a fleet view merging many sidecars' reports).
