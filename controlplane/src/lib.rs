@@ -16,6 +16,10 @@
 //!   and fleet-wide breaker directives, on a tick;
 //! - [`fleet`]: the merged fleet view and its fleet-wide breaker judgement;
 //! - [`feedback`]: user-feedback trends and the drops that demote an endpoint;
+//! - [`inject`]: the sidecar-injecting mutating admission webhook (`POST /inject`);
+//! - [`webhook`]: the webhook's HTTPS server and its certificate (files, or self-signed and
+//!   bootstrapped through the Kubernetes API by [`kube`]);
+//! - [`health`]: `/healthz` and `/readyz` for the kubelet;
 //! - [`tls`]: the gRPC server's TLS and mutual TLS.
 
 pub mod admin;
@@ -23,6 +27,7 @@ pub mod ads;
 pub mod check;
 pub mod feedback;
 pub mod fleet;
+pub mod inject;
 pub mod leases;
 pub mod snapshot;
 pub mod source;
