@@ -1,6 +1,11 @@
-use clap::{Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use spillway_controlplane::inject::InjectOptions;
+use spillway_controlplane::{admin, ads, health, inject, kube, source, state, telemetry, webhook};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// spillway's control plane.
 #[derive(Parser)]
@@ -12,36 +17,9 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve routing snapshots to sidecars over gRPC (RoutingDiscovery.Stream).
-    Serve {
-        /// Routing config: a YAML file, or a directory of YAML files merged into one and watched
-        /// for changes. Validated before anything is pushed.
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:7000")]
-        listen: std::net::SocketAddr,
-        /// TLS certificate and key (PEM); without them the server speaks plaintext.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// CA (PEM) that client certificates must chain to: turns on mutual TLS.
-        #[arg(long, requires = "tls_cert")]
-        client_ca: Option<PathBuf>,
-        /// Admin HTTP API address; served only with a JWT key below.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        admin_listen: std::net::SocketAddr,
-        /// File holding the HS256 secret that signs admin tokens.
-        #[arg(long, conflicts_with = "jwt_rs256_public_key")]
-        jwt_hs256_secret_file: Option<PathBuf>,
-        /// RSA public key (PEM) that verifies RS256 admin tokens.
-        #[arg(long)]
-        jwt_rs256_public_key: Option<PathBuf>,
-        /// Seconds between fleet-wide rounds: breaker verdicts on the merged view, PT lease
-        /// grants, feedback trend checks.
-        #[arg(long = "tick-s", default_value_t = 5)]
-        tick_s: u64,
-    },
+    /// Serve routing snapshots to sidecars over gRPC (RoutingDiscovery.Stream), their telemetry,
+    /// the admin API and, with --webhook-listen, the sidecar injector.
+    Serve(Box<Serve>),
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
     /// any file is invalid.
     Check {
@@ -50,67 +28,90 @@ enum Command {
     },
 }
 
+#[derive(ClapArgs)]
+struct Serve {
+    /// Routing config: a YAML file, or a directory of YAML files merged into one and watched
+    /// for changes. Validated before anything is pushed.
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// TLS certificate and key (PEM); without them the server speaks plaintext.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: turns on mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Admin HTTP API address; served only with a JWT key below.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    admin_listen: SocketAddr,
+    /// File holding the HS256 secret that signs admin tokens.
+    #[arg(long, conflicts_with = "jwt_rs256_public_key")]
+    jwt_hs256_secret_file: Option<PathBuf>,
+    /// RSA public key (PEM) that verifies RS256 admin tokens.
+    #[arg(long)]
+    jwt_rs256_public_key: Option<PathBuf>,
+    /// Seconds between fleet-wide rounds: breaker verdicts on the merged view, PT lease
+    /// grants, feedback trend checks.
+    #[arg(long = "tick-s", default_value_t = 5)]
+    tick_s: u64,
+    /// `/healthz` and `/readyz` (plain HTTP, no token) for the kubelet.
+    #[arg(long, default_value = "127.0.0.1:7002")]
+    health_listen: SocketAddr,
+    #[command(flatten)]
+    injector: Injector,
+}
+
+#[derive(ClapArgs)]
+struct Injector {
+    /// Serve the sidecar injector (`POST /inject`, HTTPS) here.
+    #[arg(long)]
+    webhook_listen: Option<SocketAddr>,
+    /// The webhook's certificate and key (PEM), re-read when they change (cert-manager).
+    #[arg(long, requires = "webhook_key", conflicts_with = "webhook_self_signed")]
+    webhook_cert: Option<PathBuf>,
+    #[arg(long, requires = "webhook_cert")]
+    webhook_key: Option<PathBuf>,
+    /// Make the webhook certificate here, keep it in --webhook-secret and write its CA into
+    /// --webhook-configuration, through the Kubernetes API.
+    #[arg(long)]
+    webhook_self_signed: bool,
+    /// The webhook Service's name and namespace: the certificate's DNS names.
+    #[arg(long, default_value = "spillway-control")]
+    webhook_service: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "spillway")]
+    webhook_namespace: String,
+    #[arg(long, default_value = "spillway-webhook-tls")]
+    webhook_secret: String,
+    #[arg(long, default_value = "spillway-injector")]
+    webhook_configuration: String,
+    /// The injected sidecar's image.
+    #[arg(long, default_value = "ghcr.io/spillway/spillway-proxy:latest")]
+    sidecar_image: String,
+    #[arg(long)]
+    sidecar_pull_policy: Option<String>,
+    /// The control plane's address as injected sidecars reach it.
+    #[arg(long, default_value = "http://spillway-control.spillway.svc:7000")]
+    sidecar_control_plane: String,
+    /// The sidecar's loopback port (a pod may override it with `spillway.dev/proxy-port`).
+    #[arg(long, default_value_t = 4000)]
+    sidecar_port: u16,
+    #[arg(long, default_value = "50m")]
+    sidecar_cpu: String,
+    #[arg(long, default_value = "64Mi")]
+    sidecar_memory: String,
+    /// Do not set OPENAI_BASE_URL / ANTHROPIC_BASE_URL in the app containers.
+    #[arg(long)]
+    no_sidecar_app_env: bool,
+}
+
 fn main() -> ExitCode {
     match Args::parse().command {
-        Command::Serve {
-            config,
-            listen,
-            tls_cert,
-            tls_key,
-            client_ca,
-            admin_listen,
-            jwt_hs256_secret_file,
-            jwt_rs256_public_key,
-            tick_s,
-        } => {
+        Command::Serve(args) => {
             tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-            let run = async move {
-                use spillway_controlplane::{admin, ads, source, state, telemetry};
-                let discovery = ads::Discovery::new();
-                let state = state::ConfigState::new(discovery.clone());
-                let _source = if config.is_dir() {
-                    Some(source::DirSource::start(config.clone(), state.clone()).map_err(anyhow::Error::msg)?)
-                } else {
-                    let cfg = spillway_api::config::load_file(&config)?;
-                    state.set_base(cfg, &format!("file:{}", config.display()), "file")?;
-                    None
-                };
-                let policy = telemetry::TelemetryPolicy {
-                    tick: std::time::Duration::from_secs(tick_s.max(1)),
-                    ..Default::default()
-                };
-                let telemetry = telemetry::Telemetry::new(state.clone(), policy);
-                let _ticks = telemetry.start();
-                let auth = match (&jwt_hs256_secret_file, &jwt_rs256_public_key) {
-                    (Some(f), _) => Some(admin::AdminAuth::hs256(std::fs::read(f)?.trim_ascii())),
-                    (None, Some(f)) => {
-                        Some(admin::AdminAuth::rs256_pem(&std::fs::read(f)?).map_err(anyhow::Error::msg)?)
-                    }
-                    (None, None) => None,
-                };
-                if let Some(auth) = auth {
-                    let router = admin::Admin::new(discovery.clone(), state.clone(), telemetry.clone(), auth).router();
-                    let admin = tokio::net::TcpListener::bind(admin_listen).await?;
-                    tracing::info!(%admin_listen, "admin API listening");
-                    tokio::spawn(async move { axum::serve(admin, router).await });
-                } else {
-                    tracing::warn!("no JWT key given: the admin API is off");
-                }
-                let version = discovery.current().map(|s| s.version.clone()).unwrap_or_default();
-                tracing::info!(%version, %listen, "serving routing snapshots");
-                let mut server = tonic::transport::Server::builder();
-                if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
-                    let tls = spillway_controlplane::tls::server_config(cert, key, client_ca.as_deref())?;
-                    server = server.tls_config(tls)?;
-                }
-                server
-                    .add_service(ads::DiscoveryService::server(discovery))
-                    .add_service(telemetry::TelemetryService::server(telemetry))
-                    .serve(listen)
-                    .await?;
-                anyhow::Ok(())
-            };
-            match tokio::runtime::Runtime::new().map(|rt| rt.block_on(run)) {
+            match tokio::runtime::Runtime::new().map(|rt| rt.block_on(serve(*args))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => {
                     eprintln!("spillway-control: {e:#}");
@@ -128,4 +129,105 @@ fn main() -> ExitCode {
             if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
     }
+}
+
+async fn serve(a: Serve) -> anyhow::Result<()> {
+    let discovery = ads::Discovery::new();
+    let state = state::ConfigState::new(discovery.clone());
+    let _source = if a.config.is_dir() {
+        Some(source::DirSource::start(a.config.clone(), state.clone()).map_err(anyhow::Error::msg)?)
+    } else {
+        let cfg = spillway_api::config::load_file(&a.config)?;
+        state.set_base(cfg, &format!("file:{}", a.config.display()), "file")?;
+        None
+    };
+    let policy = telemetry::TelemetryPolicy { tick: Duration::from_secs(a.tick_s.max(1)), ..Default::default() };
+    let telemetry = telemetry::Telemetry::new(state.clone(), policy);
+    let _ticks = telemetry.start();
+
+    let health = tokio::net::TcpListener::bind(a.health_listen).await?;
+    let health_router = health::router(discovery.clone());
+    tokio::spawn(async move { axum::serve(health, health_router).await });
+
+    let auth = match (&a.jwt_hs256_secret_file, &a.jwt_rs256_public_key) {
+        (Some(f), _) => Some(admin::AdminAuth::hs256(std::fs::read(f)?.trim_ascii())),
+        (None, Some(f)) => Some(admin::AdminAuth::rs256_pem(&std::fs::read(f)?).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+    };
+    if let Some(auth) = auth {
+        let router = admin::Admin::new(discovery.clone(), state.clone(), telemetry.clone(), auth).router();
+        let admin = tokio::net::TcpListener::bind(a.admin_listen).await?;
+        tracing::info!(admin_listen = %a.admin_listen, "admin API listening");
+        tokio::spawn(async move { axum::serve(admin, router).await });
+    } else {
+        tracing::warn!("no JWT key given: the admin API is off");
+    }
+    if let Some(addr) = a.injector.webhook_listen {
+        start_injector(addr, &a.injector).await?;
+    }
+
+    let version = discovery.current().map(|s| s.version.clone()).unwrap_or_default();
+    tracing::info!(%version, listen = %a.listen, "serving routing snapshots");
+    let mut server = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        server = server.tls_config(spillway_controlplane::tls::server_config(cert, key, a.client_ca.as_deref())?)?;
+    }
+    server
+        .add_service(ads::DiscoveryService::server(discovery))
+        .add_service(telemetry::TelemetryService::server(telemetry))
+        .serve(a.listen)
+        .await?;
+    Ok(())
+}
+
+/// The injector's HTTPS server, with its certificate from files or bootstrapped self-signed.
+async fn start_injector(addr: SocketAddr, i: &Injector) -> anyhow::Result<()> {
+    let opts = Arc::new(InjectOptions {
+        image: i.sidecar_image.clone(),
+        pull_policy: i.sidecar_pull_policy.clone(),
+        control_plane: i.sidecar_control_plane.clone(),
+        port: i.sidecar_port,
+        cpu: i.sidecar_cpu.clone(),
+        memory: i.sidecar_memory.clone(),
+        app_env: !i.no_sidecar_app_env,
+    });
+    let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match (&i.webhook_cert, &i.webhook_key) {
+        (Some(c), Some(k)) => Arc::new(webhook::FileCert::load(c.clone(), k.clone()).map_err(anyhow::Error::msg)?),
+        _ if i.webhook_self_signed => {
+            let kube = kube::Kube::in_cluster().map_err(anyhow::Error::msg)?;
+            let (svc, ns) = (&i.webhook_service, &i.webhook_namespace);
+            let names = vec![format!("{svc}.{ns}.svc"), format!("{svc}.{ns}.svc.cluster.local"), format!("{svc}.{ns}")];
+            let cert = kube::certificate(&kube, ns, &i.webhook_secret, &names).await.map_err(anyhow::Error::msg)?;
+            let key = webhook::certified_key(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+                .map_err(anyhow::Error::msg)?;
+            // The webhook configuration may be created after this pod starts: keep trying.
+            let configuration = i.webhook_configuration.clone();
+            tokio::spawn(async move {
+                let mut wait = Duration::from_secs(1);
+                loop {
+                    match kube::publish_ca_bundle(&kube, &configuration, &cert.ca_pem).await {
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "cannot publish the webhook CA yet")
+                        }
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            });
+            Arc::new(webhook::StaticCert(key))
+        }
+        _ => anyhow::bail!("--webhook-listen needs --webhook-cert/--webhook-key or --webhook-self-signed"),
+    };
+    let router = axum::Router::new().route(
+        "/inject",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let opts = opts.clone();
+            async move { inject::serve(&opts, body).await }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "sidecar injector listening");
+    tokio::spawn(webhook::serve(listener, webhook::acceptor(resolver), router));
+    Ok(())
 }

@@ -39,7 +39,10 @@ fn env(c: &Value, name: &str) -> Option<Value> {
 #[test]
 fn a_deployment_pod_gets_a_native_sidecar_first_and_its_sdks_pointed_at_it() {
     let (resp, pod) = review("pod-deployment.json");
-    assert_eq!((resp["apiVersion"].as_str(), resp["kind"].as_str()), (Some("admission.k8s.io/v1"), Some("AdmissionReview")));
+    assert_eq!(
+        (resp["apiVersion"].as_str(), resp["kind"].as_str()),
+        (Some("admission.k8s.io/v1"), Some("AdmissionReview"))
+    );
     assert_eq!(resp["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
     assert_eq!(resp["response"]["allowed"], true);
     assert!(resp["response"].get("warnings").is_none(), "{resp}");
@@ -125,7 +128,10 @@ fn malformed_reviews_are_refused_with_the_reason() {
         (b"{not json", "not an AdmissionReview"),
         (br#"{"apiVersion": "v1", "kind": "Pod"}"#, "not an AdmissionReview: apiVersion \"v1\""),
         (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#, "without a request"),
-        (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"kind": {}}}"#, "missing field `uid`"),
+        (
+            br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"kind": {}}}"#,
+            "missing field `uid`",
+        ),
     ];
     for (body, want) in cases {
         let e = handle(&opts(), body).unwrap_err();

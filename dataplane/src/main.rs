@@ -10,7 +10,7 @@ use std::time::Duration;
 #[command(name = "spillway-proxy", version)]
 struct Args {
     /// Routing config (YAML); reloaded when the file changes. Not used with --control-plane.
-    #[arg(long, env = "SPILLWAY_CONFIG", required_unless_present = "control_plane")]
+    #[arg(long, env = "SPILLWAY_CONFIG", required_unless_present_any = ["control_plane", "probe_ready", "probe_live"])]
     config: Option<PathBuf>,
     /// Managed mode: take routing snapshots from this control plane (e.g. http://spillway-control:7000).
     #[arg(long, env = "SPILLWAY_CONTROL_PLANE")]
@@ -49,6 +49,13 @@ struct Args {
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, default_value_t = 30)]
     grace_s: u64,
+    /// Probe the sidecar listening at --listen: exit 0 if it is ready (has a routing config),
+    /// 1 if not. For exec probes: the sidecar binds loopback, out of the kubelet's reach.
+    #[arg(long, conflicts_with = "probe_live")]
+    probe_ready: bool,
+    /// Probe the sidecar listening at --listen: exit 0 if it answers at all.
+    #[arg(long)]
+    probe_live: bool,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -57,6 +64,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.probe_ready || args.probe_live {
+        let path = if args.probe_ready { "/readyz" } else { "/healthz" };
+        return probe(args.listen, path).await;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if args.log_format == "json" {
@@ -107,6 +118,30 @@ async fn main() -> std::process::ExitCode {
     });
     sidecar.wait().await;
     std::process::ExitCode::SUCCESS
+}
+
+/// `GET path` on the local sidecar; success only on 200.
+async fn probe(addr: SocketAddr, path: &str) -> std::process::ExitCode {
+    use http_body_util::Empty;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let uri = format!("http://{addr}{path}");
+    let answer = tokio::time::timeout(Duration::from_secs(2), client.get(uri.parse().expect("a valid URI"))).await;
+    match answer {
+        Ok(Ok(r)) if r.status() == 200 => std::process::ExitCode::SUCCESS,
+        Ok(Ok(r)) => {
+            eprintln!("spillway-proxy: {uri} answered {}", r.status());
+            std::process::ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("spillway-proxy: {uri}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("spillway-proxy: {uri}: no answer within 2 s");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -63,13 +63,9 @@ impl Default for InjectOptions {
 /// Answers one AdmissionReview body. Only a body that is not an AdmissionReview at all is an
 /// error (400); anything about the pod itself is admitted, with warnings when due.
 pub fn handle(opts: &InjectOptions, body: &[u8]) -> Result<ReviewResponse, String> {
-    let review: AdmissionReview =
-        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+    let review: AdmissionReview = serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
     if review.kind != "AdmissionReview" || !review.api_version.starts_with("admission.k8s.io/") {
-        return Err(format!(
-            "not an AdmissionReview: apiVersion {:?}, kind {:?}",
-            review.api_version, review.kind
-        ));
+        return Err(format!("not an AdmissionReview: apiVersion {:?}, kind {:?}", review.api_version, review.kind));
     }
     let req = review.request.ok_or("AdmissionReview without a request")?;
     let response = if req.kind.kind != "Pod" || req.operation != "CREATE" {
@@ -121,9 +117,9 @@ fn is_quantity(s: &str) -> bool {
 }
 
 fn has_container(pod: &Value, name: &str) -> bool {
-    ["containers", "initContainers"].iter().any(|list| {
-        pod["spec"][list].as_array().is_some_and(|cs| cs.iter().any(|c| c["name"].as_str() == Some(name)))
-    })
+    ["containers", "initContainers"]
+        .iter()
+        .any(|list| pod["spec"][list].as_array().is_some_and(|cs| cs.iter().any(|c| c["name"].as_str() == Some(name))))
 }
 
 /// The JSON Patch that injects `pod` (empty: leave it alone) and the warnings for its author.
@@ -162,9 +158,8 @@ pub fn plan(opts: &InjectOptions, pod: &Value) -> (Vec<Value>, Vec<String>) {
     let mut quantity = |key: &str, default: &str| match annotation(pod, key) {
         Some(q) if is_quantity(q) => q.to_owned(),
         Some(q) => {
-            warnings.push(format!(
-                "spillway: annotation {PREFIX}{key}={q:?} is not a resource quantity; using {default}"
-            ));
+            warnings
+                .push(format!("spillway: annotation {PREFIX}{key}={q:?} is not a resource quantity; using {default}"));
             default.to_owned()
         }
         None => default.to_owned(),
@@ -247,7 +242,9 @@ pub fn plan(opts: &InjectOptions, pod: &Value) -> (Vec<Value>, Vec<String>) {
     }
     let status = "spillway.dev~1status";
     if !pod["metadata"].is_object() {
-        ops.push(json!({"op": "add", "path": "/metadata", "value": {"annotations": {"spillway.dev/status": "injected"}}}));
+        ops.push(
+            json!({"op": "add", "path": "/metadata", "value": {"annotations": {"spillway.dev/status": "injected"}}}),
+        );
     } else if pod["metadata"]["annotations"].is_object() {
         ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{status}"), "value": "injected"}));
     } else {

@@ -1,0 +1,168 @@
+//! The two Kubernetes API calls the self-signed webhook mode needs, made with the pod's service
+//! account: keep the webhook certificate in a Secret (so all replicas serve the same one), and
+//! write its CA into the MutatingWebhookConfiguration's `caBundle`.
+//!
+//! Two calls do not justify a Kubernetes client crate; the chart grants exactly these verbs:
+//! `get`/`create` on Secrets in the namespace, `get`/`patch` on the one webhook configuration.
+
+use crate::webhook::{self, WebhookCert};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+pub struct Kube {
+    base: String,
+    /// Re-read for every call: projected service-account tokens rotate.
+    token_file: PathBuf,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Kube {
+    /// The API server as seen from inside a pod.
+    pub fn in_cluster() -> Result<Kube, String> {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST")
+            .map_err(|_| "not running in a pod (no KUBERNETES_SERVICE_HOST)")?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let ca =
+            std::fs::read(Path::new(SA_DIR).join("ca.crt")).map_err(|e| format!("cannot read the cluster CA: {e}"))?;
+        Kube::new(&format!("https://{host}:{port}"), &ca, Path::new(SA_DIR).join("token"))
+    }
+
+    pub fn new(base: &str, ca_pem: &[u8], token_file: PathBuf) -> Result<Kube, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem) {
+            roots.add(c.map_err(|e| format!("bad cluster CA: {e}"))?).map_err(|e| format!("bad cluster CA: {e}"))?;
+        }
+        let tls =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+        Ok(Kube {
+            base: base.trim_end_matches('/').to_owned(),
+            token_file,
+            client: Client::builder(TokioExecutor::new()).build(https),
+        })
+    }
+
+    /// One API call; the status and the JSON body (`Null` if there is none).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let token = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| format!("cannot read the service-account token {}: {e}", self.token_file.display()))?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = hyper::Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", token.trim()))
+            .header("content-type", content_type)
+            .header("accept", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| format!("{method} {path}: no answer within 10 s"))?
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+}
+
+fn failure(what: &str, status: u16, body: &Value) -> String {
+    format!("{what}: HTTP {status}: {}", body["message"].as_str().unwrap_or("no message"))
+}
+
+fn from_secret(secret: &Value) -> Option<WebhookCert> {
+    let field = |k: &str| -> Option<String> {
+        let b = B64.decode(secret["data"][k].as_str()?).ok()?;
+        String::from_utf8(b).ok()
+    };
+    Some(WebhookCert { ca_pem: field("ca.crt")?, cert_pem: field("tls.crt")?, key_pem: field("tls.key")? })
+}
+
+/// The webhook certificate from Secret `namespace/name`, created first (for `dns_names`) if it does
+/// not exist. Replicas starting together race to create it; the losers read the winner's.
+pub async fn certificate(
+    kube: &Kube,
+    namespace: &str,
+    name: &str,
+    dns_names: &[String],
+) -> Result<WebhookCert, String> {
+    let path = format!("/api/v1/namespaces/{namespace}/secrets");
+    for _ in 0..3 {
+        let (status, body) = kube.call(Method::GET, &format!("{path}/{name}"), "application/json", None).await?;
+        match status {
+            200 => {
+                return from_secret(&body)
+                    .ok_or_else(|| format!("secret {namespace}/{name} lacks ca.crt, tls.crt or tls.key"));
+            }
+            404 => {}
+            _ => return Err(failure(&format!("reading secret {namespace}/{name}"), status, &body)),
+        }
+        let cert = webhook::generate(dns_names)?;
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "spillway-control"}},
+            "data": {"ca.crt": B64.encode(&cert.ca_pem), "tls.crt": B64.encode(&cert.cert_pem), "tls.key": B64.encode(&cert.key_pem)},
+        });
+        let (status, body) = kube.call(Method::POST, &path, "application/json", Some(secret)).await?;
+        match status {
+            200 | 201 => {
+                tracing::info!(secret = %format!("{namespace}/{name}"), "webhook certificate created");
+                return Ok(cert);
+            }
+            // Another replica created it first: read theirs.
+            409 => continue,
+            _ => return Err(failure(&format!("creating secret {namespace}/{name}"), status, &body)),
+        }
+    }
+    Err(format!("secret {namespace}/{name} keeps changing; giving up for now"))
+}
+
+/// Writes `ca_pem` into every webhook of MutatingWebhookConfiguration `name`; `Ok(false)` when
+/// they all had it already.
+pub async fn publish_ca_bundle(kube: &Kube, name: &str, ca_pem: &str) -> Result<bool, String> {
+    let path = format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}");
+    let (status, body) = kube.call(Method::GET, &path, "application/json", None).await?;
+    if status != 200 {
+        return Err(failure(&format!("reading mutatingwebhookconfiguration {name}"), status, &body));
+    }
+    let bundle = B64.encode(ca_pem);
+    let webhooks = body["webhooks"].as_array().cloned().unwrap_or_default();
+    let ops: Vec<Value> = webhooks
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w["clientConfig"]["caBundle"].as_str() != Some(&bundle))
+        .map(|(i, _)| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}))
+        .collect();
+    if ops.is_empty() {
+        return Ok(false);
+    }
+    let (status, body) =
+        kube.call(Method::PATCH, &path, "application/json-patch+json", Some(Value::Array(ops))).await?;
+    if status != 200 {
+        return Err(failure(&format!("patching mutatingwebhookconfiguration {name}"), status, &body));
+    }
+    tracing::info!(configuration = name, webhooks = webhooks.len(), "webhook CA bundle published");
+    Ok(true)
+}
