@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # spillway's whole test suite, as CI runs it (.ci/run calls exactly this):
-# formatting, lints, and every unit and end-to-end test — the official OpenAI SDK test included.
-# Installs what it needs: cargo-nextest if missing, and the SDK virtualenv (tests/python/setup.sh).
+# formatting, lints, every unit and end-to-end test (the official SDK tests included), and the
+# helm chart's lint and schema checks.
+# Installs what it needs: cargo-nextest if missing, the SDK virtualenv (tests/python/setup.sh),
+# and helm + kubernetes-validate for the chart checks (tests/k8s/setup.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,3 +21,4 @@ bash tests/python/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
+bash tests/k8s/check.sh

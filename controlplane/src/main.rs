@@ -20,6 +20,14 @@ enum Command {
     /// Serve routing snapshots to sidecars over gRPC (RoutingDiscovery.Stream), their telemetry,
     /// the admin API and, with --webhook-listen, the sidecar injector.
     Serve(Box<Serve>),
+    /// Add the sidecar to every pod template in a YAML file (`-` for stdin), as the injector
+    /// webhook would, and print the result; warnings go to stderr.
+    Inject {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        sidecar: Sidecar,
+    },
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
     /// any file is invalid.
     Check {
@@ -87,6 +95,13 @@ struct Injector {
     webhook_secret: String,
     #[arg(long, default_value = "spillway-injector")]
     webhook_configuration: String,
+    #[command(flatten)]
+    sidecar: Sidecar,
+}
+
+/// What injected sidecars look like.
+#[derive(ClapArgs)]
+struct Sidecar {
     /// The injected sidecar's image.
     #[arg(long, default_value = "ghcr.io/spillway/spillway-proxy:latest")]
     sidecar_image: String,
@@ -102,9 +117,27 @@ struct Injector {
     sidecar_cpu: String,
     #[arg(long, default_value = "64Mi")]
     sidecar_memory: String,
+    /// A Secret in the pod's namespace whose keys become the sidecar's environment.
+    #[arg(long)]
+    sidecar_credentials_secret: Option<String>,
     /// Do not set OPENAI_BASE_URL / ANTHROPIC_BASE_URL in the app containers.
     #[arg(long)]
     no_sidecar_app_env: bool,
+}
+
+impl Sidecar {
+    fn options(&self) -> InjectOptions {
+        InjectOptions {
+            image: self.sidecar_image.clone(),
+            pull_policy: self.sidecar_pull_policy.clone(),
+            control_plane: self.sidecar_control_plane.clone(),
+            port: self.sidecar_port,
+            cpu: self.sidecar_cpu.clone(),
+            memory: self.sidecar_memory.clone(),
+            credentials_secret: self.sidecar_credentials_secret.clone(),
+            app_env: !self.no_sidecar_app_env,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -119,6 +152,31 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("spillway-control: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Inject { file, sidecar } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("spillway-control: cannot read {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            match inject::manifest::inject(&sidecar.options(), &text) {
+                Ok((yaml, warnings)) => {
+                    warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("spillway-control: {}: {e}", file.display());
                     ExitCode::FAILURE
                 }
             }
@@ -182,15 +240,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
 
 /// The injector's HTTPS server, with its certificate from files or bootstrapped self-signed.
 async fn start_injector(addr: SocketAddr, i: &Injector) -> anyhow::Result<()> {
-    let opts = Arc::new(InjectOptions {
-        image: i.sidecar_image.clone(),
-        pull_policy: i.sidecar_pull_policy.clone(),
-        control_plane: i.sidecar_control_plane.clone(),
-        port: i.sidecar_port,
-        cpu: i.sidecar_cpu.clone(),
-        memory: i.sidecar_memory.clone(),
-        app_env: !i.no_sidecar_app_env,
-    });
+    let opts = Arc::new(i.sidecar.options());
     let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match (&i.webhook_cert, &i.webhook_key) {
         (Some(c), Some(k)) => Arc::new(webhook::FileCert::load(c.clone(), k.clone()).map_err(anyhow::Error::msg)?),
         _ if i.webhook_self_signed => {

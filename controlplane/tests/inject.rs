@@ -58,6 +58,7 @@ fn a_deployment_pod_gets_a_native_sidecar_first_and_its_sdks_pointed_at_it() {
     assert_eq!(sc["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(sc["securityContext"]["runAsNonRoot"], true);
     assert_eq!(sc["resources"]["requests"], json!({"cpu": "50m", "memory": "64Mi"}));
+    assert!(sc.get("envFrom").is_none(), "no credentials Secret configured");
     assert_eq!(sc["startupProbe"]["exec"]["command"], json!(["spillway-proxy", "--probe-ready"]));
     let mount = &sc["volumeMounts"][0];
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
@@ -143,4 +144,52 @@ fn malformed_reviews_are_refused_with_the_reason() {
     let r = serde_json::to_value(handle(&opts(), body).unwrap()).unwrap();
     assert_eq!((r["response"]["allowed"].as_bool(), r["response"].get("patch")), (Some(true), None));
     assert!(r["response"]["warnings"][0].as_str().unwrap().contains("no spec"));
+}
+
+#[test]
+fn provider_credentials_come_from_a_secret_named_by_flag_or_annotation() {
+    let mut body: Value = serde_json::from_slice(&fixture("pod-bare.json")).unwrap();
+    let with = |opts: &InjectOptions, body: &Value| {
+        let resp = serde_json::to_value(handle(opts, body.to_string().as_bytes()).unwrap()).unwrap();
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(resp["response"]["patch"].as_str().unwrap()).unwrap();
+        let mut pod = body["request"]["object"].clone();
+        json_patch::patch(&mut pod, &serde_json::from_slice::<json_patch::Patch>(&bytes).unwrap()).unwrap();
+        (pod["spec"]["initContainers"][0]["envFrom"].clone(), resp["response"]["warnings"].clone())
+    };
+    let flagged = InjectOptions { credentials_secret: Some("llm-keys".into()), ..opts() };
+    assert_eq!(with(&flagged, &body).0, json!([{"secretRef": {"name": "llm-keys"}}]));
+    body["request"]["object"]["metadata"]["annotations"] = json!({"spillway.dev/credentials-secret": "team-keys"});
+    assert_eq!(with(&flagged, &body).0, json!([{"secretRef": {"name": "team-keys"}}]));
+    body["request"]["object"]["metadata"]["annotations"] = json!({"spillway.dev/credentials-secret": "Team_Keys!"});
+    let (env_from, warnings) = with(&flagged, &body);
+    assert_eq!(env_from, json!([{"secretRef": {"name": "llm-keys"}}]));
+    assert!(warnings[0].as_str().unwrap().contains("is not a Secret name; using llm-keys"), "{warnings}");
+}
+
+#[test]
+fn manual_injection_rewrites_pod_templates_and_passes_everything_else_through() {
+    use spillway_controlplane::inject::manifest;
+    let app = std::fs::read_to_string(format!("{}/../examples/k8s/app.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let cron = "apiVersion: batch/v1\nkind: CronJob\nmetadata: { name: nightly }\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        metadata:\n          annotations: { spillway.dev/proxy-port: \"99999\" }\n        spec:\n          restartPolicy: OnFailure\n          containers: [{ name: job, image: busybox }]\n";
+    let (out, warnings) = manifest::inject(&opts(), &format!("{app}\n---\n{cron}")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Namespace", "Secret", "ConfigMap", "Deployment", "CronJob"]);
+    let original: Vec<Value> = serde_saphyr::from_multiple(&app).unwrap();
+    assert_eq!(docs[..3], original[..3], "non-workloads pass through unchanged");
+    let pod = &docs[3]["spec"]["template"];
+    assert_eq!(pod["spec"]["initContainers"][0]["name"], "spillway-proxy");
+    assert_eq!(pod["spec"]["initContainers"][0]["envFrom"], json!([{"secretRef": {"name": "llm-keys"}}]));
+    assert_eq!(env(&pod["spec"]["containers"][0], "OPENAI_BASE_URL").unwrap()["value"], "http://127.0.0.1:4000/v1");
+    assert_eq!(docs[3]["spec"]["selector"], original[3]["spec"]["selector"]);
+    let job = &docs[4]["spec"]["jobTemplate"]["spec"]["template"];
+    assert_eq!(job["spec"]["initContainers"][0]["name"], "spillway-proxy");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("CronJob/nightly: spillway: annotation spillway.dev/proxy-port=\"99999\""));
+
+    // Injecting the output again changes nothing: the sidecar is already there.
+    let (again, _) = manifest::inject(&opts(), &out).unwrap();
+    assert_eq!(serde_saphyr::from_multiple::<Value>(&again).unwrap(), docs);
+    assert!(manifest::inject(&opts(), "kind: [unclosed").unwrap_err().starts_with("not Kubernetes YAML"));
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`review`]: the AdmissionReview v1 wire types;
+//! - [`manifest`]: the same injection applied to YAML files (`spillway-control inject`);
 //! - this module: deciding whether a pod gets the sidecar and building the JSON Patch.
 //!
 //! Which namespaces are injected is the webhook configuration's `namespaceSelector` (the API
@@ -18,6 +19,7 @@
 //! Injection never blocks a pod because of what the pod's author wrote: a malformed optional
 //! annotation becomes a warning (shown by kubectl) and the default is used.
 
+pub mod manifest;
 pub mod review;
 
 use axum::body::Bytes;
@@ -41,6 +43,9 @@ pub struct InjectOptions {
     pub port: u16,
     pub cpu: String,
     pub memory: String,
+    /// A Secret (in the pod's namespace) whose keys become the sidecar's environment: the
+    /// provider credentials the routing config names in `auth.env`.
+    pub credentials_secret: Option<String>,
     /// Point the app's OpenAI and Anthropic SDKs at the sidecar (`OPENAI_BASE_URL`,
     /// `ANTHROPIC_BASE_URL`) unless the container sets them itself.
     pub app_env: bool,
@@ -55,6 +60,7 @@ impl Default for InjectOptions {
             port: 4000,
             cpu: "50m".into(),
             memory: "64Mi".into(),
+            credentials_secret: None,
             app_env: true,
         }
     }
@@ -114,6 +120,18 @@ fn is_quantity(s: &str) -> bool {
         && digits.chars().next().is_some_and(|c| c.is_ascii_digit());
     let suffix_ok = ["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].contains(&suffix);
     number_ok && suffix_ok
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain).
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 fn has_container(pod: &Value, name: &str) -> bool {
@@ -177,6 +195,20 @@ pub fn plan(opts: &InjectOptions, pod: &Value) -> (Vec<Value>, Vec<String>) {
         }
     };
 
+    let credentials = match annotation(pod, "credentials-secret") {
+        Some(name) if is_dns_subdomain(name) => Some(name.to_owned()),
+        Some(name) => {
+            warnings.push(format!(
+                "spillway: annotation {PREFIX}credentials-secret={name:?} is not a Secret name; {}",
+                opts.credentials_secret
+                    .as_deref()
+                    .map_or("no credentials Secret used".into(), |d| format!("using {d}"))
+            ));
+            opts.credentials_secret.clone()
+        }
+        None => opts.credentials_secret.clone(),
+    };
+
     let listen = format!("127.0.0.1:{port}");
     let mut sidecar = json!({
         "name": CONTAINER,
@@ -205,6 +237,9 @@ pub fn plan(opts: &InjectOptions, pod: &Value) -> (Vec<Value>, Vec<String>) {
     });
     if let Some(p) = &opts.pull_policy {
         sidecar["imagePullPolicy"] = json!(p);
+    }
+    if let Some(secret) = credentials {
+        sidecar["envFrom"] = json!([{"secretRef": {"name": secret}}]);
     }
 
     let mut ops = Vec::new();

@@ -1,0 +1,59 @@
+"""Names in a rendered chart that must agree, which neither helm lint nor schema validation sees:
+the webhook configuration and Secret the control plane is told to use exist, the webhook's
+Service and port exist, probes use declared ports, the routing ConfigMap is mounted at --config.
+Writes the rendered routing config to argv[2] for `spillway-control check`."""
+import sys
+import yaml
+
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+deploy = next(d for d in docs if d["kind"] == "Deployment")
+pod = deploy["spec"]["template"]["spec"]
+c = pod["containers"][0]
+args = dict(a[2:].split("=", 1) for a in c["args"] if a.startswith("--") and "=" in a)
+flags = {a for a in c["args"] if a.startswith("--")}
+ports = {p["name"] for p in c["ports"]}
+problems = []
+
+def need(cond, what):
+    if not cond:
+        problems.append(what)
+
+for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    need(c[probe]["httpGet"]["port"] in ports, f"{probe} uses an undeclared port")
+svc = by[("Service", deploy["metadata"]["name"])]
+need(all(p["targetPort"] in ports for p in svc["spec"]["ports"]), "service targets an undeclared port")
+
+config_dir = args["config"]
+mount = next(m for m in c["volumeMounts"] if m["mountPath"] == config_dir)
+volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+routing = by[("ConfigMap", volume["configMap"]["name"])]
+
+webhooks = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+if webhooks:
+    hook = webhooks[0]
+    need(hook["metadata"]["name"] == args.get("webhook-configuration", hook["metadata"]["name"]),
+         "--webhook-configuration does not name the rendered webhook configuration")
+    cc = hook["webhooks"][0]["clientConfig"]["service"]
+    need(cc["name"] == svc["metadata"]["name"], "the webhook calls another Service")
+    need(cc["port"] in [p["port"] for p in svc["spec"]["ports"] if p["name"] == "webhook"], "webhook port not on the Service")
+    need(cc["path"] == "/inject", "the webhook path is not /inject")
+    if "--webhook-self-signed" in flags:
+        need(args["webhook-service"] == svc["metadata"]["name"], "certificate made for another Service")
+        role = by[("Role", deploy["metadata"]["name"])]
+        need(any(args["webhook-secret"] in r.get("resourceNames", []) for r in role["rules"]), "RBAC does not cover the webhook Secret")
+        cr = by[("ClusterRole", deploy["metadata"]["name"])]
+        need(hook["metadata"]["name"] in cr["rules"][0]["resourceNames"], "RBAC does not cover the webhook configuration")
+        need(pod["automountServiceAccountToken"] is True, "self-signed mode needs the service-account token")
+    else:
+        cert = next(d for d in docs if d["kind"] == "Certificate")
+        need(f"{svc['metadata']['name']}.spillway.svc" in cert["spec"]["dnsNames"], "certificate lacks the Service's name")
+        need(any(v.get("secret", {}).get("secretName") == cert["spec"]["secretName"] for v in pod["volumes"]),
+             "the Certificate's Secret is not mounted")
+else:
+    need(pod["automountServiceAccountToken"] is False, "no injector, yet the token is mounted")
+
+with open(sys.argv[2], "w") as f:
+    f.write(routing["data"]["routing.yaml"])
+if problems:
+    sys.exit(f"{sys.argv[1]}: " + "; ".join(problems))
