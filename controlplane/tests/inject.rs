@@ -55,6 +55,10 @@ fn a_deployment_pod_gets_a_native_sidecar_first_and_its_sdks_pointed_at_it() {
     assert_eq!(env(sc, "SPILLWAY_CONTROL_PLANE").unwrap()["value"], "https://spillway-control.spillway.svc:7000");
     assert_eq!(env(sc, "POD_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
     assert_eq!(env(sc, "SPILLWAY_NODE_ID").unwrap()["value"], "$(POD_NAMESPACE)/$(POD_NAME)");
+    assert_eq!(
+        env(sc, "SPILLWAY_ZONE").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.labels['topology.kubernetes.io/zone']"
+    );
     assert_eq!(sc["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(sc["securityContext"]["runAsNonRoot"], true);
     assert_eq!(sc["resources"]["requests"], json!({"cpu": "50m", "memory": "64Mi"}));
@@ -81,6 +85,7 @@ fn a_deployment_pod_gets_a_native_sidecar_first_and_its_sdks_pointed_at_it() {
 fn opted_out_already_injected_host_network_and_non_create_pods_are_left_alone() {
     for (name, warns) in [
         ("pod-opt-out.json", false),
+        ("pod-opt-out-label.json", false),
         ("pod-already-injected.json", false),
         ("pod-update.json", false),
         ("pod-host-network.json", true),

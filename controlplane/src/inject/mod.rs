@@ -10,6 +10,7 @@
 //! Which namespaces are injected is the webhook configuration's `namespaceSelector` (the API
 //! server applies it before calling us). A pod opts out with `spillway.dev/inject: "false"`; a
 //! pod that already has a `spillway-proxy` container is left alone, so re-invocation is safe.
+//! (The label `spillway.dev/inject: "false"` opts out as well.)
 //!
 //! The sidecar is a native sidecar (an init container with `restartPolicy: Always`, placed first)
 //! so it starts — and its startup probe passes — before other init containers and the app, and
@@ -147,6 +148,10 @@ pub fn plan(opts: &InjectOptions, pod: &Value) -> (Vec<Value>, Vec<String>) {
         warnings.push("spillway: the pod has no spec; sidecar not injected".to_owned());
         return (Vec::new(), warnings);
     }
+    // Opting out by label works too, so that an objectSelector can match the same key.
+    if pod["metadata"]["labels"][format!("{PREFIX}inject")].as_str() == Some("false") {
+        return (Vec::new(), warnings);
+    }
     match annotation(pod, "inject") {
         Some("false") => return (Vec::new(), warnings),
         None | Some("true") => {}
@@ -218,6 +223,9 @@ pub fn plan(opts: &InjectOptions, pod: &Value) -> (Vec<Value>, Vec<String>) {
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "SPILLWAY_NODE_ID", "value": "$(POD_NAMESPACE)/$(POD_NAME)"},
+            // Set where the cluster copies the node's zone onto pods (PodTopologyLabels); empty
+            // otherwise, and the fleet view files the sidecar under "unknown".
+            {"name": "SPILLWAY_ZONE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['topology.kubernetes.io/zone']"}}},
             {"name": "SPILLWAY_CONTROL_PLANE", "value": opts.control_plane},
             {"name": "SPILLWAY_LISTEN", "value": listen},
             {"name": "SPILLWAY_SNAPSHOT_FILE", "value": format!("{STATE_DIR}/snapshot.json")},
