@@ -3,9 +3,10 @@
 
     bash bench/run.sh            # ~3 minutes; bench/run.sh --quick for a smoke run
 
-Starts the fake provider and a standalone sidecar in front of it (release builds, loopback), then
-drives both the fake directly and the same fake through the sidecar with `oha`, at the same rates
-and concurrency, and reports what the sidecar adds:
+Starts the fake provider, a standalone sidecar in front of it and `bare-forwarder` (the same
+tokio/hyper stack forwarding bytes and doing nothing else: the cost of the extra loopback hop
+alone), then drives the fake directly, through the forwarder and through the sidecar with `oha`,
+at the same rates and concurrency, and reports what the sidecar adds:
 
 - latency percentiles at fixed rates (non-streaming), added and as a ratio to direct;
 - sidecar CPU per request (from /proc, at 1,000 req/s);
@@ -112,7 +113,7 @@ def main():
     seconds = 3 if args.quick else 10
     rates = [500, 1000, 2000] if args.quick else [250, 500, 1000, 2000, 4000]
 
-    fake_port, sidecar_port = free_port(), free_port()
+    fake_port, sidecar_port, bare_port = free_port(), free_port(), free_port()
     fake = subprocess.Popen([str(RELEASE / "fake-provider"), "--listen", f"127.0.0.1:{fake_port}",
                              "--chunks", "20"], stderr=subprocess.DEVNULL)
     tmp = tempfile.mkdtemp(prefix="spillway-bench-")
@@ -129,44 +130,56 @@ features:
     log = open(Path(tmp) / "sidecar.log", "w")
     sidecar = subprocess.Popen([str(RELEASE / "spillway-proxy"), "--config", str(config),
                                 "--listen", f"127.0.0.1:{sidecar_port}", "--no-watch"], stderr=log)
+    bare = subprocess.Popen([str(RELEASE / "bare-forwarder"), "--listen", f"127.0.0.1:{bare_port}",
+                             "--upstream", f"127.0.0.1:{fake_port}"])
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores", "seconds_per_run": seconds}
     try:
         wait_port(fake_port)
         wait_ready(f"http://127.0.0.1:{sidecar_port}/readyz")
+        wait_port(bare_port)
         direct = f"http://127.0.0.1:{fake_port}/v1/chat/completions"
+        hop = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
         via = f"http://127.0.0.1:{sidecar_port}/v1/chat/completions"
         time.sleep(0.5)
         results["rss_idle_mb"] = round(rss_mb(sidecar.pid), 1)
         # Warm both paths (connection pools, allocator) before measuring.
-        oha(direct, CHAT, 1, 16)
-        oha(via, CHAT, 1, 16)
+        for url in (direct, hop, via):
+            oha(url, CHAT, 1, 16)
 
         results["fixed_rate"] = []
         for rate in rates:
             d = oha(direct, CHAT, seconds, 32, rate)
+            b = oha(hop, CHAT, seconds, 32, rate)
             before = cpu_ms(sidecar.pid)
             s = oha(via, CHAT, seconds, 32, rate)
             cpu = (cpu_ms(sidecar.pid) - before) / s["requests"]
-            row = {"rate": rate, "direct": d, "sidecar": s, "sidecar_cpu_ms_per_request": round(cpu, 4),
+            row = {"rate": rate, "direct": d, "bare_forwarder": b, "sidecar": s,
+                   "hop_p50_us": round(b["p50_us"] - d["p50_us"], 1), "hop_p99_us": round(b["p99_us"] - d["p99_us"], 1), "sidecar_cpu_ms_per_request": round(cpu, 4),
                    "added_p50_us": round(s["p50_us"] - d["p50_us"], 1), "added_p99_us": round(s["p99_us"] - d["p99_us"], 1)}
             results["fixed_rate"].append(row)
             print(f"{rate:>6} req/s  p50 {d['p50_us']:>8} → {s['p50_us']:>8} µs (+{row['added_p50_us']})   "
                   f"p99 {d['p99_us']:>8} → {s['p99_us']:>8} µs (+{row['added_p99_us']})   "
+                  f"(bare hop +{row['hop_p50_us']} / +{row['hop_p99_us']})   "
                   f"sidecar CPU {row['sidecar_cpu_ms_per_request']} ms/req", flush=True)
 
         stream = dict(CHAT, stream=True)
         for name, body in [("max_rps", CHAT), ("max_streams_per_s", stream)]:
             d = oha(direct, body, seconds, 64)
+            b = oha(hop, body, seconds, 64)
             s = oha(via, body, seconds, 64)
-            results[name] = {"direct": d["rps"], "sidecar": s["rps"], "ratio": round(s["rps"] / d["rps"], 3)}
-            print(f"{name}: direct {d['rps']}, sidecar {s['rps']} ({results[name]['ratio']}×)", flush=True)
+            results[name] = {"direct": d["rps"], "bare_forwarder": b["rps"], "sidecar": s["rps"],
+                             "ratio": round(s["rps"] / d["rps"], 3), "ratio_to_bare": round(s["rps"] / b["rps"], 3)}
+            print(f"{name}: direct {d['rps']}, bare forwarder {b['rps']}, sidecar {s['rps']} "
+                  f"({results[name]['ratio']}× direct, {results[name]['ratio_to_bare']}× bare)", flush=True)
 
         d = probe("ttft", direct, "m")
+        b = probe("ttft", hop, "m")
         s = probe("ttft", via, "m")
-        results["ttft"] = {"direct_us": d["ttft_us"], "sidecar_us": s["ttft_us"],
+        results["ttft"] = {"direct_us": d["ttft_us"], "bare_forwarder_us": b["ttft_us"], "sidecar_us": s["ttft_us"],
                            "added_p50_us": s["ttft_us"]["p50"] - d["ttft_us"]["p50"],
                            "added_p99_us": s["ttft_us"]["p99"] - d["ttft_us"]["p99"]}
-        print(f"ttft: p50 {d['ttft_us']['p50']} → {s['ttft_us']['p50']} µs, p99 {d['ttft_us']['p99']} → {s['ttft_us']['p99']} µs", flush=True)
+        print(f"ttft: p50 {d['ttft_us']['p50']} → {s['ttft_us']['p50']} µs (bare {b['ttft_us']['p50']}), "
+              f"p99 {d['ttft_us']['p99']} → {s['ttft_us']['p99']} µs (bare {b['ttft_us']['p99']})", flush=True)
 
         peak = [0.0]
         done = threading.Event()
@@ -185,10 +198,9 @@ features:
                                    "rss_peak_mb": round(peak[0], 1)}
         print(f"rss: idle {results['rss_idle_mb']} MB, peak with {held['streams']} open streams {round(peak[0], 1)} MB", flush=True)
     finally:
-        sidecar.terminate()
-        fake.terminate()
-        sidecar.wait()
-        fake.wait()
+        for p in (sidecar, bare, fake):
+            p.terminate()
+            p.wait()
 
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -204,9 +216,9 @@ def plot(results, path):
     rates = [r["rate"] for r in rows]
     fig, ax = plt.subplots(figsize=(8, 5))
     for key, style in [("p50_us", "-"), ("p99_us", "--")]:
-        for side, color in [("direct", "tab:blue"), ("sidecar", "tab:orange")]:
+        for side, color in [("direct", "tab:blue"), ("bare_forwarder", "tab:gray"), ("sidecar", "tab:orange")]:
             ax.plot(rates, [r[side][key] / 1000 for r in rows], style, color=color, marker="o",
-                    label=f"{side} {key[:-3]}")
+                    label=f"{side.replace('_', ' ')} {key[:-3]}")
     ax.set_xscale("log")
     ax.set_xticks(rates, [str(r) for r in rates])
     ax.set_xlabel("offered load (requests/s, non-streaming, 32 connections)")

@@ -12,5 +12,5 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import matplotlib" 
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 fi
-cargo build --release --locked -p spillway-dataplane --bin spillway-proxy -p spillway-tests --bin fake-provider --bin stream-probe
+cargo build --release --locked -p spillway-dataplane --bin spillway-proxy -p spillway-tests --bin fake-provider --bin stream-probe --bin bare-forwarder
 exec "$venv/bin/python" bench/load.py "$@"
