@@ -143,7 +143,14 @@ impl Sidecar {
 fn main() -> ExitCode {
     match Args::parse().command {
         Command::Serve(args) => {
-            tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+            // Colours only on a terminal: container logs (`kubectl logs`) get plain text. RUST_LOG
+            // filters as in the sidecar.
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .init();
             match tokio::runtime::Runtime::new().map(|rt| rt.block_on(serve(*args))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => {
