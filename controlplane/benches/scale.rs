@@ -14,6 +14,7 @@
 //! (`STREAMS_PER_CONNECTION`, default 10) because 10,000 connections on both ends would pass this
 //! machine's 20,000 file-descriptor limit; the control plane's per-stream work is the same.
 
+use hdrhistogram::Histogram;
 use prost::Message;
 use spillway_api::config::load_str;
 use spillway_api::histogram;
@@ -160,7 +161,8 @@ fn report_bytes(seed: u64) -> Vec<u8> {
     let endpoints = (0..ENDPOINTS)
         .map(|i| {
             let n = fastrand::u64(20..400);
-            let (mut ttft, mut total, mut gap) = (histogram::new(), histogram::new(), histogram::new());
+            let (mut ttft, mut total, mut gap): (Histogram<u64>, Histogram<u64>, Histogram<u64>) =
+                (histogram::new(), histogram::new(), histogram::new());
             for _ in 0..n {
                 let t = fastrand::u64(80_000..900_000) + if fastrand::u8(..) < 8 { 3_000_000 } else { 0 };
                 ttft.record(t).expect("in range");

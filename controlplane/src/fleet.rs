@@ -397,7 +397,7 @@ features:
     }
 
     fn report(endpoint: &str, ok: u64, errors: u64, ttft_us: &[u64]) -> EndpointReport {
-        let mut h = histogram::new();
+        let mut h: Histogram<u64> = histogram::new();
         ttft_us.iter().for_each(|v| h.record(*v).unwrap());
         EndpointReport {
             endpoint: endpoint.into(),
@@ -411,8 +411,8 @@ features:
     fn the_merged_view_equals_one_process_that_saw_every_request() {
         let now = Instant::now();
         let mut f = fleet(now);
-        let mut reference = histogram::new();
-        let mut east = histogram::new();
+        let mut reference: Histogram<u64> = histogram::new();
+        let mut east: Histogram<u64> = histogram::new();
         fastrand::seed(11);
         for sidecar in 0..12 {
             let zone = if sidecar % 3 == 0 { "us-east-1a" } else { "us-west-2b" };

@@ -8,10 +8,16 @@ use hdrhistogram::{Counter, Histogram};
 /// Values are microseconds, 1 µs to 10 min, two significant digits — the sidecar's own bounds.
 pub const HIGHEST_US: u64 = 600_000_000;
 
-/// An empty histogram with the shared bounds.
-pub fn new() -> Histogram<u64> {
+/// An empty histogram with the shared bounds, of any counter width (sidecars count in `u32`, the
+/// fleet view in `u64`).
+pub fn new<T: Counter>() -> Histogram<T> {
     // Constant bounds inside hdrhistogram's valid range.
     Histogram::new_with_bounds(1, HIGHEST_US, 2).expect("valid histogram bounds")
+}
+
+/// A duration as the value histograms record: microseconds, clamped into the shared bounds.
+pub fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(HIGHEST_US).clamp(1, HIGHEST_US)
 }
 
 /// Encodes a histogram of any counter width (sidecars count in `u32`, the fleet view in `u64`).
@@ -49,10 +55,10 @@ mod tests {
     #[test]
     fn merged_reports_equal_one_process_that_saw_everything() {
         fastrand::seed(7);
-        let mut reference = new();
-        let mut fleet = new();
+        let mut reference: Histogram<u64> = new();
+        let mut fleet: Histogram<u64> = new();
         for _sidecar in 0..20 {
-            let mut local = new();
+            let mut local: Histogram<u64> = new();
             for _ in 0..5_000 {
                 // Mostly fast, a long tail of slow first tokens.
                 let us = if fastrand::u8(..) < 240 {

@@ -6,7 +6,7 @@
 //! reporter takes the interval, off the request path.
 
 use hdrhistogram::Histogram;
-use spillway_api::histogram::HIGHEST_US;
+use spillway_api::histogram::{micros, new as histogram};
 use spillway_api::v1::{EndpointReport, OutcomeCounts};
 use tokio::time::Duration;
 
@@ -35,15 +35,6 @@ impl Class {
             _ => Class::ServerError,
         }
     }
-}
-
-fn histogram() -> Histogram<u32> {
-    // Constant bounds inside hdrhistogram's valid range.
-    Histogram::new_with_bounds(1, HIGHEST_US, 2).expect("valid histogram bounds")
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(HIGHEST_US).clamp(1, HIGHEST_US)
 }
 
 pub struct Interval {

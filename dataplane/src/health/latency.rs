@@ -8,12 +8,7 @@ use tokio::time::{Duration, Instant};
 
 /// Values are microseconds with the bounds the control plane merges with (1 µs to 10 min, two
 /// significant digits, ~1 % error).
-use spillway_api::histogram::HIGHEST_US;
-
-fn histogram() -> Histogram<u32> {
-    // Bounds and precision are constants inside hdrhistogram's valid range.
-    Histogram::new_with_bounds(1, HIGHEST_US, 2).expect("valid histogram bounds")
-}
+use spillway_api::histogram::{micros, new as histogram};
 
 struct Rotating {
     current: Histogram<u32>,
@@ -26,8 +21,7 @@ impl Rotating {
     }
 
     fn record(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(HIGHEST_US).clamp(1, HIGHEST_US);
-        self.current.saturating_record(us);
+        self.current.saturating_record(micros(d));
     }
 
     fn rotate(&mut self) {
