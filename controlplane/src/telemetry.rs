@@ -113,7 +113,7 @@ impl Telemetry {
 
     pub fn set_config(&self, c: &RoutingConfig) {
         lock(&self.fleet).set_config(c);
-        let pools = c.pools.iter().map(|(n, p)| (n.clone(), u64::from(p.model_units) * p.tokens_per_minute_per_unit));
+        let pools = c.pools.iter().map(|(n, p)| (n.clone(), p.tokens_per_minute()));
         lock(&self.leases).set_pools(pools);
     }
 

@@ -33,7 +33,7 @@ pub struct Pool {
 impl Pool {
     /// A pool owned whole by this sidecar (standalone); a lease replaces the budget later.
     pub fn new(name: &str, spec: &PoolSpec) -> Self {
-        let budget = u64::from(spec.model_units) * spec.tokens_per_minute_per_unit;
+        let budget = spec.tokens_per_minute();
         Pool {
             name: name.to_owned(),
             spec: spec.clone(),

@@ -167,6 +167,13 @@ pub struct Pool {
     pub spill_at_utilisation: f64,
 }
 
+impl Pool {
+    /// The pool's whole capacity: what a standalone sidecar owns and the control plane divides.
+    pub fn tokens_per_minute(&self) -> u64 {
+        u64::from(self.model_units) * self.tokens_per_minute_per_unit
+    }
+}
+
 fn default_spill_at() -> f64 {
     0.95
 }
