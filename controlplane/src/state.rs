@@ -9,13 +9,12 @@
 //! Every published change is recorded with who, when, what and a diff. An invalid result is
 //! never published.
 
-use crate::ads::Discovery;
+use crate::ads::{Discovery, now_ms};
 use crate::snapshot::Snapshot;
 use serde_json::Value;
 use spillway_api::config::{ConfigErrors, RoutingConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 use tokio::sync::watch;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -57,10 +56,6 @@ pub struct ConfigState {
     inner: Mutex<Inner>,
     /// The config in force (demotions applied), for the fleet view and lease book.
     effective: watch::Sender<Option<Arc<RoutingConfig>>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn pretty(s: &Snapshot) -> String {
