@@ -88,24 +88,22 @@ impl Telemetry {
         let me = self.clone();
         tokio::spawn(async move {
             let mut config = me.state.subscribe();
-            let current = config.borrow_and_update().clone();
-            if let Some(c) = current {
-                me.set_config(&c);
-            }
+            let follow = |config: &mut watch::Receiver<Option<Arc<RoutingConfig>>>| {
+                let current = config.borrow_and_update().clone();
+                if let Some(c) = current {
+                    me.set_config(&c);
+                }
+            };
+            follow(&mut config);
             let mut ticks = tokio::time::interval_at(Instant::now() + me.policy.tick, me.policy.tick);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = ticks.tick() => me.tick(Instant::now()),
-                    changed = config.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        let current = config.borrow_and_update().clone();
-                        if let Some(c) = current {
-                            me.set_config(&c);
-                        }
-                    }
+                    changed = config.changed() => match changed {
+                        Ok(()) => follow(&mut config),
+                        Err(_) => return,
+                    },
                 }
             }
         })
