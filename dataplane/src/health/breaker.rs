@@ -176,6 +176,11 @@ impl Breaker {
         Some(Transition { from, to: "open", reason: Some(Reason::Fleet) })
     }
 
+    /// Whether the endpoint is OPEN on the control plane's word (not a local trip).
+    pub fn is_fleet_open(&self) -> bool {
+        self.reason == Some(Reason::Fleet) && matches!(self.state, State::Open { .. })
+    }
+
     /// Ends a fleet-wide open early: the ramp starts now.
     pub fn fleet_release(&mut self, now: Instant) -> Vec<Transition> {
         if let (State::Open { until }, Some(Reason::Fleet)) = (&mut self.state, self.reason)

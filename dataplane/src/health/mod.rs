@@ -135,7 +135,7 @@ impl Health {
             transitions.extend(b.fleet_release(now));
         }
         let state = b.state().clone();
-        let fleet = b.reason() == Some(breaker::Reason::Fleet) && matches!(state, State::Open { .. });
+        let fleet = b.is_fleet_open();
         drop(b);
         *self.fleet_reason.lock().unwrap_or_else(|p| p.into_inner()) = fleet.then(|| reason.to_owned());
         if open && transitions.iter().any(|t| t.to == "open") {
@@ -186,8 +186,10 @@ impl Health {
             "endpoint": &*self.endpoint,
             "state": b.state().name(),
             "reason": b.reason(),
-            "fleet_reason": (b.reason() == Some(breaker::Reason::Fleet) && matches!(b.state(), State::Open { .. }))
-                .then(|| self.fleet_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()).flatten(),
+            "fleet_reason": b
+                .is_fleet_open()
+                .then(|| self.fleet_reason.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                .flatten(),
             "open_for_s": open_for_s,
             "ramp_share": ramp_share,
             "window": {
