@@ -106,3 +106,23 @@ impl TestClient {
         self.send(Request::get(url).body(Full::new(Bytes::new()))?).await
     }
 }
+
+/// Waits (bounded at 20 s, never a fixed sleep) until `check` holds, re-checking whenever `rx`
+/// fires; fails the test naming `what` it waited for.
+pub async fn until<T, F, Fut>(rx: &mut tokio::sync::watch::Receiver<T>, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            rx.borrow_and_update();
+            if check().await {
+                return;
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "still waiting after 20 s for: {what}");
+}

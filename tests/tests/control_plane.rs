@@ -7,9 +7,8 @@ use spillway_api::config::load_str;
 use spillway_controlplane::ads::{Discovery, DiscoveryService};
 use spillway_controlplane::snapshot::Snapshot;
 use spillway_tests::fake::{FakeConfig, FakeProvider};
-use spillway_tests::harness::{TestClient, TestSidecar};
+use spillway_tests::harness::{TestClient, TestSidecar, until};
 use std::sync::Arc;
-use std::time::Duration;
 
 fn snapshot(fake: &FakeProvider, feature: &str, extra_endpoint: &str) -> Arc<Snapshot> {
     let yaml = format!(
@@ -42,17 +41,6 @@ async fn managed(url: &str, snapshot_file: &std::path::Path) -> TestSidecar {
     .unwrap()
 }
 
-/// Waits (bounded, never a fixed sleep) until `check` holds after some change.
-async fn until<T>(rx: &mut tokio::sync::watch::Receiver<T>, mut check: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while !check() {
-            rx.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("the expected change did not happen within 20 s");
-}
-
 async fn status(sc: &TestSidecar, feature: &str) -> u16 {
     let body = json!({"model": feature, "messages": [{"role": "user", "content": "hi"}]});
     TestClient::default()
@@ -76,8 +64,10 @@ async fn snapshots_are_pushed_acked_nacked_and_survive_the_control_plane() {
     // A new sidecar is not ready until its first snapshot arrives, then ACKs it.
     let sc = managed(&url, &file).await;
     let mut nodes = d.subscribe_nodes();
-    until(&mut nodes, || {
-        d.nodes().get("ns/pod-1").and_then(|n| n.acked_version.clone()) == Some(first.version.clone())
+    until(&mut nodes, "the first snapshot's ACK", || {
+        std::future::ready(
+            d.nodes().get("ns/pod-1").and_then(|n| n.acked_version.clone()) == Some(first.version.clone()),
+        )
     })
     .await;
     assert_eq!(status(&sc, "chat").await, 200);
@@ -87,7 +77,10 @@ async fn snapshots_are_pushed_acked_nacked_and_survive_the_control_plane() {
     // A change is pushed and applied.
     let second = snapshot(&fake, "search", "");
     d.publish(second.clone());
-    until(&mut nodes, || d.nodes()["ns/pod-1"].acked_version.as_deref() == Some(second.version.as_str())).await;
+    until(&mut nodes, "the second snapshot's ACK", || {
+        std::future::ready(d.nodes()["ns/pod-1"].acked_version.as_deref() == Some(second.version.as_str()))
+    })
+    .await;
     assert_eq!(status(&sc, "search").await, 200);
     assert_eq!(status(&sc, "chat").await, 404);
 
@@ -99,7 +92,7 @@ async fn snapshots_are_pushed_acked_nacked_and_survive_the_control_plane() {
         "  keyed: { provider: openai, model: m, auth: { kind: api_key, env: SPILLWAY_TEST_UNSET_KEY } }\n",
     );
     d.publish(bad.clone());
-    until(&mut nodes, || d.nodes()["ns/pod-1"].last_nack.is_some()).await;
+    until(&mut nodes, "the NACK", || std::future::ready(d.nodes()["ns/pod-1"].last_nack.is_some())).await;
     let nack = d.nodes()["ns/pod-1"].last_nack.clone().unwrap();
     assert_eq!(nack.version, bad.version);
     assert!(nack.error.contains("SPILLWAY_TEST_UNSET_KEY"), "{}", nack.error);
@@ -175,8 +168,10 @@ async fn mutual_tls_admits_sidecars_with_a_certificate_and_only_them() {
     .await
     .unwrap();
     let mut nodes = d.subscribe_nodes();
-    until(&mut nodes, || {
-        d.nodes().get("ns/secure").and_then(|n| n.acked_version.clone()) == Some(snap.version.clone())
+    until(&mut nodes, "the mutual-TLS sidecar's ACK", || {
+        std::future::ready(
+            d.nodes().get("ns/secure").and_then(|n| n.acked_version.clone()) == Some(snap.version.clone()),
+        )
     })
     .await;
     assert_eq!(status(&sc, "chat").await, 200);

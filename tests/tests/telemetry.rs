@@ -14,8 +14,7 @@ use spillway_controlplane::leases::LeasePolicy;
 use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
 use spillway_tests::fake::{FakeConfig, FakeProvider};
-use spillway_tests::harness::{TestClient, TestSidecar};
-use std::future::Future;
+use spillway_tests::harness::{TestClient, TestSidecar, until};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -70,25 +69,6 @@ async fn ready_sidecar(cp: &ControlPlane, node: &str, zone: &str) -> TestSidecar
     let sc = sidecar(cp, node, zone).await;
     acked(cp, node).await;
     sc
-}
-
-/// Waits (bounded) until `check` holds, re-checking whenever `rx` fires.
-async fn until<T, F, Fut>(rx: &mut watch::Receiver<T>, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let waited = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            rx.borrow_and_update();
-            if check().await {
-                return;
-            }
-            rx.changed().await.unwrap();
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "still waiting after 30 s for: {what}");
 }
 
 fn applied(sc: &TestSidecar) -> watch::Receiver<u64> {
