@@ -13,6 +13,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
+/// The sidecar's allocator, so the floor differs from it only by spillway's own work.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "bare-forwarder")]
 struct Args {
@@ -26,7 +30,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let a = Args::parse();
-    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build_http();
+    // Like the sidecar's connector: no Nagle delay on the upstream side either.
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
     let listener = tokio::net::TcpListener::bind(a.listen).await?;
     loop {
         let (stream, _) = listener.accept().await?;
