@@ -16,7 +16,8 @@
 //! - [`health`]: per-endpoint circuit breakers the planner consults and every attempt feeds;
 //! - [`upstream`]: the pooled HTTPS client, credentials, provider requests, the failure vocabulary;
 //! - [`sse`]: server-sent-event framing shared by the stream paths;
-//! - [`metrics`], [`error`], [`body`]: what every layer above reports and returns.
+//! - [`metrics`], [`error`], [`body`]: what every layer above reports and returns;
+//! - [`log`]: the batched log writer that keeps the access log off the request path's syscalls.
 
 pub mod body;
 pub mod canonical;
@@ -24,6 +25,7 @@ pub mod capacity;
 pub mod error;
 pub mod health;
 pub mod inbound;
+pub mod log;
 pub mod managed;
 pub mod metrics;
 pub mod protocol;

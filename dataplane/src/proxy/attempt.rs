@@ -24,8 +24,9 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const REPLY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub enum Reply {
-    /// A whole, well-formed non-streaming reply, already in the caller's protocol.
-    Complete { status: StatusCode, content_type: HeaderValue, body: Bytes },
+    /// A whole, well-formed non-streaming reply, already in the caller's protocol, and the
+    /// tokens it reports using.
+    Complete { status: StatusCode, content_type: HeaderValue, body: Bytes, usage: Option<canonical::Usage> },
     /// A stream whose first token has arrived; `first` holds the provider's bytes up to it.
     Stream { first: Bytes, rest: Incoming },
 }
@@ -84,10 +85,11 @@ pub async fn run(
         Ok(Ok(c)) => c.to_bytes(),
     };
     if passthrough {
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        let Ok(probe) = serde_json::from_slice::<UsageProbe>(&body) else {
             return Err(AttemptFailure::unavailable("malformed", "reply body is not valid JSON"));
-        }
-        return Ok(Reply::Complete { status: parts.status, content_type, body });
+        };
+        let usage = probe.usage.as_ref().and_then(|u| u.as_object()).map(usage_of);
+        return Ok(Reply::Complete { status: parts.status, content_type, body, usage });
     }
     let Some(reply) = up.wire.decode_response(&body, up.model()) else {
         return Err(AttemptFailure::unavailable("malformed", "reply body is not a well-formed reply of its protocol"));
@@ -100,7 +102,25 @@ pub async fn run(
         status: StatusCode::OK,
         content_type: HeaderValue::from_static("application/json"),
         body: Bytes::from(encoded.to_string()),
+        usage: Some(reply.usage),
     })
+}
+
+/// A passed-through reply is read once, without building it as a tree: the parse proves it is
+/// JSON and keeps only `usage` for PT accounting.
+#[derive(serde::Deserialize)]
+struct UsageProbe {
+    #[serde(default)]
+    usage: Option<serde_json::Value>,
+}
+
+/// The tokens a reply's `usage` object reports, in OpenAI's or Anthropic's spelling.
+fn usage_of(u: &serde_json::Map<String, serde_json::Value>) -> canonical::Usage {
+    let get = |k: &str| u.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+    canonical::Usage {
+        input_tokens: get("prompt_tokens").max(get("input_tokens")),
+        output_tokens: get("completion_tokens").max(get("output_tokens")),
+    }
 }
 
 /// The request body in the endpoint's wire format, from the canonical form.

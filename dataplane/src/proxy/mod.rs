@@ -110,16 +110,14 @@ impl Finish {
         self.metrics.latency(&self.feature, &self.target.name, outcome, elapsed);
         self.metrics.attempt(&self.feature, &self.target.name, outcome);
         self.metrics.request(&self.feature, outcome);
-        tracing::info!(
-            target: "spillway::access",
-            request_id = %self.request_id,
-            feature = %self.feature,
-            endpoint = %self.target.name,
-            attempts = self.attempts,
+        crate::log::access::record(&crate::log::access::Record {
+            request_id: &self.request_id,
+            feature: &self.feature,
+            endpoint: &self.target.name,
+            attempts: self.attempts,
             outcome,
-            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-            "request"
-        );
+            elapsed,
+        });
     }
 }
 
@@ -531,9 +529,9 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
     let (endpoint, attempts, spilled) = (finish.target.name.clone(), finish.attempts, finish.spilled);
     finish.ttft = Some(finish.attempt_started.elapsed());
     let mut resp = match reply {
-        Reply::Complete { status, content_type, body } => {
+        Reply::Complete { status, content_type, body, usage } => {
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
-            finish.usage = reply_usage(&body);
+            finish.usage = usage;
             finish.done("ok");
             let mut r = Response::new(full(body));
             *r.status_mut() = status;
@@ -554,17 +552,6 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
         resp.headers_mut().insert("x-spillway-spilled", HeaderValue::from_static(s));
     }
     resp
-}
-
-/// The tokens a whole reply reports, in either client protocol's `usage` shape.
-fn reply_usage(body: &[u8]) -> Option<crate::canonical::Usage> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let u = v.get("usage").filter(|u| u.is_object())?;
-    let get = |k: &str| u.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
-    Some(crate::canonical::Usage {
-        input_tokens: get("prompt_tokens").max(get("input_tokens")),
-        output_tokens: get("completion_tokens").max(get("output_tokens")),
-    })
 }
 
 /// The caller's output limit, if any.
