@@ -1,6 +1,8 @@
 //! Prometheus metrics, served at `GET /metrics`.
 //!
 //! Labels are bounded: features and endpoints come from the config, outcomes from a fixed list.
+//! The per-request families are labelled with the routing table's own `Arc<str>` names, so a
+//! lookup clones a pointer instead of allocating a string.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,26 +10,27 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    feature: String,
+    feature: Arc<str>,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
-    feature: String,
-    endpoint: String,
+    feature: Arc<str>,
+    endpoint: Arc<str>,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
-    feature: String,
-    endpoint: String,
+    feature: Arc<str>,
+    endpoint: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,25 +155,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn request(&self, feature: &str, outcome: &'static str) {
-        self.requests.get_or_create(&RequestLabels { feature: feature.into(), outcome }).inc();
+    pub fn request(&self, feature: &Arc<str>, outcome: &'static str) {
+        self.requests.get_or_create(&RequestLabels { feature: feature.clone(), outcome }).inc();
     }
 
-    pub fn attempt(&self, feature: &str, endpoint: &str, outcome: &'static str) {
+    pub fn attempt(&self, feature: &Arc<str>, endpoint: &Arc<str>, outcome: &'static str) {
         self.attempts
-            .get_or_create(&AttemptLabels { feature: feature.into(), endpoint: endpoint.into(), outcome })
+            .get_or_create(&AttemptLabels { feature: feature.clone(), endpoint: endpoint.clone(), outcome })
             .inc();
     }
 
-    pub fn ttft(&self, feature: &str, endpoint: &str, d: Duration) {
+    pub fn ttft(&self, feature: &Arc<str>, endpoint: &Arc<str>, d: Duration) {
         self.ttft
-            .get_or_create(&EndpointLabels { feature: feature.into(), endpoint: endpoint.into() })
+            .get_or_create(&EndpointLabels { feature: feature.clone(), endpoint: endpoint.clone() })
             .observe(d.as_secs_f64());
     }
 
-    pub fn latency(&self, feature: &str, endpoint: &str, outcome: &'static str, d: Duration) {
+    pub fn latency(&self, feature: &Arc<str>, endpoint: &Arc<str>, outcome: &'static str, d: Duration) {
         self.latency
-            .get_or_create(&AttemptLabels { feature: feature.into(), endpoint: endpoint.into(), outcome })
+            .get_or_create(&AttemptLabels { feature: feature.clone(), endpoint: endpoint.clone(), outcome })
             .observe(d.as_secs_f64());
     }
 
