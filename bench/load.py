@@ -112,6 +112,13 @@ def oha_once(url, body, seconds, concurrency, rate=None):
             "p50_us": us("p50"), "p90_us": us("p90"), "p99_us": us("p99"), "p99.9_us": us("p99.9")}
 
 
+def measured(pid, url, body, seconds, concurrency, rate=None):
+    """An oha measurement and the CPU the process `pid` spent per request during it."""
+    before = cpu_ms(pid)
+    r = oha(url, body, seconds, concurrency, rate)
+    return r, round((cpu_ms(pid) - before) / r["requests_all_runs"], 4)
+
+
 def probe(mode, url, model, requests=2000, concurrency=4):
     cmd = [str(RELEASE / "stream-probe"), mode, "--url", url, "--model", model,
            "--requests", str(requests), "--concurrency", str(concurrency)]
@@ -166,28 +173,29 @@ features:
         results["fixed_rate"] = []
         for rate in rates:
             d = oha(direct, CHAT, seconds, 32, rate)
-            b = oha(hop, CHAT, seconds, 32, rate)
-            before = cpu_ms(sidecar.pid)
-            s = oha(via, CHAT, seconds, 32, rate)
-            cpu = (cpu_ms(sidecar.pid) - before) / s["requests_all_runs"]
+            b, b_cpu = measured(bare.pid, hop, CHAT, seconds, 32, rate)
+            s, cpu = measured(sidecar.pid, via, CHAT, seconds, 32, rate)
             row = {"rate": rate, "direct": d, "bare_forwarder": b, "sidecar": s,
-                   "hop_p50_us": round(b["p50_us"] - d["p50_us"], 1), "hop_p99_us": round(b["p99_us"] - d["p99_us"], 1), "sidecar_cpu_ms_per_request": round(cpu, 4),
+                   "hop_p50_us": round(b["p50_us"] - d["p50_us"], 1), "hop_p99_us": round(b["p99_us"] - d["p99_us"], 1),
+                   "sidecar_cpu_ms_per_request": cpu, "bare_forwarder_cpu_ms_per_request": b_cpu,
                    "added_p50_us": round(s["p50_us"] - d["p50_us"], 1), "added_p99_us": round(s["p99_us"] - d["p99_us"], 1)}
             results["fixed_rate"].append(row)
             print(f"{rate:>6} req/s  p50 {d['p50_us']:>8} → {s['p50_us']:>8} µs (+{row['added_p50_us']})   "
                   f"p99 {d['p99_us']:>8} → {s['p99_us']:>8} µs (+{row['added_p99_us']})   "
                   f"(bare hop +{row['hop_p50_us']} / +{row['hop_p99_us']})   "
-                  f"sidecar CPU {row['sidecar_cpu_ms_per_request']} ms/req", flush=True)
+                  f"CPU ms/req sidecar {cpu}, bare {b_cpu}", flush=True)
 
         stream = dict(CHAT, stream=True)
         for name, body in [("max_rps", CHAT), ("max_streams_per_s", stream)]:
             d = oha(direct, body, seconds, 64)
-            b = oha(hop, body, seconds, 64)
-            s = oha(via, body, seconds, 64)
+            b, b_cpu = measured(bare.pid, hop, body, seconds, 64)
+            s, cpu = measured(sidecar.pid, via, body, seconds, 64)
             results[name] = {"direct": d["rps"], "bare_forwarder": b["rps"], "sidecar": s["rps"],
-                             "ratio": round(s["rps"] / d["rps"], 3), "ratio_to_bare": round(s["rps"] / b["rps"], 3)}
+                             "ratio": round(s["rps"] / d["rps"], 3), "ratio_to_bare": round(s["rps"] / b["rps"], 3),
+                             "sidecar_cpu_ms_per_request": cpu, "bare_forwarder_cpu_ms_per_request": b_cpu}
             print(f"{name}: direct {d['rps']}, bare forwarder {b['rps']}, sidecar {s['rps']} "
-                  f"({results[name]['ratio']}× direct, {results[name]['ratio_to_bare']}× bare)", flush=True)
+                  f"({results[name]['ratio']}× direct, {results[name]['ratio_to_bare']}× bare); "
+                  f"CPU ms/req sidecar {cpu}, bare {b_cpu}", flush=True)
 
         d = probe("ttft", direct, "m")
         b = probe("ttft", hop, "m")
