@@ -47,16 +47,7 @@ pub fn record(r: &Record<'_>) {
         return;
     }
     let Some(sink) = SINK.get() else {
-        tracing::info!(
-            target: TARGET,
-            request_id = %r.request_id,
-            feature = %r.feature,
-            endpoint = %r.endpoint,
-            attempts = r.attempts,
-            outcome = r.outcome,
-            elapsed_ms = elapsed_ms(r.elapsed),
-            "request"
-        );
+        event(r);
         return;
     };
     let mut line = Vec::with_capacity(256);
@@ -65,6 +56,20 @@ pub fn record(r: &Record<'_>) {
         Format::Json => json(r, SystemTime::now(), &mut line),
     }
     sink.out.append(&line);
+}
+
+/// The line as an ordinary tracing event: what [`text`] and [`json`] must write byte for byte.
+fn event(r: &Record<'_>) {
+    tracing::info!(
+        target: TARGET,
+        request_id = %r.request_id,
+        feature = %r.feature,
+        endpoint = %r.endpoint,
+        attempts = r.attempts,
+        outcome = r.outcome,
+        elapsed_ms = elapsed_ms(r.elapsed),
+        "request"
+    );
 }
 
 fn elapsed_ms(d: Duration) -> f64 {
@@ -143,25 +148,11 @@ mod tests {
         let w = sink.clone();
         let fmt = tracing_subscriber::fmt().with_ansi(false).with_writer(move || w.clone());
         if json {
-            tracing::subscriber::with_default(fmt.json().finish(), || record_untouched(&record()));
+            tracing::subscriber::with_default(fmt.json().finish(), || event(&record()));
         } else {
-            tracing::subscriber::with_default(fmt.finish(), || record_untouched(&record()));
+            tracing::subscriber::with_default(fmt.finish(), || event(&record()));
         }
         String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
-    }
-
-    /// `record` without the installed sink (the process-wide one may be set by another test).
-    fn record_untouched(r: &Record<'_>) {
-        tracing::info!(
-            target: TARGET,
-            request_id = %r.request_id,
-            feature = %r.feature,
-            endpoint = %r.endpoint,
-            attempts = r.attempts,
-            outcome = r.outcome,
-            elapsed_ms = elapsed_ms(r.elapsed),
-            "request"
-        );
     }
 
     fn ours(f: fn(&Record<'_>, SystemTime, &mut Vec<u8>)) -> String {
