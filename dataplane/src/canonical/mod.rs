@@ -103,6 +103,18 @@ pub struct Usage {
     pub output_tokens: u64,
 }
 
+impl Usage {
+    /// The tokens a passed-through `usage` object reports, in OpenAI's spelling
+    /// (`prompt_tokens`, `completion_tokens`) or Anthropic's (`input_tokens`, `output_tokens`).
+    pub fn reported(u: &serde_json::Map<String, Value>) -> Usage {
+        let get = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Usage {
+            input_tokens: get("prompt_tokens").max(get("input_tokens")),
+            output_tokens: get("completion_tokens").max(get("output_tokens")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub id: String,

@@ -88,7 +88,7 @@ pub async fn run(
         let Ok(probe) = serde_json::from_slice::<UsageProbe>(&body) else {
             return Err(AttemptFailure::unavailable("malformed", "reply body is not valid JSON"));
         };
-        let usage = probe.usage.as_ref().and_then(|u| u.as_object()).map(usage_of);
+        let usage = probe.usage.as_ref().and_then(|u| u.as_object()).map(canonical::Usage::reported);
         return Ok(Reply::Complete { status: parts.status, content_type, body, usage });
     }
     let Some(reply) = up.wire.decode_response(&body, up.model()) else {
@@ -112,15 +112,6 @@ pub async fn run(
 struct UsageProbe {
     #[serde(default)]
     usage: Option<serde_json::Value>,
-}
-
-/// The tokens a reply's `usage` object reports, in OpenAI's or Anthropic's spelling.
-fn usage_of(u: &serde_json::Map<String, serde_json::Value>) -> canonical::Usage {
-    let get = |k: &str| u.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
-    canonical::Usage {
-        input_tokens: get("prompt_tokens").max(get("input_tokens")),
-        output_tokens: get("completion_tokens").max(get("output_tokens")),
-    }
 }
 
 /// The request body in the endpoint's wire format, from the canonical form.

@@ -195,12 +195,8 @@ fn reported_usage(event: &[u8]) -> Option<Usage> {
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(&sse::data(event)?).ok()?;
-    let u = v.get("usage").or_else(|| v.pointer("/message/usage")).filter(|u| u.is_object())?;
-    let get = |k: &str| u.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    Some(Usage {
-        input_tokens: get("prompt_tokens").max(get("input_tokens")),
-        output_tokens: get("completion_tokens").max(get("output_tokens")),
-    })
+    let u = v.get("usage").or_else(|| v.pointer("/message/usage"))?.as_object()?;
+    Some(Usage::reported(u))
 }
 
 impl Body for GuardedStream {
