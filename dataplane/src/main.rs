@@ -80,16 +80,15 @@ async fn main() -> std::process::ExitCode {
     // One line per request: batched in memory, written out in large writes (see `log`).
     let writer = spillway_dataplane::log::Batched::new(std::io::stderr());
     let log = writer.start_flusher();
+    let format = if args.log_format == "json" { access::Format::Json } else { access::Format::Text };
     if !ansi {
         // On a terminal the access line keeps tracing's colours; elsewhere it is written directly.
-        let format = if args.log_format == "json" { access::Format::Json } else { access::Format::Text };
         access::install(writer.clone(), format);
     }
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer);
-    if args.log_format == "json" {
-        fmt.json().init();
-    } else {
-        fmt.init();
+    match format {
+        access::Format::Json => fmt.json().init(),
+        access::Format::Text => fmt.init(),
     }
     let tls = match &args.control_plane_ca {
         Some(ca) => {

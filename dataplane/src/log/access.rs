@@ -51,10 +51,11 @@ pub fn record(r: &Record<'_>) {
         return;
     };
     let mut line = Vec::with_capacity(256);
-    match sink.format {
-        Format::Text => text(r, SystemTime::now(), &mut line),
-        Format::Json => json(r, SystemTime::now(), &mut line),
-    }
+    let write = match sink.format {
+        Format::Text => text,
+        Format::Json => json,
+    };
+    write(r, SystemTime::now(), &mut line);
     sink.out.append(&line);
 }
 

@@ -74,9 +74,7 @@ impl<W: Write + Send + 'static> Batched<W> {
         }
         FlushOnDrop(self.clone())
     }
-}
 
-impl<W: Write + Send + 'static> Batched<W> {
     /// Appends whole lines written outside tracing (the access log).
     pub fn append(&self, line: &[u8]) {
         self.inner.append(line);
