@@ -239,6 +239,8 @@ impl Fleet {
             throttled: o.throttled,
             slow_ttft: above(&hists[0], policy.and_then(|p| p.slow_ttft.as_ref()).map(|r| r.over_ms)),
             slow_total: above(&hists[1], policy.and_then(|p| p.slow_total.as_ref()).map(|r| r.over_ms)),
+            // Reports carry no per-token histogram: time per output token is judged per sidecar.
+            slow_tpot: 0,
         };
         let window_s = policy.map_or(30, |p| p.window_s);
         let v = self.endpoints.entry(r.endpoint.clone()).or_insert_with(|| EndpointView {
@@ -290,6 +292,7 @@ impl Fleet {
                 Rule::ErrorRate => ("error rate", totals.rate(totals.errors)),
                 Rule::SlowFirstToken => ("slow first tokens", totals.rate(totals.slow_ttft)),
                 Rule::SlowTotal => ("slow responses", totals.rate(totals.slow_total)),
+                Rule::SlowTpot => ("slow output tokens", totals.rate(totals.slow_tpot)),
             };
             let reason = format!(
                 "fleet {what} {:.0} % over {} s ({} requests from {} sidecars)",

@@ -37,6 +37,7 @@ fn bench(c: &mut Criterion) {
         ttft: Some(Duration::from_millis(350)),
         total: Duration::from_millis(1200),
         max_gap: Some(Duration::from_millis(40)),
+        output_tokens: Some(200),
     };
     c.bench_function("plan_and_record", |b| {
         b.iter(|| {

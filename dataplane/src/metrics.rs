@@ -78,6 +78,12 @@ pub struct Metrics {
     pool_charged: Family<PoolLabels, Gauge>,
     pool_actual: Family<PoolLabels, Gauge>,
     pool_spill_ratio: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    credentials_missing: Family<EndpointNameLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointNameLabels {
+    endpoint: Arc<str>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -88,6 +94,12 @@ fn latency_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("spillway");
+        let credentials_missing = Family::<EndpointNameLabels, Gauge>::default();
+        registry.register(
+            "endpoint_credentials_missing",
+            "1 for an endpoint skipped because its credentials are missing",
+            credentials_missing.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Requests by feature and final outcome", requests.clone());
         let attempts = Family::<AttemptLabels, Counter>::default();
@@ -138,6 +150,7 @@ impl Default for Metrics {
         );
         Metrics {
             pool_spill_ratio,
+            credentials_missing,
             registry,
             requests,
             attempts,
@@ -155,6 +168,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Whether `endpoint` is skipped for want of credentials.
+    pub fn credentials_missing(&self, endpoint: &Arc<str>, missing: bool) {
+        self.credentials_missing
+            .get_or_create(&EndpointNameLabels { endpoint: endpoint.clone() })
+            .set(i64::from(missing));
+    }
+
     pub fn request(&self, feature: &Arc<str>, outcome: &'static str) {
         self.requests.get_or_create(&RequestLabels { feature: feature.clone(), outcome }).inc();
     }
@@ -197,8 +217,8 @@ impl Metrics {
         self.pool_actual.get_or_create(&l).set(i64::try_from(actual).unwrap_or(i64::MAX));
     }
 
-    pub fn spilled(&self, pool: &str, reason: &'static str) {
-        self.spills.get_or_create(&SpillLabels { pool: pool.into(), reason }).inc();
+    pub fn spilled(&self, pool: &str, why: crate::capacity::Spill) {
+        self.spills.get_or_create(&SpillLabels { pool: pool.into(), reason: why.as_str() }).inc();
     }
 
     pub fn config_reload(&self, result: &'static str) {

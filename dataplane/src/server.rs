@@ -242,11 +242,18 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
             serde_json::json!({"ready": false, "reason": "no routing snapshot yet"}).to_string(),
         ),
         (&Method::GET, "/readyz") => {
-            let version = state.routing.load().version.clone();
+            let table = state.routing.load();
             let reload = state.routing.status();
-            let body = serde_json::json!({"ready": true, "config_version": version,
+            // Ready all the same: every other endpoint and feature serves.
+            let unavailable: Vec<serde_json::Value> = table
+                .endpoints()
+                .filter_map(|t| {
+                    t.upstream.missing_credential().map(|why| serde_json::json!({"endpoint": &*t.name, "reason": why}))
+                })
+                .collect();
+            let body = serde_json::json!({"ready": true, "config_version": table.version,
                 "reloads_applied": reload.applied, "reloads_rejected": reload.rejected,
-                "last_reload_error": reload.last_error});
+                "last_reload_error": reload.last_error, "unavailable_endpoints": unavailable});
             text(StatusCode::OK, "application/json", body.to_string())
         }
         (&Method::GET, "/debug/endpoints") => {
@@ -262,8 +269,12 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
             text(StatusCode::OK, "application/json", serde_json::json!({"pools": list}).to_string())
         }
         (&Method::GET, "/metrics") => {
-            for p in state.routing.load().pools.values() {
+            let table = state.routing.load();
+            for p in table.pools.values() {
                 state.metrics.pool(&p.name, p.figures());
+            }
+            for t in table.endpoints() {
+                state.metrics.credentials_missing(&t.name, t.upstream.missing_credential().is_some());
             }
             text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
         }

@@ -22,6 +22,8 @@ pub struct Counts {
     pub slow_ttft: u64,
     /// Whole reply later than the policy's `slow_total.over_ms`.
     pub slow_total: u64,
+    /// Time per output token above the policy's `slow_tpot.over_ms`.
+    pub slow_tpot: u64,
 }
 
 impl AddAssign for Counts {
@@ -31,6 +33,7 @@ impl AddAssign for Counts {
         self.throttled += o.throttled;
         self.slow_ttft += o.slow_ttft;
         self.slow_total += o.slow_total;
+        self.slow_tpot += o.slow_tpot;
     }
 }
 
@@ -40,6 +43,7 @@ pub enum Rule {
     ErrorRate,
     SlowFirstToken,
     SlowTotal,
+    SlowTpot,
 }
 
 impl Counts {
@@ -62,6 +66,9 @@ impl Counts {
         }
         if p.slow_total.as_ref().is_some_and(|r| self.rate(self.slow_total) >= r.rate) {
             return Some(Rule::SlowTotal);
+        }
+        if p.slow_tpot.as_ref().is_some_and(|r| self.rate(self.slow_tpot) >= r.rate) {
+            return Some(Rule::SlowTpot);
         }
         None
     }

@@ -236,14 +236,17 @@ async fn admin_endpoints_report_health_readiness_metrics_and_features() {
     let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["chat", "summarize"]);
 
-    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
-    client.post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+    for stream in [false, true] {
+        let body = json!({"model": "chat", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        client.post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+    }
     let metrics = client.get(&sc.url("/metrics")).await.unwrap().text();
     for needle in [
-        r#"spillway_requests_total{feature="chat",outcome="ok"} 1"#,
-        r#"spillway_attempts_total{feature="chat",endpoint="primary",outcome="ok"} 1"#,
+        r#"spillway_requests_total{feature="chat",outcome="ok"} 2"#,
+        r#"spillway_attempts_total{feature="chat",endpoint="primary",outcome="ok"} 2"#,
+        // A whole reply has no first token of its own: only the stream is a TTFT sample.
         r#"spillway_ttft_seconds_count{feature="chat",endpoint="primary"} 1"#,
-        r#"spillway_request_duration_seconds_count{feature="chat",endpoint="primary",outcome="ok"} 1"#,
+        r#"spillway_request_duration_seconds_count{feature="chat",endpoint="primary",outcome="ok"} 2"#,
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }

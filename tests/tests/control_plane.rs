@@ -84,19 +84,37 @@ async fn snapshots_are_pushed_acked_nacked_and_survive_the_control_plane() {
     assert_eq!(status(&sc, "search").await, 200);
     assert_eq!(status(&sc, "chat").await, 404);
 
-    // One the sidecar cannot apply (a key it does not have) is NACKed with the reason; the
-    // previous table keeps serving.
-    let bad = snapshot(
+    // An endpoint whose key is missing is no reason to refuse a snapshot: it is ACKed, the
+    // endpoint is reported unavailable, and every other feature keeps serving.
+    let keyless = snapshot(
         &fake,
         "search",
         "  keyed: { provider: openai, model: m, auth: { kind: api_key, env: SPILLWAY_TEST_UNSET_KEY } }\n",
     );
+    d.publish(keyless.clone());
+    until(&mut nodes, "the keyless snapshot's ACK", || {
+        std::future::ready(d.nodes()["ns/pod-1"].acked_version.as_deref() == Some(keyless.version.as_str()))
+    })
+    .await;
+    assert_eq!(status(&sc, "search").await, 200);
+    let ready = TestClient::default().get(&sc.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status, 200);
+    let unavailable = &ready.json()["unavailable_endpoints"];
+    assert_eq!(unavailable[0]["endpoint"], "keyed", "{unavailable}");
+    assert!(unavailable[0]["reason"].as_str().unwrap().contains("SPILLWAY_TEST_UNSET_KEY"), "{unavailable}");
+
+    // One the sidecar cannot apply (a setting from a newer control plane) is NACKed with the
+    // reason; the previous table keeps serving.
+    let mut doc: serde_json::Value = serde_json::from_slice(&keyless.config_json).unwrap();
+    doc["future_setting"] = json!(true);
+    let json = serde_json::to_vec(&doc).unwrap();
+    let bad = Arc::new(Snapshot { version: spillway_api::config::version_of(&json), config_json: json });
     d.publish(bad.clone());
     until(&mut nodes, "the NACK", || std::future::ready(d.nodes()["ns/pod-1"].last_nack.is_some())).await;
     let nack = d.nodes()["ns/pod-1"].last_nack.clone().unwrap();
     assert_eq!(nack.version, bad.version);
-    assert!(nack.error.contains("SPILLWAY_TEST_UNSET_KEY"), "{}", nack.error);
-    assert_eq!(d.nodes()["ns/pod-1"].acked_version.as_deref(), Some(second.version.as_str()));
+    assert!(nack.error.contains("future_setting"), "{}", nack.error);
+    assert_eq!(d.nodes()["ns/pod-1"].acked_version.as_deref(), Some(keyless.version.as_str()));
     assert_eq!(status(&sc, "search").await, 200);
 
     // The control plane goes away: the sidecar keeps serving, and a new sidecar starts from the

@@ -209,7 +209,7 @@ async fn the_deadline_bounds_all_attempts_and_the_stream() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_retry_budget_caps_fallbacks_during_an_outage() {
+async fn the_retry_budget_bounds_retries_at_failing_endpoints_never_fallback_to_a_healthy_one() {
     let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
     let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
     let yaml = format!(
@@ -225,17 +225,28 @@ retry_budget: {{ ratio: 0.0, min_per_s: 2, window_s: 1 }}
         backup.base_url()
     );
     let sc = TestSidecar::start(&yaml).await.unwrap();
+    // A budget of two a second, and ten requests: the backup is healthy, so falling back to it
+    // adds no load to anything failing and is never refused.
+    for _ in 0..10 {
+        assert_eq!(ask(&sc, false).await.status, 200);
+    }
+    assert_eq!(backup.hits(), 10);
+
+    // Now the backup fails too. Its first failure was unforeseeable; after it, retries at it
+    // are retries at a failing endpoint: two a second, then none.
+    backup.set_script(Script { status: Some(502), ..Script::default() });
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    let before = backup.hits();
     let mut statuses = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..6 {
         statuses.push(ask(&sc, false).await.status.as_u16());
     }
-    assert_eq!(statuses, [200, 200, 503, 503], "two fallbacks a second, then none");
-    assert_eq!(backup.hits(), 2);
+    assert_eq!(statuses, [503; 6]);
+    assert_eq!(backup.hits() - before, 3, "the unforeseeable first failure, then the budget's two");
     let r = ask(&sc, false).await;
+    assert_eq!(r.header("x-spillway-attempts"), "1");
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("retry budget"), "{}", r.text());
-    // A second later the budget is back.
-    tokio::time::advance(std::time::Duration::from_secs(1)).await;
-    assert_eq!(ask(&sc, false).await.status, 200);
+    assert_eq!(r.header("x-should-retry"), "false", "spillway tried what it could: no SDK retry storm");
 }
 
 #[tokio::test(start_paused = true)]

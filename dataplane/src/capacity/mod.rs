@@ -18,6 +18,24 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
+/// Why an attempt is on an on-demand twin instead of its PT endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spill {
+    /// The pool was at its spill point before sending.
+    Proactive,
+    /// The PT endpoint answered with a throttle.
+    Throttled,
+}
+
+impl Spill {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spill::Proactive => "proactive",
+            Spill::Throttled => "throttled",
+        }
+    }
+}
+
 pub struct Pool {
     pub name: String,
     pub spec: PoolSpec,
@@ -83,9 +101,12 @@ impl Pool {
     }
 
     /// A request of `estimate` tokens wanted this pool and went on-demand instead.
-    pub fn spilled(&self, reason: &str, estimate: u64) {
+    pub fn spilled(&self, why: Spill, estimate: u64) {
         self.interval_demand.fetch_add(estimate, Ordering::Relaxed);
-        let c = if reason == "throttled" { &self.spilled_throttled } else { &self.spilled_proactive };
+        let c = match why {
+            Spill::Throttled => &self.spilled_throttled,
+            Spill::Proactive => &self.spilled_proactive,
+        };
         c.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -1,8 +1,14 @@
 //! The circuit breaker of one endpoint (DESIGN.md §4): CLOSED → OPEN → PARTIAL-OPEN → CLOSED.
 //!
 //! - CLOSED: all traffic. Trips to OPEN when, with at least `min_requests` in the window, the
-//!   error rate, the slow-first-token rate or the slow-total rate reaches its threshold.
+//!   error rate, the slow-first-token rate, the slow-total rate or the slow-per-token rate
+//!   reaches its threshold; or, whatever the volume, after `consecutive_failures` bad attempts in
+//!   a row (failed, or slow by a slow rule), so a dead endpoint opens in a handful of requests.
 //!   Throttling is counted but is no failure: it is a capacity signal, handled by spillover.
+//!
+//! Each attempt is judged by the yardstick that fits it: a first-token time only for streams (a
+//! whole reply has none of its own), the total time for both, and the time per output token so
+//! a long answer is not slow for being long.
 //! - OPEN for `open_for_s`, doubled on each consecutive re-trip up to [`MAX_OPEN_FACTOR`]×.
 //! - PARTIAL-OPEN: admits `ramp.start` of the traffic the endpoint would otherwise get; each
 //!   healthy `ramp.step_s` multiplies the share by `ramp.factor`; at 100 % it closes. An
@@ -23,6 +29,9 @@ pub enum Reason {
     ErrorRate,
     SlowFirstToken,
     SlowTotal,
+    SlowTpot,
+    /// `consecutive_failures` attempts in a row failed or were slow.
+    ConsecutiveFailures,
     /// A PARTIAL-OPEN step went bad.
     UnhealthyStep,
     /// The ramp did not reach 100 % within `ramp.max_s`.
@@ -53,10 +62,37 @@ impl State {
 pub struct Outcome {
     pub failed: bool,
     pub throttled: bool,
+    /// Time to the first token: streams only.
     pub ttft: Option<Duration>,
     pub total: Duration,
     /// The longest pause between two events of a stream.
     pub max_gap: Option<Duration>,
+    /// Output tokens the reply reported, for the time-per-token rule.
+    pub output_tokens: Option<u64>,
+}
+
+impl Outcome {
+    /// Time per output token: after the first for a stream (its first token is judged on its
+    /// own), over the whole reply otherwise. `None` without enough tokens to say.
+    pub fn tpot(&self) -> Option<Duration> {
+        let tokens = self.output_tokens?;
+        match self.ttft {
+            Some(ttft) if tokens >= 2 => {
+                Some(self.total.saturating_sub(ttft) / u32::try_from(tokens - 1).unwrap_or(u32::MAX))
+            }
+            None if tokens >= 1 => Some(self.total / u32::try_from(tokens).unwrap_or(u32::MAX)),
+            _ => None,
+        }
+    }
+}
+
+/// Which yardstick an attempt still waiting for its reply is past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowMark {
+    /// A stream still without its first token past `slow_ttft.over_ms`.
+    FirstToken,
+    /// A whole reply still not back past `slow_total.over_ms`.
+    Total,
 }
 
 /// A state change, for logs and metrics.
@@ -76,10 +112,11 @@ pub struct Breaker {
     /// Re-trips since the last time the breaker closed.
     trips: u32,
     reason: Option<Reason>,
-    last_failure: Option<Instant>,
     /// Admission credit in PARTIAL-OPEN: each request adds `share`; a whole credit admits one.
     /// Deterministic, so a ramp of 5 % admits exactly one request in twenty.
     credit: f64,
+    /// Bad attempts in a row (failed or slow), for `consecutive_failures`.
+    streak: u32,
 }
 
 impl Breaker {
@@ -92,8 +129,8 @@ impl Breaker {
             step: Counts::default(),
             trips: 0,
             reason: None,
-            last_failure: None,
             credit: 0.0,
+            streak: 0,
         }
     }
 
@@ -103,10 +140,6 @@ impl Breaker {
 
     pub fn reason(&self) -> Option<Reason> {
         self.reason
-    }
-
-    pub fn last_failure(&self) -> Option<Instant> {
-        self.last_failure
     }
 
     pub fn window(&self, now: Instant) -> Counts {
@@ -130,6 +163,7 @@ impl Breaker {
             throttled: 0,
             slow_ttft: slow(&self.policy.slow_ttft, o.ttft),
             slow_total: slow(&self.policy.slow_total, (!o.failed).then_some(o.total)),
+            slow_tpot: slow(&self.policy.slow_tpot, o.tpot().filter(|_| !o.failed)),
         }
     }
 
@@ -140,6 +174,7 @@ impl Breaker {
             Rule::ErrorRate => Reason::ErrorRate,
             Rule::SlowFirstToken => Reason::SlowFirstToken,
             Rule::SlowTotal => Reason::SlowTotal,
+            Rule::SlowTpot => Reason::SlowTpot,
         })
     }
 
@@ -152,6 +187,7 @@ impl Breaker {
         self.reason = Some(reason);
         self.window.clear();
         self.step = Counts::default();
+        self.streak = 0;
         Transition { from, to: "open", reason: Some(reason) }
     }
 
@@ -191,41 +227,54 @@ impl Breaker {
         self.tick(now)
     }
 
-    /// The first-token time past which an attempt counts as slow, if the policy has that rule.
-    pub fn slow_ttft_after(&self) -> Option<Duration> {
-        self.policy.slow_ttft.as_ref().map(|r| Duration::from_millis(r.over_ms))
+    /// When an attempt still waiting counts as slow, if the policy has a rule for its kind: the
+    /// first token for a stream, the whole reply otherwise.
+    pub fn slow_after(&self, stream: bool) -> Option<(Duration, SlowMark)> {
+        let (rule, mark) = if stream {
+            (&self.policy.slow_ttft, SlowMark::FirstToken)
+        } else {
+            (&self.policy.slow_total, SlowMark::Total)
+        };
+        rule.as_ref().map(|r| (Duration::from_millis(r.over_ms), mark))
     }
 
-    /// Records an attempt still waiting for its first token past `slow_ttft.over_ms`: it is slow
-    /// already, and waiting for it to finish would let a stalled endpoint keep its traffic.
-    /// Its final outcome is then recorded with [`Breaker::record_rest`].
-    pub fn record_slow_in_flight(&mut self, now: Instant) -> Option<Transition> {
-        self.record_counts(now, Counts { requests: 1, slow_ttft: 1, ..Counts::default() })
+    /// Records an attempt still waiting past its slow mark: it is slow already, and waiting for
+    /// it to finish would let a stalled endpoint keep its traffic. Its final outcome is then
+    /// recorded with [`Breaker::record_rest`].
+    pub fn record_slow_in_flight(&mut self, now: Instant, mark: SlowMark) -> Option<Transition> {
+        let c = match mark {
+            SlowMark::FirstToken => Counts { requests: 1, slow_ttft: 1, ..Counts::default() },
+            SlowMark::Total => Counts { requests: 1, slow_total: 1, ..Counts::default() },
+        };
+        self.record_counts(now, c)
     }
 
     /// Records what an attempt already counted as slow in flight adds when it ends: a failure,
     /// or a slow total.
     pub fn record_rest(&mut self, now: Instant, o: &Outcome) -> Option<Transition> {
-        if o.failed {
-            self.last_failure = Some(now);
-        }
         let c = self.counts(o);
-        self.record_counts(now, Counts { requests: 0, slow_ttft: 0, throttled: 0, ..c })
+        self.record_counts(now, Counts { requests: 0, slow_ttft: 0, slow_total: 0, throttled: 0, ..c })
     }
 
     /// Records a finished attempt; returns the transition it caused, if any.
     pub fn record(&mut self, now: Instant, o: &Outcome) -> Option<Transition> {
-        if o.failed {
-            self.last_failure = Some(now);
-        }
         let c = self.counts(o);
         self.record_counts(now, c)
     }
 
     fn record_counts(&mut self, now: Instant, c: Counts) -> Option<Transition> {
+        // Only a verdict on a new attempt moves the streak: an attempt already counted slow in
+        // flight (`requests: 0` at its end) was judged once.
+        if c.requests > 0 {
+            let bad = c.errors + c.slow_ttft + c.slow_total + c.slow_tpot > 0;
+            self.streak = if bad { self.streak.saturating_add(1) } else { 0 };
+        }
         match self.state {
             State::Closed => {
                 self.window.record(now, c);
+                if self.policy.consecutive_failures.is_some_and(|n| self.streak >= n) {
+                    return Some(self.open(now, Reason::ConsecutiveFailures));
+                }
                 let totals = self.window.totals(now);
                 let reason = self.verdict(&totals, u64::from(self.policy.min_requests))?;
                 Some(self.open(now, reason))
@@ -272,6 +321,7 @@ impl Breaker {
                         self.trips = 0;
                         self.reason = None;
                         self.window.clear();
+                        self.streak = 0;
                         out.push(Transition { from: "partial_open", to: "closed", reason: None });
                         return out;
                     }
@@ -328,6 +378,8 @@ mod tests {
             error_rate: 0.2,
             slow_ttft: Some(SlowRule { over_ms: 2000, rate: 0.1 }),
             slow_total: Some(SlowRule { over_ms: 20_000, rate: 0.1 }),
+            slow_tpot: None,
+            consecutive_failures: None,
             open_for_s: 30,
             ramp: Ramp { start: 0.05, factor: 2.0, step_s: 10, max_s: 300 },
         }
@@ -340,12 +392,18 @@ mod tests {
             ttft: Some(Duration::from_millis(ttft_ms)),
             total: Duration::from_millis(ttft_ms + 100),
             max_gap: None,
+            output_tokens: None,
         }
     }
-    const FAIL: Outcome =
-        Outcome { failed: true, throttled: false, ttft: None, total: Duration::from_millis(5), max_gap: None };
-    const THROTTLED: Outcome =
-        Outcome { failed: false, throttled: true, ttft: None, total: Duration::from_millis(5), max_gap: None };
+    const FAIL: Outcome = Outcome {
+        failed: true,
+        throttled: false,
+        ttft: None,
+        total: Duration::from_millis(5),
+        max_gap: None,
+        output_tokens: None,
+    };
+    const THROTTLED: Outcome = Outcome { failed: false, throttled: true, ..FAIL };
 
     fn feed(b: &mut Breaker, o: Outcome, n: usize) -> Vec<Transition> {
         (0..n).filter_map(|_| b.record(Instant::now(), &o)).collect()
@@ -397,11 +455,11 @@ mod tests {
     async fn attempts_stalled_past_the_slow_mark_count_before_they_finish() {
         let mut b = Breaker::new(policy(), Instant::now());
         feed(&mut b, ok(100), 9);
-        let t = b.record_slow_in_flight(Instant::now());
+        let t = b.record_slow_in_flight(Instant::now(), SlowMark::FirstToken);
         assert_eq!(t.map(|t| t.reason), Some(Some(Reason::SlowFirstToken)), "1 of 10 stalled ≥ 10 %");
         // Its end adds only what it did not already count: one request, not two.
         let mut b = Breaker::new(policy(), Instant::now());
-        b.record_slow_in_flight(Instant::now());
+        b.record_slow_in_flight(Instant::now(), SlowMark::FirstToken);
         b.record_rest(Instant::now(), &FAIL);
         let w = b.window(Instant::now());
         assert_eq!((w.requests, w.slow_ttft, w.errors), (1, 1, 1));
@@ -413,6 +471,64 @@ mod tests {
         feed(&mut b, ok(100), 9);
         feed(&mut b, Outcome { total: Duration::from_secs(30), ..ok(100) }, 1);
         assert_eq!(b.reason(), Some(Reason::SlowTotal));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_failures_open_a_dead_endpoint_below_the_minimum_volume() {
+        let mut p = policy();
+        p.consecutive_failures = Some(5);
+        p.min_requests = 1000;
+        let mut b = Breaker::new(p, Instant::now());
+        feed(&mut b, ok(100), 3);
+        assert!(feed(&mut b, FAIL, 4).is_empty(), "4 in a row, far below the rate rule's volume");
+        feed(&mut b, ok(100), 1);
+        assert!(feed(&mut b, FAIL, 4).is_empty(), "a good attempt ends the streak");
+        let t = feed(&mut b, FAIL, 1);
+        assert_eq!(t, [Transition { from: "closed", to: "open", reason: Some(Reason::ConsecutiveFailures) }]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_stalled_in_flight_extend_the_streak_once_each() {
+        let mut p = policy();
+        p.consecutive_failures = Some(3);
+        p.min_requests = 1000;
+        let mut b = Breaker::new(p, Instant::now());
+        b.record_slow_in_flight(Instant::now(), SlowMark::FirstToken);
+        b.record_rest(Instant::now(), &ok(3000));
+        b.record_slow_in_flight(Instant::now(), SlowMark::Total);
+        assert_eq!(b.state(), &State::Closed, "two stalled attempts; their ends add nothing");
+        let t = b.record_slow_in_flight(Instant::now(), SlowMark::FirstToken);
+        assert_eq!(t.and_then(|t| t.reason), Some(Reason::ConsecutiveFailures));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_whole_reply_is_judged_by_its_total_not_as_a_first_token() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        // 20 non-streaming replies of 5 s: slower than the 2 s first-token mark, far under the
+        // 20 s total mark. A reply has no first token of its own.
+        let whole = Outcome { ttft: None, total: Duration::from_secs(5), ..ok(0) };
+        assert!(feed(&mut b, whole, 20).is_empty());
+        assert_eq!(b.window(Instant::now()).slow_ttft, 0);
+        assert_eq!(b.slow_after(false).map(|(_, m)| m), Some(SlowMark::Total));
+        assert_eq!(b.slow_after(true).map(|(_, m)| m), Some(SlowMark::FirstToken));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_per_output_token_trips_on_a_slow_stream_not_a_long_one() {
+        let mut p = policy();
+        p.slow_total = None;
+        p.slow_tpot = Some(SlowRule { over_ms: 100, rate: 0.5 });
+        let mut b = Breaker::new(p, Instant::now());
+        // 2,001 tokens in 60 s after a 200 ms first token: 30 ms a token. Long, not slow.
+        let long = Outcome { total: Duration::from_millis(60_200), output_tokens: Some(2001), ..ok(200) };
+        assert_eq!(long.tpot(), Some(Duration::from_millis(30)));
+        assert!(feed(&mut b, long, 20).is_empty());
+        // 11 tokens in 3.2 s: 300 ms a token.
+        let crawl = Outcome { total: Duration::from_millis(3_200), output_tokens: Some(11), ..ok(200) };
+        let t = feed(&mut b, crawl, 20);
+        assert_eq!(t.last().and_then(|t| t.reason), Some(Reason::SlowTpot));
+        let whole = Outcome { ttft: None, total: Duration::from_secs(2), output_tokens: Some(10), ..ok(0) };
+        assert_eq!(whole.tpot(), Some(Duration::from_millis(200)), "a whole reply: total / tokens");
     }
 
     #[tokio::test(start_paused = true)]

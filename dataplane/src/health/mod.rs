@@ -15,7 +15,7 @@ pub mod interval;
 pub mod latency;
 
 use crate::metrics::Metrics;
-use breaker::{Breaker, Outcome, State, Transition};
+use breaker::{Breaker, Outcome, SlowMark, State, Transition};
 use interval::{Class, Interval};
 use latency::Latencies;
 use serde_json::{Value, json};
@@ -31,6 +31,9 @@ pub struct Health {
     interval: Mutex<Interval>,
     /// Why the control plane opened this endpoint fleet-wide, while it holds.
     fleet_reason: Mutex<Option<String>>,
+    /// When an attempt here last failed, breaker or not: the retry budget and the planner's
+    /// last-resort order both ask.
+    last_failure: Mutex<Option<Instant>>,
 }
 
 /// Percentiles want this many samples before they are trusted (for hedging).
@@ -44,6 +47,7 @@ impl Health {
             latency: Mutex::new(Latencies::new(period, Instant::now())),
             interval: Mutex::new(Interval::default()),
             fleet_reason: Mutex::new(None),
+            last_failure: Mutex::new(None),
             breaker: policy.map(|p| Mutex::new(Breaker::new(p, Instant::now()))),
         }
     }
@@ -73,17 +77,30 @@ impl Health {
         admitted
     }
 
-    /// When an attempt still without a first token starts counting as slow, if ever.
-    pub fn slow_ttft_after(&self) -> Option<std::time::Duration> {
-        self.lock().and_then(|b| b.slow_ttft_after())
+    /// When an attempt still waiting (for its first token if `stream`, else for its whole reply)
+    /// starts counting as slow, if ever.
+    pub fn slow_after(&self, stream: bool) -> Option<(std::time::Duration, SlowMark)> {
+        self.lock().and_then(|b| b.slow_after(stream))
     }
 
-    /// An attempt is still waiting for its first token past the slow mark.
-    pub fn record_slow_in_flight(&self, metrics: &Metrics) {
+    /// Whether retries aimed here add load to something failing: the breaker is not CLOSED, or
+    /// the endpoint failed within the last second. The retry budget bounds exactly these.
+    pub fn failing(&self) -> bool {
+        let recent = self.last_failure().is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
+        recent || self.lock().is_some_and(|b| *b.state() != State::Closed)
+    }
+
+    /// Whether the endpoint is PARTIAL-OPEN: its admitted attempts are recovery probes.
+    pub fn probing(&self) -> bool {
+        self.lock().is_some_and(|b| matches!(b.state(), State::PartialOpen { .. }))
+    }
+
+    /// An attempt is still waiting past its slow mark.
+    pub fn record_slow_in_flight(&self, mark: SlowMark, metrics: &Metrics) {
         let Some(mut b) = self.lock() else { return };
         let now = Instant::now();
         let mut transitions = b.tick(now);
-        transitions.extend(b.record_slow_in_flight(now));
+        transitions.extend(b.record_slow_in_flight(now, mark));
         let state = b.state().clone();
         drop(b);
         self.report(&transitions, &state, metrics);
@@ -100,6 +117,9 @@ impl Health {
         );
         if !outcome.failed && !outcome.throttled {
             self.latencies().record(now, outcome.ttft, outcome.total, outcome.max_gap);
+        }
+        if outcome.failed {
+            *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
         }
         let Some(mut b) = self.lock() else { return };
         let mut transitions = b.tick(now);
@@ -146,7 +166,7 @@ impl Health {
 
     /// When this endpoint last failed; the planner's last resort is the one that failed longest ago.
     pub fn last_failure(&self) -> Option<Instant> {
-        self.lock().and_then(|b| b.last_failure())
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn state_name(&self) -> &'static str {
@@ -195,8 +215,9 @@ impl Health {
             "window": {
                 "seconds": b.policy().window_s,
                 "requests": w.requests, "errors": w.errors, "throttled": w.throttled,
-                "slow_ttft": w.slow_ttft, "slow_total": w.slow_total,
+                "slow_ttft": w.slow_ttft, "slow_total": w.slow_total, "slow_tpot": w.slow_tpot,
                 "error_rate": w.rate(w.errors), "slow_ttft_rate": w.rate(w.slow_ttft), "slow_total_rate": w.rate(w.slow_total),
+                "slow_tpot_rate": w.rate(w.slow_tpot),
             },
             "latency": latency,
         })

@@ -32,14 +32,21 @@ pub enum Reply {
 }
 
 /// Sends `req` to `target`. `canonical` is the request in canonical form, present whenever some
-/// endpoint of the hierarchy speaks another protocol than the caller.
+/// endpoint of the hierarchy speaks another protocol than the caller. `cut`: a shorter bound
+/// than the feature's attempt timeout until the first byte (a recovery probe's).
 pub async fn run(
     target: &EndpointTarget,
     req: &mut inbound::Request,
     canonical: Option<&canonical::Request>,
     ctx: &RequestCtx,
+    cut: Option<std::time::Duration>,
 ) -> Result<Reply, AttemptFailure> {
-    let first_byte_by = ctx.feature.attempt_timeout.map_or(ctx.deadline, |t| (Instant::now() + t).min(ctx.deadline));
+    let now = Instant::now();
+    let bound = match (ctx.feature.attempt_timeout, cut) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    };
+    let first_byte_by = bound.map_or(ctx.deadline, |t| (now + t).min(ctx.deadline));
     let up = &target.upstream;
     let passthrough = up.wire.passes_through(req.protocol);
     let upstream_req = if passthrough {
@@ -48,7 +55,7 @@ pub async fn run(
         let Some(c) = canonical else {
             return Err(AttemptFailure::unavailable("internal", "no canonical request to translate"));
         };
-        let mut body = encode(up, c).map_err(|e| AttemptFailure::unavailable("unsupported_input", e))?;
+        let mut body = encode(up, c).map_err(AttemptFailure::unsupported)?;
         up.request(&mut body, req.stream, None, &ctx.id).await?
     };
     let resp = match timeout_at(first_byte_by, up.client.request(upstream_req)).await {

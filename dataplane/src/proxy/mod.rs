@@ -3,19 +3,21 @@
 //! # Layout
 //!
 //! - this module: feature resolution, the fallback loop, the final response and its headers;
-//! - [`plan`]: which endpoints the breakers let this request try;
+//! - [`plan`]: which endpoints this request may try, in order (last resorts at the end);
+//! - [`hedge`]: the bound on hedges racing, per feature;
 //! - [`attempt`]: one endpoint, up to the commit point;
 //! - [`stream`]: the committed stream's body, which always ends well-formed.
 
 mod attempt;
+pub mod hedge;
 pub mod plan;
 mod stream;
 
 use crate::AppState;
 use crate::body::{ProxyBody, full};
 use crate::canonical;
-use crate::capacity::Pool;
 use crate::capacity::ledger::Charge;
+use crate::capacity::{Pool, Spill};
 use crate::error::ApiError;
 use crate::health::breaker::Outcome;
 use crate::health::interval::Class;
@@ -50,7 +52,7 @@ pub struct Finish {
     pub target: Arc<EndpointTarget>,
     request_id: String,
     started: Instant,
-    /// When this attempt began, and its time to first token once known.
+    /// When this attempt began, and (streams only) its time to first token once known.
     attempt_started: Instant,
     ttft: Option<std::time::Duration>,
     /// The breaker already counted this attempt as slow while it waited for a first token.
@@ -61,7 +63,10 @@ pub struct Finish {
     pub usage: Option<crate::canonical::Usage>,
     /// The PT charge this attempt holds: settled with real usage on success, released otherwise.
     charge: Option<(Arc<Pool>, Charge)>,
-    spilled: Option<&'static str>,
+    spilled: Option<Spill>,
+    /// The committed attempt carries the request's place among the feature's requests in flight
+    /// until its reply ends.
+    in_flight: Option<hedge::InFlight>,
     /// The feature's typical output, for the next requests' estimates.
     output_avg: Arc<crate::capacity::Average>,
     attempts: usize,
@@ -104,6 +109,7 @@ impl Finish {
                 ttft: self.ttft,
                 total: self.attempt_started.elapsed(),
                 max_gap: self.max_gap,
+                output_tokens: self.usage.map(|u| u.output_tokens),
             };
             self.target.health.record(&o, Class::of(outcome), self.counted_in_flight, &self.metrics);
         }
@@ -225,9 +231,14 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     } else {
         None
     };
+    let mut in_flight = Some(ctx.feature.load.enter());
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
+    // Endpoints this request has been sent to: a plan can name one twice (a tier and another's
+    // twin), and a second try of the same endpoint within one request is never worth it.
+    let mut tried: Vec<Arc<str>> = Vec::new();
+    let mut attempts = 0;
     state.budget().request(Instant::now(), &ctx.retry_budget);
-    let mut budget_exhausted = false;
+    let mut budget_refused = false;
     let estimate = crate::capacity::estimate(req.body_len, max_output(&req), ctx.feature.output_avg.get());
     let mut plan = plan::plan(&ctx.feature, estimate, &state.metrics);
     let hedging =
@@ -239,35 +250,57 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
         client_stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()) == Some(true);
     let mut i = 0;
     while let Some(planned) = plan.get(i).cloned() {
+        i += 1;
         let target = &planned.target;
         if Instant::now() >= ctx.deadline {
             break;
         }
+        if tried.contains(&target.name) {
+            continue;
+        }
         if !within_boundary(&ctx.feature.boundary, target) {
             tracing::error!(request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %target.name, "refusing an endpoint outside the feature's data boundary");
             state.metrics.attempt(&ctx.feature.name, &target.name, "boundary_refused");
-            i += 1;
             continue;
         }
-        // Spillover after a throttle is capacity relief, not a retry: it is not budgeted.
-        if !failures.is_empty()
-            && planned.spilled != Some("throttled")
-            && !state.budget().try_fallback(Instant::now(), &ctx.retry_budget)
+        if let Some(why) = target.upstream.missing_credential() {
+            state.metrics.attempt(&ctx.feature.name, &target.name, "no_credentials");
+            tried.push(target.name.clone());
+            failures.push((target.name.clone(), credential_failure(why)));
+            continue;
+        }
+        // The retry budget bounds load on what is failing; capacity relief and fallback to a
+        // healthy tier are never refused.
+        if attempts > 0
+            && planned.spilled.is_none()
+            && (planned.last_resort || target.health.failing())
+            && !state.budget().try_retry(Instant::now(), &ctx.retry_budget)
         {
             state.metrics.attempt(&ctx.feature.name, &target.name, "skipped_retry_budget");
-            budget_exhausted = true;
-            break;
+            budget_refused = true;
+            continue;
         }
         let hide_usage = force_usage(&mut req, &planned, client_wants_usage, &client_stream_options);
-        let finish_a = new_finish(state, &ctx, &planned, estimate, failures.len() + 1);
-        let hedge_to = plan
-            .get(i + 1)
-            .filter(|next| planned.pool.is_none() && within_boundary(&ctx.feature.boundary, &next.target))
+        tried.push(target.name.clone());
+        attempts += 1;
+        let finish_a = new_finish(state, &ctx, &planned, estimate, attempts);
+        // A recovery probe into a still-slow endpoint is cut at the slow mark: a probe must not
+        // cost its user the whole attempt timeout.
+        let cut = target.health.probing().then(|| target.health.slow_after(req.stream)).flatten().map(|(d, _)| d);
+        let hedge_to = plan[i..]
+            .iter()
+            .find(|next| {
+                !next.last_resort
+                    && !tried.contains(&next.target.name)
+                    && within_boundary(&ctx.feature.boundary, &next.target)
+                    && next.target.upstream.missing_credential().is_none()
+            })
             .cloned()
             .zip(hedging.and_then(|h| hedge_delay(h, target)));
         let mut req_b = hedge_to.as_ref().map(|_| req.clone());
-        let mut fut_a = Box::pin(watch_slow(target, &state.metrics, finish_a.attempt_started, async {
-            attempt::run(target, &mut req, canonical.as_ref(), &ctx).await
+        let stream = req.stream;
+        let mut fut_a = Box::pin(watch_slow(target, stream, &state.metrics, finish_a.attempt_started, async {
+            attempt::run(target, &mut req, canonical.as_ref(), &ctx, cut).await
         }));
         // Without a hedge, or when the attempt ends before the hedge is due, one attempt it is.
         let early = match &hedge_to {
@@ -277,20 +310,27 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                 () = tokio::time::sleep(*delay) => None,
             },
         };
-        let raced = match (early, &hedge_to, req_b.as_mut()) {
-            (Some(r), _, _) => {
+        let racing = match (&early, &hedge_to) {
+            (None, Some((next, _))) => start_hedge(state, &ctx, next),
+            _ => None,
+        };
+        let raced = match (early, &hedge_to, req_b.as_mut(), racing) {
+            (Some(r), _, _, _) => {
                 drop(fut_a);
                 vec![(planned.clone(), finish_a, r)]
             }
-            (None, Some((next, _)), Some(req_b)) if state.budget().try_fallback(Instant::now(), &ctx.retry_budget) => {
+            (None, Some((next, _)), Some(req_b), Some(racing)) => {
                 // The first token is late: race the next tier. The first to produce one wins;
                 // the other is dropped, which closes its upstream request.
                 state.metrics.attempt(&ctx.feature.name, &next.target.name, "hedge_started");
-                let finish_b = new_finish(state, &ctx, next, estimate, failures.len() + 2);
+                tried.push(next.target.name.clone());
+                attempts += 1;
+                let finish_b = new_finish(state, &ctx, next, estimate, attempts);
                 let next_target = &next.target;
-                let mut fut_b = Box::pin(watch_slow(next_target, &state.metrics, finish_b.attempt_started, async {
-                    attempt::run(next_target, req_b, canonical.as_ref(), &ctx).await
-                }));
+                let mut fut_b =
+                    Box::pin(watch_slow(next_target, stream, &state.metrics, finish_b.attempt_started, async {
+                        attempt::run(next_target, req_b, canonical.as_ref(), &ctx, None).await
+                    }));
                 let (mut a, mut b) = (None, None);
                 let won = loop {
                     tokio::select! {
@@ -307,7 +347,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         break None;
                     }
                 };
-                drop((fut_a, fut_b));
+                drop((fut_a, fut_b, racing));
                 match won {
                     Some((true, r)) => {
                         state.metrics.attempt(&ctx.feature.name, &next.target.name, "hedge_lost");
@@ -324,15 +364,13 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                     },
                 }
             }
-            // The hedge is due but the budget says no: keep waiting for the one attempt.
-            (None, _, _) => {
+            // The hedge is due but its bound says no: keep waiting for the one attempt.
+            (None, _, _, _) => {
                 let r = fut_a.as_mut().await;
                 drop(fut_a);
                 vec![(planned.clone(), finish_a, r)]
             }
         };
-        let hedged = raced.len() == 2 || raced.first().is_some_and(|(p, _, _)| !Arc::ptr_eq(&p.target, target));
-        i += 1 + usize::from(hedged);
         for (p, mut finish, (result, counted)) in raced {
             let t = &p.target;
             finish.counted_in_flight = counted;
@@ -348,6 +386,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         include_usage(&req, canonical.as_ref()),
                         hide,
                     );
+                    finish.in_flight = in_flight.take();
                     return commit(reply, mode, finish, &ctx);
                 }
                 Err(f) if f.may_fall_back() => {
@@ -356,28 +395,17 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         kind = ?f.kind, outcome = f.outcome, detail = %f.detail, "attempt failed; falling back"
                     );
                     state.metrics.attempt(&ctx.feature.name, &t.name, f.outcome);
-                    // An attempt abandoned for want of a first token, after the breaker already
-                    // counted it as slow, is one slow attempt, not also an error.
-                    let slow_timeout = f.outcome == "timeout" && finish.counted_in_flight;
-                    let o = Outcome {
-                        failed: matches!(f.kind, FailureKind::Unavailable | FailureKind::Auth) && !slow_timeout,
-                        throttled: f.kind == FailureKind::Throttled,
-                        ttft: None,
-                        total: finish.attempt_started.elapsed(),
-                        max_gap: None,
-                    };
-                    let class = if f.kind == FailureKind::Throttled { Class::Throttled } else { Class::of(f.outcome) };
-                    t.health.record(&o, class, finish.counted_in_flight, &state.metrics);
+                    if f.kind.blames_endpoint() {
+                        record_failure(state, t, &finish, &f);
+                    }
                     // A throttled PT endpoint is full, not broken: re-send to its on-demand twin
                     // right away.
                     if f.kind == FailureKind::Throttled
                         && let (Some(pool), Some(twin)) = (&p.pool, &p.spill_to)
                     {
-                        pool.spilled("throttled", estimate);
-                        state.metrics.spilled(&pool.name, "throttled");
-                        let spill =
-                            Planned { target: twin.clone(), pool: None, spill_to: None, spilled: Some("throttled") };
-                        plan.insert(i.min(plan.len()), spill);
+                        pool.spilled(Spill::Throttled, estimate);
+                        state.metrics.spilled(&pool.name, Spill::Throttled);
+                        plan.insert(i.min(plan.len()), Planned::spill(twin.clone(), Spill::Throttled));
                     }
                     drop(finish);
                     failures.push((t.name.clone(), f));
@@ -395,7 +423,45 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             }
         }
     }
-    all_failed(state, &ctx, req.protocol, failures, budget_exhausted)
+    all_failed(state, &ctx, req.protocol, failures, attempts, budget_refused)
+}
+
+/// Starts a hedge if the feature's hedge bound has room, and — when the hedge goes to a failing
+/// endpoint — the retry budget too.
+fn start_hedge(state: &AppState, ctx: &RequestCtx, next: &Planned) -> Option<hedge::Racing> {
+    let Some(racing) = ctx.feature.load.try_hedge(ctx.feature.hedge_max_share) else {
+        state.metrics.attempt(&ctx.feature.name, &next.target.name, "hedge_refused");
+        return None;
+    };
+    if next.target.health.failing() && !state.budget().try_retry(Instant::now(), &ctx.retry_budget) {
+        state.metrics.attempt(&ctx.feature.name, &next.target.name, "skipped_retry_budget");
+        return None;
+    }
+    Some(racing)
+}
+
+/// Tells the endpoint's breaker about a failed attempt that may fall back.
+fn record_failure(state: &AppState, t: &EndpointTarget, finish: &Finish, f: &AttemptFailure) {
+    // An attempt abandoned for want of a first token, after the breaker already counted it as
+    // slow, is one slow attempt, not also an error.
+    let slow_timeout = f.outcome == "timeout" && finish.counted_in_flight;
+    let o = Outcome {
+        failed: matches!(f.kind, FailureKind::Unavailable | FailureKind::Auth) && !slow_timeout,
+        throttled: f.kind == FailureKind::Throttled,
+        ttft: None,
+        total: finish.attempt_started.elapsed(),
+        max_gap: None,
+        output_tokens: None,
+    };
+    let class = if f.kind == FailureKind::Throttled { Class::Throttled } else { Class::of(f.outcome) };
+    t.health.record(&o, class, finish.counted_in_flight, &state.metrics);
+}
+
+fn credential_failure(why: &str) -> AttemptFailure {
+    AttemptFailure {
+        kind: FailureKind::Auth,
+        ..AttemptFailure::unavailable("no_credentials", format!("no credentials: {why}"))
+    }
 }
 
 /// Asks a PT endpoint for stream usage the OpenAI client did not ask for, and restores the
@@ -439,6 +505,7 @@ fn new_finish(state: &AppState, ctx: &RequestCtx, p: &Planned, estimate: u64, at
         usage: None,
         charge,
         spilled: p.spilled,
+        in_flight: None,
         output_avg: ctx.feature.output_avg.clone(),
         attempts,
         feedback: state.feedback.clone(),
@@ -480,23 +547,26 @@ fn ends_with_tool_results(req: &inbound::Request) -> bool {
             .is_some_and(|blocks| blocks.iter().any(|b| b.get("type").and_then(|t| t.as_str()) == Some("tool_result")))
 }
 
-/// Runs an attempt; if its endpoint's breaker has a slow-first-token rule and the attempt is
-/// still waiting past it, tells the breaker right then instead of when the attempt finally
-/// ends. The flag says whether it did.
+/// Runs an attempt; if its endpoint's breaker has a slow rule for its kind (first token for a
+/// stream, whole reply otherwise) and the attempt is still waiting past it, tells the breaker
+/// right then instead of when the attempt finally ends. The flag says whether it did.
 async fn watch_slow<T>(
     target: &EndpointTarget,
+    stream: bool,
     metrics: &Metrics,
     started: Instant,
     attempt: impl std::future::Future<Output = T>,
 ) -> (T, bool) {
-    let Some(after) = target.health.slow_ttft_after() else { return (attempt.await, false) };
+    let Some((after, mark)) = target.health.slow_after(stream) else { return (attempt.await, false) };
     tokio::pin!(attempt);
+    // Biased: an attempt cut at the slow mark (a probe) is counted slow, not as an error.
     tokio::select! {
-        r = &mut attempt => (r, false),
+        biased;
         () = tokio::time::sleep_until(started + after) => {
-            target.health.record_slow_in_flight(metrics);
+            target.health.record_slow_in_flight(mark, metrics);
             (attempt.await, true)
         }
+        r = &mut attempt => (r, false),
     }
 }
 
@@ -528,10 +598,9 @@ fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Response<ProxyBod
 
 fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
     let (endpoint, attempts, spilled) = (finish.target.name.clone(), finish.attempts, finish.spilled);
-    finish.ttft = Some(finish.attempt_started.elapsed());
     let mut resp = match reply {
+        // A whole reply has no first token of its own: it is judged by its total time.
         Reply::Complete { status, content_type, body, usage } => {
-            finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
             finish.usage = usage;
             finish.done("ok");
             let mut r = Response::new(full(body));
@@ -540,6 +609,7 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
             r
         }
         Reply::Stream { first, rest } => {
+            finish.ttft = Some(finish.attempt_started.elapsed());
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
             let body = stream::GuardedStream::new(mode, first, rest, ctx.deadline, finish);
             let mut r = Response::new(body.boxed_unsync());
@@ -550,7 +620,7 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
     };
     explain(resp.headers_mut(), &endpoint, attempts);
     if let Some(s) = spilled {
-        resp.headers_mut().insert("x-spillway-spilled", HeaderValue::from_static(s));
+        resp.headers_mut().insert("x-spillway-spilled", HeaderValue::from_static(s.as_str()));
     }
     resp
 }
@@ -573,14 +643,19 @@ fn all_failed(
     ctx: &RequestCtx,
     protocol: Protocol,
     failures: Vec<(Arc<str>, AttemptFailure)>,
-    budget_exhausted: bool,
+    attempts: usize,
+    budget_refused: bool,
 ) -> Response<ProxyBody> {
     let tried = failures.len();
     let mut summary = failures.iter().map(|(ep, f)| format!("`{ep}`: {}", f.detail)).collect::<Vec<_>>().join("; ");
-    if budget_exhausted {
-        summary.push_str("; no further fallback: the sidecar's retry budget is spent");
+    if budget_refused {
+        summary.push_str("; endpoints that are failing were not retried: the sidecar's retry budget is spent");
     }
     let all_throttled = tried > 0 && failures.iter().all(|(_, f)| f.kind == FailureKind::Throttled);
+    // Every endpoint said when it will take traffic again: the caller's own retry after that
+    // wait is the right thing. Otherwise spillway already tried everything it could, and an
+    // SDK's automatic retries would only multiply the failure.
+    let worth_retrying = all_throttled && failures.iter().all(|(_, f)| f.retry_after.is_some());
     let out_of_time = Instant::now() >= ctx.deadline;
     let total = ctx.feature.hierarchy.len();
     let feature = &ctx.feature.name;
@@ -621,9 +696,12 @@ fn all_failed(
         err.message.truncate(cut);
     }
     state.metrics.request(feature, err.code);
-    tracing::warn!(request_id = %ctx.id, feature = %feature, attempts = tried, code = err.code, "request failed");
+    tracing::warn!(request_id = %ctx.id, feature = %feature, attempts, code = err.code, "request failed");
     let mut resp = err.into_response(protocol);
-    resp.headers_mut().insert("x-spillway-attempts", HeaderValue::from(tried));
+    resp.headers_mut().insert("x-spillway-attempts", HeaderValue::from(attempts));
+    if !worth_retrying {
+        resp.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+    }
     resp
 }
 

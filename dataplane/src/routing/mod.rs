@@ -45,6 +45,10 @@ pub struct FeatureRoute {
     pub attempt_timeout: Option<Duration>,
     pub hedge: Option<HedgeAfter>,
     pub hedge_tool_results: bool,
+    /// Hedges racing at once: at most this share of the feature's requests in flight.
+    pub hedge_max_share: f64,
+    /// Requests in flight and hedges racing, for the hedge bound.
+    pub load: Arc<crate::proxy::hedge::Load>,
     /// The feature's typical output tokens, for estimates of requests that name no limit.
     pub output_avg: Arc<crate::capacity::Average>,
 }
@@ -78,15 +82,20 @@ impl RoutingTable {
                 .find_map(|f| f.breaker.as_ref())
                 .and_then(|b| config.breakers.get(b))
                 .cloned();
-            // An unchanged endpoint keeps its connections and its breaker's history.
-            if let Some(old) =
-                previous.and_then(|p| p.endpoints.get(name)).filter(|old| old.spec == *spec && old.policy == policy)
+            // An unchanged endpoint keeps its connections and its breaker's history (one without
+            // credentials is built again: a key file may have appeared since).
+            if let Some(old) = previous
+                .and_then(|p| p.endpoints.get(name))
+                .filter(|old| old.spec == *spec && old.policy == policy && old.upstream.missing_credential().is_none())
             {
                 endpoints.insert(name.clone(), old.clone());
                 continue;
             }
             match target(name, spec, policy) {
                 Ok(t) => {
+                    if let Some(why) = t.upstream.missing_credential() {
+                        tracing::warn!(endpoint = %name, reason = why, "endpoint has no credentials: it is skipped until a config reload finds them");
+                    }
                     endpoints.insert(name.clone(), Arc::new(t));
                 }
                 Err((path, message)) => problems.push(ConfigError {
@@ -134,6 +143,10 @@ impl RoutingTable {
                     attempt_timeout: f.attempt_timeout_ms.map(Duration::from_millis),
                     hedge: f.hedge_after_ttft_ms.clone(),
                     hedge_tool_results: f.hedge_tool_results,
+                    hedge_max_share: f.hedge_max_share,
+                    load: previous
+                        .and_then(|p| p.features.get(name))
+                        .map_or_else(Default::default, |old| old.load.clone()),
                     output_avg: previous
                         .and_then(|p| p.features.get(name))
                         .map_or_else(|| Arc::new(crate::capacity::Average::new()), |old| old.output_avg.clone()),

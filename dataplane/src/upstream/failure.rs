@@ -21,11 +21,21 @@ pub enum FailureKind {
     ContentFiltered,
     /// The prompt does not fit this model; a later tier may have a larger window.
     ContextTooLong,
+    /// This endpoint's wire cannot carry this request (an image URL Converse cannot take, a
+    /// field the protocol has no way to say); another endpoint may.
+    Unsupported,
 }
 
 impl FailureKind {
     pub fn may_fall_back(self) -> bool {
         !matches!(self, FailureKind::BadRequest | FailureKind::ContentFiltered)
+    }
+
+    /// Whether the failure says something about the endpoint's health. A request this endpoint
+    /// cannot take moves to the next tier but never counts against the endpoint's breaker: the
+    /// next request may be fine there.
+    pub fn blames_endpoint(self) -> bool {
+        !matches!(self, FailureKind::ContextTooLong | FailureKind::Unsupported)
     }
 }
 
@@ -54,6 +64,11 @@ impl AttemptFailure {
             retry_after: None,
             reply: None,
         }
+    }
+
+    /// This endpoint cannot carry this request; another may.
+    pub fn unsupported(detail: impl Into<String>) -> Self {
+        AttemptFailure { kind: FailureKind::Unsupported, ..Self::unavailable("unsupported_input", detail) }
     }
 
     /// Turns a transport error of the pooled client into a failure.

@@ -38,6 +38,10 @@ pub struct Upstream {
     headers: HeaderMap,
     model: String,
     kind: Kind,
+    /// Why this endpoint has no credentials (an unset key variable, an unreadable key file, no
+    /// cloud credential source). Such an endpoint is skipped, not a reason to refuse the config:
+    /// every other endpoint and feature keeps serving.
+    missing_credential: Option<String>,
 }
 
 /// A provider authenticated by a key header.
@@ -55,12 +59,12 @@ enum Kind {
     Bedrock {
         base: String,
         region: String,
-        credentials: Arc<AwsCredentials>,
+        credentials: Option<Arc<AwsCredentials>>,
     },
     /// Vertex AI: `{model_url}:{operation}` with a Google bearer token.
     Vertex {
         model_url: String,
-        token: Arc<GcpToken>,
+        token: Option<Arc<GcpToken>>,
     },
 }
 
@@ -94,8 +98,8 @@ fn aws_credentials() -> Result<Arc<AwsCredentials>, String> {
 }
 
 impl Upstream {
-    /// Builds the upstream for a validated endpoint. Errors name what is missing (an unset key
-    /// variable, an unreadable key file) without ever including a key.
+    /// Builds the upstream for a validated endpoint. Missing credentials do not fail it (see
+    /// [`Upstream::missing_credential`]); errors and reasons never include a key.
     pub fn new(e: &Endpoint) -> Result<Self, String> {
         let base = |default: &str| e.base_url.as_deref().unwrap_or(default).trim_end_matches('/').to_owned();
         let (url, wire, scheme, default_env, max_field) = match e.provider {
@@ -137,16 +141,20 @@ impl Upstream {
         };
         let url: Uri = url.parse().map_err(|err| format!("`{url}` is not a URL: {err}"))?;
         let credential = match &e.auth {
-            Some(Auth::None) => Credential::none(),
-            Some(Auth::ApiKey { env: Some(var), .. }) => Credential::from_env(var, scheme)?,
-            Some(Auth::ApiKey { file: Some(path), .. }) => Credential::from_file(path.clone(), scheme)?,
-            Some(Auth::BearerToken { env: Some(var), .. }) => Credential::from_env(var, Scheme::Bearer)?,
-            Some(Auth::BearerToken { file: Some(path), .. }) => Credential::from_file(path.clone(), Scheme::Bearer)?,
+            Some(Auth::None) => Ok(Credential::none()),
+            Some(Auth::ApiKey { env: Some(var), .. }) => Credential::from_env(var, scheme),
+            Some(Auth::ApiKey { file: Some(path), .. }) => Credential::from_file(path.clone(), scheme),
+            Some(Auth::BearerToken { env: Some(var), .. }) => Credential::from_env(var, Scheme::Bearer),
+            Some(Auth::BearerToken { file: Some(path), .. }) => Credential::from_file(path.clone(), Scheme::Bearer),
             None => match default_env {
-                Some(var) => Credential::from_env(var, scheme)?,
-                None => Credential::none(),
+                Some(var) => Credential::from_env(var, scheme),
+                None => Ok(Credential::none()),
             },
             Some(other) => return Err(format!("auth {other:?} does not apply to provider {}", e.provider.as_str())),
+        };
+        let (credential, missing_credential) = match credential {
+            Ok(c) => (c, None),
+            Err(why) => (Credential::none(), Some(why)),
         };
         let headers = extra_headers(e)?;
         let api_version = match e.provider {
@@ -168,6 +176,7 @@ impl Upstream {
                 model_in_body: e.provider != Provider::AzureOpenai,
                 api_version,
             })),
+            missing_credential,
         })
     }
 
@@ -180,13 +189,15 @@ impl Upstream {
             (Wire::VertexGemini, "google")
         };
         let model_url = vertex_model_url(e.base_url.as_deref(), &region, &project, publisher, &e.model);
+        let token = gcp_token().map_err(|e| format!("Google credentials: {e}"));
         Ok(Upstream {
             client: http_client(Duration::from_millis(e.connect_timeout_ms)),
             wire,
             max_tokens_field: MaxTokensField::MaxTokens,
             headers: extra_headers(e)?,
             model: e.model.clone(),
-            kind: Kind::Vertex { model_url, token: gcp_token()? },
+            missing_credential: token.as_ref().err().cloned(),
+            kind: Kind::Vertex { model_url, token: token.ok() },
         })
     }
 
@@ -199,14 +210,21 @@ impl Upstream {
             .trim_end_matches('/')
             .to_owned();
         let wire = if e.api.as_deref() == Some("invoke") { Wire::BedrockInvoke } else { Wire::BedrockConverse };
+        let credentials = aws_credentials().map_err(|e| format!("AWS credentials: {e}"));
         Ok(Upstream {
             client: http_client(Duration::from_millis(e.connect_timeout_ms)),
             wire,
             max_tokens_field: MaxTokensField::MaxTokens,
             headers: extra_headers(e)?,
             model: e.model.clone(),
-            kind: Kind::Bedrock { base, region, credentials: aws_credentials()? },
+            missing_credential: credentials.as_ref().err().cloned(),
+            kind: Kind::Bedrock { base, region, credentials: credentials.ok() },
         })
+    }
+
+    /// Why this endpoint cannot be sent to, if its credentials are missing.
+    pub fn missing_credential(&self) -> Option<&str> {
+        self.missing_credential.as_deref()
     }
 
     /// The provider's model id, for bodies built from the canonical form.
@@ -225,6 +243,9 @@ impl Upstream {
         client_headers: Option<&HeaderMap>,
         request_id: &str,
     ) -> Result<Request<Full<Bytes>>, AttemptFailure> {
+        if let Some(why) = &self.missing_credential {
+            return Err(no_credentials(why.clone()));
+        }
         if let Kind::Keyed(k) = &self.kind {
             if k.model_in_body {
                 body.insert("model".into(), Value::String(self.model.clone()));
@@ -272,6 +293,7 @@ impl Upstream {
                 let url = format!("{model_url}{op}");
                 *req.uri_mut() =
                     url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
+                let token = token.as_ref().ok_or_else(|| no_credentials("no Google credentials".into()))?;
                 let auth = token.authorization().await.map_err(|e| AttemptFailure {
                     kind: FailureKind::Auth,
                     outcome: "credentials",
@@ -293,6 +315,7 @@ impl Upstream {
                     url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
                 let accept = if op == "invoke-with-response-stream" { "x-amzn-bedrock-accept" } else { "accept" };
                 req.headers_mut().insert(accept, HeaderValue::from_static("application/json"));
+                let credentials = credentials.as_ref().ok_or_else(|| no_credentials("no AWS credentials".into()))?;
                 let creds = credentials.get().await.map_err(|e| AttemptFailure {
                     kind: FailureKind::Auth,
                     outcome: "credentials",
@@ -306,6 +329,10 @@ impl Upstream {
         }
         Ok(req)
     }
+}
+
+fn no_credentials(detail: String) -> AttemptFailure {
+    AttemptFailure { kind: FailureKind::Auth, outcome: "no_credentials", detail, retry_after: None, reply: None }
 }
 
 /// `…/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}` on the

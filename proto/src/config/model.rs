@@ -16,14 +16,15 @@ pub struct RoutingConfig {
     pub features: BTreeMap<String, Feature>,
     #[serde(default)]
     pub breakers: BTreeMap<String, BreakerPolicy>,
-    /// Caps fallback attempts sidecar-wide, so an outage cannot multiply upstream load.
+    /// Caps attempts at failing endpoints sidecar-wide, so an outage cannot multiply upstream load.
     #[serde(default)]
     pub retry_budget: RetryBudget,
 }
 
-/// Fallback attempts (every attempt after a request's first) may be at most `ratio` of the
-/// requests of the last `window_s` seconds, but `min_per_s` are always allowed so a quiet
-/// sidecar can still fall back.
+/// Retries aimed at a *failing* endpoint — one that is OPEN or PARTIAL-OPEN, or failed in the last
+/// second — may be at most `ratio` of the requests of the last `window_s` seconds, but
+/// `min_per_s` are always allowed so a quiet sidecar can still probe. Fallback to a healthy tier
+/// and capacity spillover are never budgeted: they add no load to anything that is failing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudget {
@@ -217,6 +218,14 @@ pub struct Feature {
     /// step that makes the model act, and two models acting on it is not what callers expect.
     #[serde(default)]
     pub hedge_tool_results: bool,
+    /// Hedges racing at once may be at most this share of the feature's requests in flight (at
+    /// least one is always allowed), so a slow primary cannot double the feature's load.
+    #[serde(default = "default_hedge_max_share")]
+    pub hedge_max_share: f64,
+}
+
+fn default_hedge_max_share() -> f64 {
+    0.1
 }
 
 fn default_deadline_ms() -> u64 {
@@ -240,10 +249,20 @@ pub struct BreakerPolicy {
     pub min_requests: u32,
     #[serde(default = "default_error_rate")]
     pub error_rate: f64,
+    /// Judged on streaming attempts only: a whole reply has no first token of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_ttft: Option<SlowRule>,
+    /// Judged on non-streaming attempts and on whole streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_total: Option<SlowRule>,
+    /// Time per output token after the first (streams) or per output token (whole replies), so a
+    /// long answer is not slow for being long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_tpot: Option<SlowRule>,
+    /// Opens the endpoint after this many attempts in a row failed or were slow by one of the
+    /// slow rules, whatever the volume: a dead endpoint opens in N requests, not a window's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
     #[serde(default = "default_open_for_s")]
     pub open_for_s: u32,
     #[serde(default)]

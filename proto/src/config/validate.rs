@@ -83,6 +83,9 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
                 );
             }
         }
+        if !(feature.hedge_max_share > 0.0 && feature.hedge_max_share <= 1.0) {
+            p.add(format!("{path}.hedge_max_share"), "must be in (0, 1]");
+        }
         check_boundary(&mut p, config, name);
     }
     // A breaker is per endpoint, so every feature that names a policy must name the same one
@@ -114,12 +117,16 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
             ("error_rate", Some(b.error_rate)),
             ("slow_ttft.rate", b.slow_ttft.as_ref().map(|s| s.rate)),
             ("slow_total.rate", b.slow_total.as_ref().map(|s| s.rate)),
+            ("slow_tpot.rate", b.slow_tpot.as_ref().map(|s| s.rate)),
         ] {
             if let Some(r) = rate
                 && !(r > 0.0 && r <= 1.0)
             {
                 p.add(format!("{path}.{key}"), "must be in (0, 1]");
             }
+        }
+        if b.consecutive_failures == Some(0) {
+            p.add(format!("{path}.consecutive_failures"), "must be at least 1");
         }
         if !(b.ramp.start > 0.0 && b.ramp.start <= 1.0) {
             p.add(format!("{path}.ramp.start"), "must be in (0, 1]");
