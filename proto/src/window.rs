@@ -108,6 +108,26 @@ impl<T: Copy + Default + AddAssign> Window<T> {
         slot.1 += v;
     }
 
+    /// Adds `v` to the bucket of `at` (a past moment), if that second is still in the window:
+    /// a correction to what was recorded then, such as an estimate replaced by the real figure.
+    pub fn amend(&mut self, at: Instant, now: Instant, v: T) {
+        let (sec_at, sec) = (self.second(at), self.second(now));
+        let len = self.buckets.len() as u64;
+        if sec_at > sec || sec - sec_at >= len {
+            return;
+        }
+        let slot = &mut self.buckets[(sec_at % len) as usize];
+        if slot.0 == sec_at {
+            slot.1 += v;
+        }
+    }
+
+    /// How far `now` is into its second: the current bucket covers only that much time.
+    pub fn into_second(&self, now: Instant) -> std::time::Duration {
+        let since = now.saturating_duration_since(self.epoch);
+        since - std::time::Duration::from_secs(since.as_secs())
+    }
+
     /// The sum over the last `window_s` seconds, the current one included.
     pub fn totals(&self, now: Instant) -> T {
         let sec = self.second(now);

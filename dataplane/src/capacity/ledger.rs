@@ -1,21 +1,34 @@
 //! Token accounting for one provisioned-throughput pool, on this sidecar.
 //!
-//! A request is charged its estimate when it is sent (prompt estimate + expected output), the
-//! estimate is replaced by the real usage when the response ends, and it is released if the
-//! attempt fails. Utilisation is (tokens finished in the last minute + estimates of requests in
-//! flight) / budget, where the budget is the whole pool when standalone, or the lease the control
-//! plane grants.
+//! Utilisation is the pool's recent *rate* against its budget: tokens admitted over the last
+//! [`RATE_WINDOW_S`] seconds, projected per minute, over the budget (the whole pool when
+//! standalone, or the lease the control plane grants). A request is counted when it is sent —
+//! its estimate (prompt estimate + expected output), as providers count a request against a
+//! per-minute limit when they admit it — and the estimate is replaced by the real usage when the
+//! response ends, or removed if the attempt failed.
+//!
+//! Why seconds and not the minute the budget is named in: a sliding minute reacts to a surge
+//! only once enough of it has filled, and after the surge it stays full for up to a minute,
+//! sending calm traffic on-demand long after PT has room again. A few seconds' rate moves with
+//! the traffic both ways, and whatever the rate allows in every few seconds sums to no more than
+//! the budget over any minute.
 
 use spillway_api::window::Window;
 use tokio::time::Instant;
+
+/// The seconds whose admitted tokens make the rate (plus the current, partial second).
+pub const RATE_WINDOW_S: u32 = 5;
 
 pub struct Ledger {
     budget_tpm: u64,
     /// The control plane's lease, when the budget is one.
     lease: Option<Lease>,
-    /// Tokens of finished requests over the last minute.
-    used: Window<u64>,
-    in_flight: u64,
+    /// Tokens admitted per second: estimates at send time, corrected by real usage.
+    admitted: Window<i64>,
+    /// A new ledger has no history: its rate is over the time it has existed (at least a
+    /// second), not over seconds it assumes were idle, or its first moments would admit a
+    /// whole window's worth at once.
+    started: Instant,
     /// Totals since start, for metrics: estimates charged and tokens actually used.
     pub charged_total: u64,
     pub actual_total: u64,
@@ -33,11 +46,20 @@ pub struct Lease {
 #[derive(Debug)]
 pub struct Charge {
     pub estimate: u64,
+    /// When it was admitted: its correction goes to that second.
+    at: Instant,
 }
 
 impl Ledger {
     pub fn new(budget_tpm: u64, now: Instant) -> Self {
-        Ledger { budget_tpm, lease: None, used: Window::new(60, now), in_flight: 0, charged_total: 0, actual_total: 0 }
+        Ledger {
+            budget_tpm,
+            lease: None,
+            admitted: Window::new(RATE_WINDOW_S + 1, now),
+            started: now,
+            charged_total: 0,
+            actual_total: 0,
+        }
     }
 
     /// Replaces the budget with a fixed one (the whole pool, standalone).
@@ -64,33 +86,44 @@ impl Ledger {
         self.lease
     }
 
-    /// Share of the budget used in the last minute, in-flight estimates included.
+    /// Tokens per minute at the recent rate.
+    pub fn rate_tpm(&self, now: Instant) -> f64 {
+        let tokens = self.admitted.totals(now).max(0) as f64;
+        let window = f64::from(RATE_WINDOW_S) + self.admitted.into_second(now).as_secs_f64();
+        let span = window.min(now.saturating_duration_since(self.started).as_secs_f64().max(1.0));
+        tokens * 60.0 / span
+    }
+
+    /// The recent rate as a share of the budget.
     pub fn utilisation(&self, now: Instant) -> f64 {
         let budget = self.budget(now);
         if budget == 0 {
             return f64::INFINITY;
         }
-        (self.used.totals(now) + self.in_flight) as f64 / budget as f64
+        self.rate_tpm(now) / budget as f64
     }
 
-    pub fn charge(&mut self, estimate: u64) -> Charge {
-        self.in_flight += estimate;
+    pub fn charge(&mut self, now: Instant, estimate: u64) -> Charge {
+        self.admitted.record(now, to_i64(estimate));
         self.charged_total += estimate;
-        Charge { estimate }
+        Charge { estimate, at: now }
     }
 
-    /// The request ended: its real usage replaces the estimate in the window.
+    /// The request ended: its real usage replaces the estimate.
     pub fn settle(&mut self, now: Instant, charge: Charge, actual: u64) {
-        self.in_flight = self.in_flight.saturating_sub(charge.estimate);
         self.actual_total += actual;
-        self.used.record(now, actual);
+        self.admitted.amend(charge.at, now, to_i64(actual) - to_i64(charge.estimate));
     }
 
     /// The attempt failed or was throttled: nothing was used.
-    pub fn release(&mut self, charge: Charge) {
-        self.in_flight = self.in_flight.saturating_sub(charge.estimate);
+    pub fn release(&mut self, now: Instant, charge: Charge) {
         self.charged_total = self.charged_total.saturating_sub(charge.estimate);
+        self.admitted.amend(charge.at, now, -to_i64(charge.estimate));
     }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -99,36 +132,60 @@ mod tests {
     use tokio::time::Duration;
 
     #[tokio::test(start_paused = true)]
-    async fn estimates_count_in_flight_and_are_replaced_by_real_usage() {
-        let mut l = Ledger::new(10_000, Instant::now());
-        let a = l.charge(3_000);
-        let b = l.charge(2_000);
-        assert_eq!(l.utilisation(Instant::now()), 0.5, "in-flight estimates count");
-        l.settle(Instant::now(), a, 1_000);
-        assert_eq!(l.utilisation(Instant::now()), 0.3, "the estimate of 3000 became the 1000 really used");
-        l.release(b);
-        assert_eq!(l.utilisation(Instant::now()), 0.1, "a failed attempt used nothing");
-        assert_eq!((l.charged_total, l.actual_total), (3_000, 1_000));
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(l.utilisation(Instant::now()), 0.1, "still inside the minute");
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(l.utilisation(Instant::now()), 0.0, "a minute later it is gone");
+    async fn the_rate_counts_admitted_estimates_replaced_by_real_usage() {
+        // 6,000 tokens a minute = 500 over the five-second rate window.
+        let mut l = Ledger::new(6_000, Instant::now() - Duration::from_secs(60));
+        let a = l.charge(Instant::now(), 300);
+        let b = l.charge(Instant::now(), 200);
+        assert_eq!(l.utilisation(Instant::now()), 1.0, "estimates count from the moment they are sent");
+        l.settle(Instant::now(), a, 100);
+        assert_eq!(l.utilisation(Instant::now()), 0.6, "the estimate of 300 became the 100 really used");
+        l.release(Instant::now(), b);
+        assert_eq!(l.utilisation(Instant::now()), 0.2, "a failed attempt used nothing");
+        assert_eq!((l.charged_total, l.actual_total), (300, 100));
+        tokio::time::advance(Duration::from_millis(5_999)).await;
+        assert!(l.utilisation(Instant::now()) > 0.0, "still inside the window");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(l.utilisation(Instant::now()), 0.0, "seconds later it is gone, not a minute later");
         l.set_budget(0);
         assert!(l.utilisation(Instant::now()).is_infinite(), "no lease, no provisioned capacity");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_correction_after_its_second_left_the_window_changes_nothing() {
+        let mut l = Ledger::new(6_000, Instant::now());
+        assert_eq!(l.rate_tpm(Instant::now()), 0.0);
+        let long = l.charge(Instant::now(), 300);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let now_charge = l.charge(Instant::now(), 100);
+        l.release(Instant::now(), long);
+        let expected = 100.0 * 60.0 / 5.0 / 6_000.0;
+        assert_eq!(l.utilisation(Instant::now()), expected, "the long request's release is not taken off today's rate");
+        drop(now_charge);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_ledger_measures_its_rate_over_the_time_it_has_existed() {
+        let mut l = Ledger::new(6_000, Instant::now());
+        let _a = l.charge(Instant::now(), 100);
+        assert_eq!(l.rate_tpm(Instant::now()), 6_000.0, "100 in its first second: 6,000 a minute, not 1,200");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(l.rate_tpm(Instant::now()), 3_000.0, "100 in two seconds");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lapsed_lease_gives_way_to_its_conservative_fallback() {
         let mut l = Ledger::new(100_000, Instant::now());
         let until = Instant::now() + Duration::from_secs(30);
-        l.set_lease(40_000, Lease { until, fallback_tpm: 10_000 });
-        let _c = l.charge(5_000);
-        assert_eq!(l.budget(Instant::now()), 40_000);
-        assert_eq!(l.utilisation(Instant::now()), 0.125);
-        tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(l.budget(Instant::now()), 10_000, "no renewal within its validity: the fallback share");
-        assert_eq!(l.utilisation(Instant::now()), 0.5);
-        l.set_lease(30_000, Lease { until: Instant::now() + Duration::from_secs(30), fallback_tpm: 10_000 });
-        assert_eq!(l.budget(Instant::now()), 30_000, "a new grant replaces it");
+        l.set_lease(48_000, Lease { until, fallback_tpm: 12_000 });
+        tokio::time::advance(Duration::from_secs(29)).await;
+        let _c = l.charge(Instant::now(), 1_000);
+        assert_eq!(l.budget(Instant::now()), 48_000);
+        assert_eq!(l.utilisation(Instant::now()), 0.25, "1,000 in 5 s is 12,000 a minute");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(l.budget(Instant::now()), 12_000, "no renewal within its validity: the fallback share");
+        assert_eq!(l.utilisation(Instant::now()), 1.0);
+        l.set_lease(24_000, Lease { until: Instant::now() + Duration::from_secs(30), fallback_tpm: 12_000 });
+        assert_eq!(l.budget(Instant::now()), 24_000, "a new grant replaces it");
     }
 }

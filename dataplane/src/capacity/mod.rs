@@ -87,7 +87,7 @@ impl Pool {
 
     pub fn charge(&self, estimate: u64) -> Charge {
         self.sent.fetch_add(1, Ordering::Relaxed);
-        self.ledger().charge(estimate)
+        self.ledger().charge(Instant::now(), estimate)
     }
 
     pub fn settle(&self, charge: Charge, actual: u64) {
@@ -97,7 +97,7 @@ impl Pool {
     }
 
     pub fn release(&self, charge: Charge) {
-        self.ledger().release(charge);
+        self.ledger().release(Instant::now(), charge);
     }
 
     /// A request of `estimate` tokens wanted this pool and went on-demand instead.
@@ -202,8 +202,9 @@ mod tests {
     async fn a_pool_is_full_at_its_spill_point_and_a_lease_replaces_its_budget() {
         let spec = PoolSpec { model_units: 2, tokens_per_minute_per_unit: 500, spill_at_utilisation: 0.9 };
         let pool = Pool::new("p", &spec);
-        let c = pool.charge(899);
-        assert!(!pool.full(), "899 of 1000");
+        // 1,000 tokens a minute: 74 in the last five seconds is a rate of 888 a minute.
+        let c = pool.charge(74);
+        assert!(!pool.full(), "888 of 1000");
         let d = pool.charge(1);
         assert!(pool.full(), "900 of 1000 is the spill point");
         pool.set_lease(2000, std::time::Duration::from_secs(30), 500);
