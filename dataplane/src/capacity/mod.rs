@@ -202,6 +202,8 @@ mod tests {
     async fn a_pool_is_full_at_its_spill_point_and_a_lease_replaces_its_budget() {
         let spec = PoolSpec { model_units: 2, tokens_per_minute_per_unit: 500, spill_at_utilisation: 0.9 };
         let pool = Pool::new("p", &spec);
+        // A pool with a history, so its rate is over the whole five seconds.
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
         // 1,000 tokens a minute: 74 in the last five seconds is a rate of 888 a minute.
         let c = pool.charge(74);
         assert!(!pool.full(), "888 of 1000");
