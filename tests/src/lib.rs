@@ -11,3 +11,4 @@
 
 pub mod fake;
 pub mod harness;
+pub mod scenario;

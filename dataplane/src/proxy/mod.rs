@@ -241,8 +241,13 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     let mut budget_refused = false;
     let estimate = crate::capacity::estimate(req.body_len, max_output(&req), ctx.feature.output_avg.get());
     let mut plan = plan::plan(&ctx.feature, estimate, &state.metrics);
-    let hedging =
-        ctx.feature.hedge.as_ref().filter(|_| ctx.feature.hedge_tool_results || !ends_with_tool_results(&req));
+    // A hedge races a late *first token*: only a stream has one. A whole reply is bounded by the
+    // attempt timeout and judged by the breaker on its total time.
+    let hedging = ctx
+        .feature
+        .hedge
+        .as_ref()
+        .filter(|_| req.stream && (ctx.feature.hedge_tool_results || !ends_with_tool_results(&req)));
     // PT accounting wants real usage; an OpenAI client streaming without asking for it gets it
     // asked for on PT endpoints, and the extra chunk is hidden from it.
     let client_stream_options = req.body.get("stream_options").cloned();

@@ -44,6 +44,9 @@ struct Args {
     /// Send an error event after this many content chunks.
     #[arg(long)]
     error_after: Option<u32>,
+    /// Answer 429 beyond this many requests in flight (a full provisioned endpoint).
+    #[arg(long)]
+    max_in_flight: Option<u32>,
     /// Require `Authorization: Bearer <value of this env var>`.
     #[arg(long)]
     require_key_env: Option<String>,
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         reset: args.reset,
         drop_after: args.drop_after,
         error_after: args.error_after,
+        max_in_flight: args.max_in_flight,
     };
     let require_key = match &args.require_key_env {
         Some(var) => Some(std::env::var(var).map_err(|_| anyhow::anyhow!("{var} is not set"))?),

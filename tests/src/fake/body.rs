@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::time::Sleep;
 
 pub struct ScriptedBody {
+    /// Held until the body is dropped: the request is in flight while its stream is.
+    _hold: Option<Box<dyn Send + Sync>>,
     /// Counts bodies dropped before their last event: the reader went away.
     aborted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     events: VecDeque<Bytes>,
@@ -23,6 +25,7 @@ pub struct ScriptedBody {
 impl ScriptedBody {
     pub fn new(events: Vec<Bytes>, first_delay: Duration, interval: Duration, abort_after: Option<usize>) -> Self {
         ScriptedBody {
+            _hold: None,
             aborted: None,
             events: events.into(),
             sleep: (!first_delay.is_zero()).then(|| Box::pin(tokio::time::sleep(first_delay))),
@@ -34,6 +37,12 @@ impl ScriptedBody {
 }
 
 impl ScriptedBody {
+    /// Keeps `guard` alive as long as the body.
+    pub fn hold(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self._hold = Some(Box::new(guard));
+        self
+    }
+
     pub fn count_aborts(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
         self.aborted = Some(counter);
         self

@@ -63,6 +63,8 @@ impl FakeConfig {
 /// A request as the fake received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// When it arrived (tokio's clock).
+    pub at: tokio::time::Instant,
     pub path: String,
     pub query: Option<String>,
     pub headers: HeaderMap,
@@ -74,6 +76,8 @@ struct Shared {
     /// The server's current script, replaceable while it runs (a provider that heals).
     script: Mutex<Script>,
     seq: AtomicU64,
+    /// Requests being answered now, for the capacity ceiling.
+    in_flight: Arc<AtomicU64>,
     recorded: Mutex<Vec<Recorded>>,
     aborted: Arc<AtomicU64>,
 }
@@ -104,6 +108,7 @@ impl FakeProvider {
             config,
             script,
             seq: AtomicU64::new(0),
+            in_flight: Arc::new(AtomicU64::new(0)),
             recorded: Mutex::new(Vec::new()),
             aborted: Arc::new(AtomicU64::new(0)),
         });
@@ -163,6 +168,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     if cfg.record {
         let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         let rec = Recorded {
+            at: tokio::time::Instant::now(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
             headers: parts.headers.clone(),
@@ -172,6 +178,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     }
     if !script.delay.is_zero() {
         tokio::time::sleep(script.delay).await;
+    }
+    // Counted from here to the reply's last byte; beyond the ceiling, a 429 like a full PT endpoint.
+    let in_flight = InFlight::enter(&shared.in_flight);
+    if script.max_in_flight.is_some_and(|max| in_flight.count > u64::from(max)) {
+        return Ok(error(Wire::OpenAi, 429, &cfg.name, script.retry_after));
     }
     if script.reset {
         return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fake: reset before headers"));
@@ -296,8 +307,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         }
     };
     if !stream {
-        if !script.ttft.is_zero() {
-            tokio::time::sleep(script.ttft).await;
+        // A whole reply comes once the whole answer is generated: as long as its stream would take.
+        let generating = script.ttft + script.chunk_interval * script.chunks;
+        if !generating.is_zero() {
+            tokio::time::sleep(generating).await;
         }
         let body = match wire {
             Wire::OpenAi => answer.complete(),
@@ -332,8 +345,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         events.extend(content);
         events.extend(closing);
     }
-    let body =
-        ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after).count_aborts(shared.aborted.clone());
+    let body = ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after)
+        .count_aborts(shared.aborted.clone())
+        .hold(in_flight);
     let mut resp = Response::new(body.boxed_unsync());
     let content_type = match wire {
         Wire::OpenAi | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => {
@@ -344,6 +358,25 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     name_header(&mut resp, &cfg.name);
     Ok(resp)
+}
+
+/// One request being answered; the count includes it.
+struct InFlight {
+    counter: Arc<AtomicU64>,
+    count: u64,
+}
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicU64>) -> Self {
+        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        InFlight { counter: counter.clone(), count }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Copy)]

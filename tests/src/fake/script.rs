@@ -28,6 +28,9 @@ pub struct Script {
     pub drop_after: Option<u32>,
     /// Send an OpenAI error event after this many content chunks (`x-fake-error-after`).
     pub error_after: Option<u32>,
+    /// A capacity ceiling: beyond this many requests in flight (streams until their last event),
+    /// answer 429 like a provisioned endpoint that is full (`x-fake-max-in-flight`).
+    pub max_in_flight: Option<u32>,
 }
 
 impl Default for Script {
@@ -44,6 +47,7 @@ impl Default for Script {
             reset: false,
             drop_after: None,
             error_after: None,
+            max_in_flight: None,
         }
     }
 }
@@ -84,6 +88,9 @@ impl Script {
         }
         if let Some(v) = num("x-fake-error-after") {
             s.error_after = Some(v as u32);
+        }
+        if let Some(v) = num("x-fake-max-in-flight") {
+            s.max_in_flight = u32::try_from(v).ok();
         }
         s
     }
