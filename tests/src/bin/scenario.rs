@@ -27,7 +27,7 @@ struct Args {
 }
 
 /// The sidecar process; killed when dropped.
-struct Process(tokio::process::Child, tempfile::TempDir);
+struct Process(#[allow(dead_code)] tokio::process::Child, #[allow(dead_code)] tempfile::TempDir);
 
 async fn start(binary: PathBuf, yaml: String) -> anyhow::Result<(Sidecar, Process)> {
     let dir = tempfile::tempdir()?;
