@@ -1,4 +1,4 @@
-//! `RoutingDiscovery.Stream`: state-of-the-world snapshot push with ACK / NACK (DESIGN.md §6).
+//! `RoutingDiscovery.Stream`: state-of-the-world snapshot push with ACK / NACK (docs/design.md §7).
 //!
 //! Every response carries the whole snapshot, a version and a fresh nonce. The sidecar answers
 //! each with an ACK (`version_info` = the new version) or a NACK (`version_info` = the version

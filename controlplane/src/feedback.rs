@@ -1,5 +1,5 @@
 //! Feedback trends per (feature, endpoint): the slow signal that demotes an endpoint whose answers
-//! users like less and less (DESIGN.md §6). Never used for per-request routing.
+//! users like less and less (docs/design.md §7). Never used for per-request routing.
 //!
 //! Scores (0 bad … 1 good) are summed in windows of `window`. A window with at least
 //! `min_samples` scores is compared with the baseline — the running mean of the earlier healthy

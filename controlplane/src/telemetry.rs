@@ -1,6 +1,6 @@
 //! `Telemetry.Report`: sidecars stream interval reports up; on every tick the control plane
 //! answers each connected sidecar with its PT lease grants and the fleet-wide breaker
-//! directives (DESIGN.md §6).
+//! directives (docs/design.md §7).
 //!
 //! A report is merged as it arrives (fleet view, pool demand, feedback sums) under short locks;
 //! the tick does the fleet-wide work once for everyone: judging the merged breaker windows,

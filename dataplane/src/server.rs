@@ -258,7 +258,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         }
         (&Method::GET, "/debug/endpoints") => {
             let table = state.routing.load();
-            let list: Vec<serde_json::Value> = table.endpoints().map(|t| t.health.debug()).collect();
+            let list: Vec<serde_json::Value> = table.endpoints().map(|t| t.health.debug(&state.metrics)).collect();
             text(StatusCode::OK, "application/json", serde_json::json!({"endpoints": list}).to_string())
         }
         (&Method::GET, "/debug/pools") => {

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the routing config model (DESIGN.md §2), its YAML loader and its validation.
+//! - [`config`]: the routing config model (docs/design.md §2), its YAML loader and its validation.
 //!   Both planes read the same format; a config that passes [`config::load_str`] is safe to serve.
 //! - [`histogram`]: HDR latency histograms in the V2 compressed encoding both planes exchange.
 //! - [`window`]: sliding one-second buckets (breaker counts) on tokio's clock, for both planes.

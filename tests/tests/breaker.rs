@@ -166,3 +166,89 @@ breakers:
     }
     assert_eq!(shares, [2, 4, 8, 16], "three ramp steps, no cliff");
 }
+
+/// Two fakes behind `chat: [primary, backup]` with the given breaker policy body and feature
+/// settings.
+async fn pair(breaker: &str, feature_extra: &str) -> (FakeProvider, FakeProvider, TestSidecar) {
+    let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
+    let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
+    let yaml = format!(
+        r#"
+endpoints:
+  primary: {{ provider: openai_compatible, base_url: "{}", model: p }}
+  backup:  {{ provider: openai_compatible, base_url: "{}", model: b }}
+features:
+  chat: {{ hierarchy: [primary, backup], breaker: b{feature_extra} }}
+breakers:
+  b:
+{breaker}
+"#,
+        primary.base_url(),
+        backup.base_url()
+    );
+    (primary, backup, TestSidecar::start(&yaml).await.unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_answer_is_not_slow_but_a_crawling_one_trips_slow_tpot() {
+    let policy = "    window_s: 60\n    min_requests: 5\n    error_rate: 0.5\n    slow_tpot: { over_ms: 100, rate: 0.5 }\n    open_for_s: 30";
+    let (primary, _backup, sc) = pair(policy, "").await;
+    // 200 tokens at 10 ms each: a 2 s answer, 10 ms per token.
+    primary.set_script(Script {
+        ttft: Duration::from_millis(20),
+        chunks: 200,
+        chunk_interval: Duration::from_millis(10),
+        ..Script::default()
+    });
+    assert_eq!(send(&sc, 10).await, 10, "long but brisk answers keep the primary");
+    assert_eq!(debug(&sc, "primary").await["state"], "closed");
+
+    // 10 tokens at 400 ms each: shorter, but crawling.
+    primary.set_script(Script {
+        ttft: Duration::from_millis(20),
+        chunks: 10,
+        chunk_interval: Duration::from_millis(400),
+        ..Script::default()
+    });
+    let before = primary.hits();
+    let by_primary = send(&sc, 12).await;
+    let d = debug(&sc, "primary").await;
+    assert_eq!((d["state"].as_str(), d["reason"].as_str()), (Some("open"), Some("slow_tpot")), "{d}");
+    assert!(by_primary < 12 && primary.hits() - before == by_primary as u64, "then the backup takes over");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_probe_into_a_still_slow_endpoint_costs_the_slow_mark_not_the_timeout() {
+    let policy = "    window_s: 30\n    min_requests: 5\n    error_rate: 0.5\n    slow_ttft: { over_ms: 1000, rate: 0.2 }\n    open_for_s: 5\n    ramp: { start: 0.5, factor: 2, step_s: 10, max_s: 300 }";
+    let (primary, backup, sc) = pair(policy, ", attempt_timeout_ms: 8000").await;
+    // The primary's first token takes 3 s: slow, but well inside the attempt timeout.
+    primary.set_script(Script { ttft: Duration::from_secs(3), ..Script::default() });
+    let stream = |sc: &TestSidecar| {
+        let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        let url = sc.url("/v1/chat/completions");
+        async move { TestClient::default().post_json(&url, &[], body.to_string()).await.unwrap() }
+    };
+    for _ in 0..8 {
+        stream(&sc).await;
+    }
+    let d = debug(&sc, "primary").await;
+    assert_eq!((d["state"].as_str(), d["reason"].as_str()), (Some("open"), Some("slow_first_token")), "{d}");
+
+    // After open_for_s it probes half the traffic, but the primary is still slow: each probe is
+    // given up at the 1 s slow mark and the request goes on to the backup.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(debug(&sc, "primary").await["state"], "partial_open");
+    let (p, b) = (primary.hits(), backup.hits());
+    let mut worst = Duration::ZERO;
+    for _ in 0..4 {
+        let started = tokio::time::Instant::now();
+        let r = stream(&sc).await;
+        assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+        assert_eq!(r.header("x-spillway-endpoint"), "backup");
+        worst = worst.max(started.elapsed());
+    }
+    assert!(primary.hits() > p, "the primary was probed");
+    assert_eq!(backup.hits() - b, 4);
+    assert!(worst < Duration::from_millis(1500), "a probe cost {worst:?}, not the 3 s answer or the 8 s timeout");
+    assert_ne!(debug(&sc, "primary").await["state"], "closed", "a slow probe does not close the breaker");
+}

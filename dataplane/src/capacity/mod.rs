@@ -1,4 +1,4 @@
-//! Capacity: provisioned-throughput pools with on-demand spillover (DESIGN.md §5).
+//! Capacity: provisioned-throughput pools with on-demand spillover (docs/design.md §6).
 //!
 //! # Layout
 //!

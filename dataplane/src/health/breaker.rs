@@ -1,4 +1,4 @@
-//! The circuit breaker of one endpoint (DESIGN.md §4): CLOSED → OPEN → PARTIAL-OPEN → CLOSED.
+//! The circuit breaker of one endpoint (docs/design.md §4): CLOSED → OPEN → PARTIAL-OPEN → CLOSED.
 //!
 //! - CLOSED: all traffic. Trips to OPEN when, with at least `min_requests` in the window, the
 //!   error rate, the slow-first-token rate, the slow-total rate or the slow-per-token rate

@@ -1,6 +1,6 @@
 //! What one endpoint did since the last telemetry report: outcome counts and HDR histograms of
 //! first-token time, total time and the longest inter-token gap. The reporter takes the interval
-//! every few seconds and the control plane merges it into the fleet view (DESIGN.md §6).
+//! every few seconds and the control plane merges it into the fleet view (docs/design.md §7).
 //!
 //! Recording is a few integer increments under the endpoint's lock; encoding happens when the
 //! reporter takes the interval, off the request path.

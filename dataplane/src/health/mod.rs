@@ -190,12 +190,19 @@ impl Health {
     }
 
     /// The `/debug/endpoints` view of this endpoint.
-    pub fn debug(&self) -> Value {
+    pub fn debug(&self, metrics: &Metrics) -> Value {
         let latency = self.latencies().summary(Instant::now());
-        let Some(b) = self.lock() else {
+        let Some(mut b) = self.lock() else {
             return json!({"endpoint": &*self.endpoint, "state": "closed", "breaker": null, "latency": latency});
         };
         let now = Instant::now();
+        // States move lazily, on the next request; the view shows where the endpoint is now (an
+        // OPEN period that has run out is PARTIAL-OPEN), and the move is logged and counted.
+        let transitions = b.tick(now);
+        if !transitions.is_empty() {
+            let state = b.state().clone();
+            self.report(&transitions, &state, metrics);
+        }
         let w = b.window(now);
         let (open_for_s, ramp_share) = match b.state() {
             State::Open { until } => (Some(until.saturating_duration_since(now).as_secs_f64()), None),

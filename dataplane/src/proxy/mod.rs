@@ -271,7 +271,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
         if let Some(why) = target.upstream.missing_credential() {
             state.metrics.attempt(&ctx.feature.name, &target.name, "no_credentials");
             tried.push(target.name.clone());
-            failures.push((target.name.clone(), credential_failure(why)));
+            failures.push((target.name.clone(), AttemptFailure::no_credentials(why)));
             continue;
         }
         // The retry budget bounds load on what is failing; capacity relief and fallback to a
@@ -460,13 +460,6 @@ fn record_failure(state: &AppState, t: &EndpointTarget, finish: &Finish, f: &Att
     };
     let class = if f.kind == FailureKind::Throttled { Class::Throttled } else { Class::of(f.outcome) };
     t.health.record(&o, class, finish.counted_in_flight, &state.metrics);
-}
-
-fn credential_failure(why: &str) -> AttemptFailure {
-    AttemptFailure {
-        kind: FailureKind::Auth,
-        ..AttemptFailure::unavailable("no_credentials", format!("no credentials: {why}"))
-    }
 }
 
 /// Asks a PT endpoint for stream usage the OpenAI client did not ask for, and restores the

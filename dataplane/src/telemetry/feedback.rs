@@ -1,7 +1,7 @@
 //! User feedback: `POST /v1/feedback {request_id, score}` rates a request this sidecar served.
 //! The sidecar remembers which feature and endpoint served its recent requests, sums the scores
 //! per (feature, endpoint) and sends the sums with its next telemetry report; the control plane
-//! turns them into trends (DESIGN.md §6).
+//! turns them into trends (docs/design.md §7).
 
 use crate::AppState;
 use crate::body::ProxyBody;

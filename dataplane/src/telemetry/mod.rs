@@ -1,4 +1,4 @@
-//! Telemetry: a managed sidecar's `Telemetry.Report` stream (DESIGN.md §6).
+//! Telemetry: a managed sidecar's `Telemetry.Report` stream (docs/design.md §7).
 //!
 //! # Layout
 //!

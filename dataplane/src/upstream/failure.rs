@@ -1,4 +1,4 @@
-//! The one error vocabulary (DESIGN.md §3). Fallback decides on [`FailureKind`] alone, and the kind
+//! The one error vocabulary (docs/design.md §3). Fallback decides on [`FailureKind`] alone, and the kind
 //! is decided by status plus the provider's machine-readable type or code, never message text.
 
 use crate::protocol::Wire;
@@ -63,6 +63,15 @@ impl AttemptFailure {
             detail: detail.into(),
             retry_after: None,
             reply: None,
+        }
+    }
+
+    /// This endpoint has no credential to sign with (an unset key, no cloud identity); another
+    /// endpoint may have one.
+    pub fn no_credentials(detail: impl Into<String>) -> Self {
+        AttemptFailure {
+            kind: FailureKind::Auth,
+            ..Self::unavailable("no_credentials", format!("no credentials: {}", detail.into()))
         }
     }
 

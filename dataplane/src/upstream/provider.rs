@@ -244,7 +244,7 @@ impl Upstream {
         request_id: &str,
     ) -> Result<Request<Full<Bytes>>, AttemptFailure> {
         if let Some(why) = &self.missing_credential {
-            return Err(no_credentials(why.clone()));
+            return Err(AttemptFailure::no_credentials(why.as_str()));
         }
         if let Kind::Keyed(k) = &self.kind {
             if k.model_in_body {
@@ -293,7 +293,8 @@ impl Upstream {
                 let url = format!("{model_url}{op}");
                 *req.uri_mut() =
                     url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
-                let token = token.as_ref().ok_or_else(|| no_credentials("no Google credentials".into()))?;
+                let token =
+                    token.as_ref().ok_or_else(|| AttemptFailure::no_credentials("no Google identity was found"))?;
                 let auth = token.authorization().await.map_err(|e| AttemptFailure {
                     kind: FailureKind::Auth,
                     outcome: "credentials",
@@ -315,7 +316,8 @@ impl Upstream {
                     url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
                 let accept = if op == "invoke-with-response-stream" { "x-amzn-bedrock-accept" } else { "accept" };
                 req.headers_mut().insert(accept, HeaderValue::from_static("application/json"));
-                let credentials = credentials.as_ref().ok_or_else(|| no_credentials("no AWS credentials".into()))?;
+                let credentials =
+                    credentials.as_ref().ok_or_else(|| AttemptFailure::no_credentials("the AWS chain found none"))?;
                 let creds = credentials.get().await.map_err(|e| AttemptFailure {
                     kind: FailureKind::Auth,
                     outcome: "credentials",
@@ -329,10 +331,6 @@ impl Upstream {
         }
         Ok(req)
     }
-}
-
-fn no_credentials(detail: String) -> AttemptFailure {
-    AttemptFailure { kind: FailureKind::Auth, outcome: "no_credentials", detail, retry_after: None, reply: None }
 }
 
 /// `…/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}` on the

@@ -1,4 +1,4 @@
-//! The config model of DESIGN.md §2. Unknown keys are errors (`deny_unknown_fields`) so a typo
+//! The config model of docs/design.md §2. Unknown keys are errors (`deny_unknown_fields`) so a typo
 //! never silently falls back to a default.
 
 use serde::{Deserialize, Serialize};

@@ -46,7 +46,7 @@ pub struct Report {
     /// Upstream requests (both fakes) per client request.
     pub amplification: f64,
     /// From the primary's first request in the fault until the breaker stopped its traffic (the
-    /// last request before a gap of a second or more).
+    /// last request before a gap of a second or more); none if the breaker never opened.
     pub open_after_s: Option<f64>,
     /// Times the primary's breaker opened (`spillway_breaker_transitions_total{to="open"}`).
     pub opens: u64,
@@ -102,16 +102,6 @@ impl Report {
             .find(|&start| (start..seconds).all(|sec| second_share(sec) >= 0.95))
             .map(|start| (start as f64 - to).max(0.0));
 
-        let mut after: Vec<f64> = primary_hits.iter().copied().filter(|&h| h >= from && h < to).collect();
-        after.sort_by(f64::total_cmp);
-        let open_after_s = after
-            .windows(2)
-            .find(|w| w[1] - w[0] >= 1.0)
-            .map(|w| w[0])
-            .or(after.last().copied().filter(|_| after.len() > 1))
-            .zip(after.first())
-            .map(|(last, first)| last - first);
-
         let opens = metrics
             .lines()
             .filter(|l| {
@@ -121,6 +111,17 @@ impl Report {
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64;
+        let mut after: Vec<f64> = primary_hits.iter().copied().filter(|&h| h >= from && h < to).collect();
+        after.sort_by(f64::total_cmp);
+        let open_after_s = after
+            .windows(2)
+            .find(|w| w[1] - w[0] >= 1.0)
+            .map(|w| w[0])
+            .or(after.last().copied().filter(|_| after.len() > 1))
+            .zip(after.first())
+            .map(|(last, first)| last - first)
+            .filter(|_| opens > 0);
+
         let mut shares: Vec<f64> = seen
             .samples
             .iter()
