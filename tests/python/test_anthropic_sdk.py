@@ -7,6 +7,7 @@ midstream / truncated -> upstreams that fail after two chunks.
 
 import json
 import os
+import urllib.request
 
 import anthropic
 import pytest
@@ -116,3 +117,23 @@ def test_mid_stream_failure_raises(client, feature):
             for text in stream.text_stream:
                 received += text
     assert received.startswith("Hello from")
+
+
+def requests_seen(feature):
+    """Requests the sidecar received for `feature`, from its Prometheus metrics."""
+    with urllib.request.urlopen(f"{BASE_URL}/metrics") as reply:
+        text = reply.read().decode()
+    prefix = f'spillway_requests_total{{feature="{feature}",'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_an_overloaded_hierarchy_is_not_retried_by_the_sdk():
+    # The SDK's defaults retry a 529 twice; an Anthropic endpoint answering `overloaded_error`
+    # with no retry-after, and nowhere else to go, gets `x-should-retry: false` so the SDK does
+    # not pile onto an overloaded provider.
+    default = anthropic.Anthropic(base_url=BASE_URL, api_key="unused-by-the-sidecar")
+    assert default.max_retries == 2
+    with pytest.raises(anthropic.APIStatusError) as info:
+        default.messages.create(model="down-anthropic", max_tokens=64, messages=HELLO)
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert requests_seen("down-anthropic") == 1

@@ -11,6 +11,7 @@ URL in SPILLWAY_BASE_URL. Features it configures:
 
 import json
 import os
+import urllib.request
 
 import openai
 import pytest
@@ -178,3 +179,24 @@ def test_mid_stream_failure_raises_instead_of_ending_quietly(client, feature):
                 received += choice.delta.content or ""
     assert received.startswith("Hello from"), "the chunks before the failure arrived"
     assert info.value.message
+
+
+def requests_seen(feature):
+    """Requests the sidecar received for `feature`, from its Prometheus metrics."""
+    with urllib.request.urlopen(f"{BASE_URL}/metrics") as reply:
+        text = reply.read().decode()
+    prefix = f'spillway_requests_total{{feature="{feature}",'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_an_exhausted_hierarchy_is_not_retried_by_the_sdk():
+    # The SDK's defaults (two retries with backoff), not the suite's retry-free client: when
+    # every endpoint has failed, the sidecar's `x-should-retry: false` stops the SDK from
+    # tripling the load on a provider that is already down.
+    default = openai.OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused-by-the-sidecar")
+    assert default.max_retries == 2
+    with pytest.raises(openai.InternalServerError) as info:
+        default.chat.completions.create(model="down-openai", messages=HELLO)
+    assert info.value.status_code == 503
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert requests_seen("down-openai") == 1

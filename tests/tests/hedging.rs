@@ -1,5 +1,6 @@
-//! Hedging on tokio's paused clock: when the first token is late the next tier is raced; the
-//! first to produce a token wins and the other is cancelled; tool-result turns are not hedged.
+//! Hedging on tokio's paused clock: when a stream's first token is late the next tier is raced;
+//! the first to produce a token wins and the other is cancelled; tool-result turns and
+//! non-streaming requests are not hedged, and hedges are bounded by a share of requests in flight.
 
 use serde_json::{Value, json};
 use spillway_tests::fake::{FakeConfig, FakeProvider, Script};
@@ -88,4 +89,38 @@ async fn a_percentile_hedge_waits_until_it_knows_the_percentile() {
         assert_eq!(ask(&sc, hello()).await.header("x-spillway-endpoint"), "primary");
     }
     assert_eq!(backup.hits(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_streaming_request_is_not_hedged() {
+    // Its first byte is its whole answer: a race would double the work it saves.
+    let (primary, backup, sc) = setup(1_500, 100, "500").await;
+    let body = json!({"model": "chat", "messages": hello()});
+    let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body.to_string()).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.header("x-spillway-endpoint")), (200, "primary"), "{}", r.text());
+    assert_eq!((primary.hits(), backup.hits()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_are_bounded_by_a_share_of_the_requests_in_flight() {
+    // Ten streams at once into a primary whose first token takes 2 s, hedging at 100 ms: the
+    // default `hedge_max_share` of 10 % lets one of them race; the other nine wait for the
+    // primary rather than doubling the load at once.
+    let (primary, backup, sc) = setup(2_000, 20, "100").await;
+    let url = sc.url("/v1/chat/completions");
+    let body = json!({"model": "chat", "stream": true, "messages": hello()}).to_string();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move { TestClient::default().post_json(&url, &[], body).await.unwrap() })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+    let on_backup = replies.iter().filter(|r| r.header("x-spillway-endpoint") == "backup").count();
+    assert!(replies.iter().all(|r| r.text().ends_with("data: [DONE]\n\n")));
+    assert_eq!(on_backup, 1, "one hedge for ten requests in flight");
+    assert_eq!((primary.hits(), backup.hits()), (10, 1));
 }

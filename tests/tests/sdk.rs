@@ -59,6 +59,8 @@ features:
   chat: {{ hierarchy: [primary] }}
   claude: {{ hierarchy: [claude] }}
   flaky: {{ hierarchy: [broken, claude-overloaded, backup] }}
+  down-openai: {{ hierarchy: [broken] }}
+  down-anthropic: {{ hierarchy: [claude-overloaded] }}
   midstream: {{ hierarchy: [erroring, backup] }}
   truncated: {{ hierarchy: [dropping, backup] }}
   bedrock: {{ hierarchy: [bedrock] }}
