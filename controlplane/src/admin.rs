@@ -32,15 +32,44 @@ pub struct AdminAuth {
     validation: Validation,
 }
 
+/// The shortest HS256 secret accepted: a key as long as the hash (RFC 7518 §3.2). An empty or
+/// short secret file would let anyone who guesses it sign an editor token.
+pub const MIN_HS256_SECRET: usize = 32;
+
 impl AdminAuth {
-    pub fn hs256(secret: &[u8]) -> Self {
-        AdminAuth { key: DecodingKey::from_secret(secret), validation: Validation::new(Algorithm::HS256) }
+    /// Verifies tokens signed with `secret` (surrounding whitespace is not part of it).
+    pub fn hs256(secret: &[u8]) -> Result<Self, String> {
+        let secret = secret.trim_ascii();
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(format!(
+                "the HS256 secret is {} bytes; at least {MIN_HS256_SECRET} are required (RFC 7518 §3.2)",
+                secret.len()
+            ));
+        }
+        Ok(AdminAuth { key: DecodingKey::from_secret(secret), validation: validation(Algorithm::HS256) })
     }
 
     pub fn rs256_pem(public_pem: &[u8]) -> Result<Self, String> {
         let key = DecodingKey::from_rsa_pem(public_pem).map_err(|e| format!("not an RSA public key: {e}"))?;
-        Ok(AdminAuth { key, validation: Validation::new(Algorithm::RS256) })
+        Ok(AdminAuth { key, validation: validation(Algorithm::RS256) })
     }
+}
+
+/// `exp` required and checked, `nbf` checked when present, one algorithm only.
+fn validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_nbf = true;
+    v
+}
+
+/// A token whose header names critical extensions must be refused by anyone who does not
+/// implement them (RFC 7515 §4.1.11), and we implement none. jsonwebtoken's `Header` has no
+/// `crit` field and would silently ignore it, so the header is read here first.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else { return false };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else { return false };
+    serde_json::from_slice::<serde_json::Map<String, Value>>(&json).is_ok_and(|h| h.contains_key("crit"))
 }
 
 #[derive(serde::Deserialize)]
@@ -94,6 +123,12 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Box::new(err(StatusCode::UNAUTHORIZED, "missing bearer token")))?;
+        if names_critical_extensions(token) {
+            return Err(Box::new(err(
+                StatusCode::UNAUTHORIZED,
+                "invalid token: critical header extensions (crit) are not supported",
+            )));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.auth.key, &self.auth.validation)
             .map_err(|e| Box::new(err(StatusCode::UNAUTHORIZED, format!("invalid token: {e}"))))?;
         let c = data.claims;

@@ -215,7 +215,9 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(health, health_router).await });
 
     let auth = match (&a.jwt_hs256_secret_file, &a.jwt_rs256_public_key) {
-        (Some(f), _) => Some(admin::AdminAuth::hs256(std::fs::read(f)?.trim_ascii())),
+        (Some(f), _) => {
+            Some(admin::AdminAuth::hs256(&std::fs::read(f)?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
+        }
         (None, Some(f)) => Some(admin::AdminAuth::rs256_pem(&std::fs::read(f)?).map_err(anyhow::Error::msg)?),
         (None, None) => None,
     };

@@ -15,7 +15,7 @@ use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const SECRET: &[u8] = b"admin-test-secret";
+const SECRET: &[u8] = b"admin-test-secret-of-thirty-two-bytes";
 
 fn config(feature: &str) -> String {
     format!(
@@ -56,7 +56,7 @@ async fn start() -> (Api, std::sync::Arc<Discovery>, std::sync::Arc<ConfigState>
     let state = ConfigState::new(d.clone());
     state.set_base(load_str(&config("chat"), "t").unwrap(), "test", "file").unwrap();
     let telemetry = Telemetry::new(state.clone(), TelemetryPolicy::default());
-    let admin = Admin::new(d.clone(), state.clone(), telemetry, AdminAuth::hs256(SECRET));
+    let admin = Admin::new(d.clone(), state.clone(), telemetry, AdminAuth::hs256(SECRET).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, admin.router()).await });
@@ -70,7 +70,9 @@ async fn tokens_must_be_present_valid_unexpired_and_carry_the_role() {
     assert_eq!(api.call("GET", "/v1/config", None, "").await.0, 401, "missing");
     assert_eq!(api.call("GET", "/v1/config", Some(&token("ana", "viewer", -3600, SECRET)), "").await.0, 401, "expired");
     assert_eq!(
-        api.call("GET", "/v1/config", Some(&token("ana", "viewer", 600, b"another-key")), "").await.0,
+        api.call("GET", "/v1/config", Some(&token("ana", "viewer", 600, b"another-key-of-at-least-32-bytes!!")), "")
+            .await
+            .0,
         401,
         "wrong key"
     );
@@ -166,4 +168,44 @@ async fn fleet_and_feedback_views_are_read_by_viewers_and_changed_by_editors() {
     let (status, v) = api.call("POST", &undo, Some(&editor), "").await;
     assert_eq!((status, v["error"].as_str()), (404, Some("no active demotion 1")));
     assert_eq!(api.call("POST", "/v1/demotions/x/undo", Some(&editor), "").await.0, 400);
+}
+
+#[test]
+fn an_empty_or_short_hs256_secret_is_refused_at_start() {
+    for secret in [&b""[..], b"  \n", b"short-secret"] {
+        let e = AdminAuth::hs256(secret).err().expect("refused");
+        assert!(e.contains("at least 32"), "{e}");
+    }
+    assert!(AdminAuth::hs256(b"  admin-test-secret-of-thirty-two-bytes\n").is_ok(), "whitespace around it is trimmed");
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_or_with_critical_extensions_is_refused() {
+    let (api, _, _) = start().await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let key = EncodingKey::from_secret(SECRET);
+    let early = encode(
+        &Header::default(),
+        &json!({"sub": "ana", "role": "viewer", "exp": now + 7200, "nbf": now + 3600}),
+        &key,
+    )
+    .unwrap();
+    assert_eq!(api.call("GET", "/v1/config", Some(&early), "").await.0, 401, "nbf an hour ahead");
+    let fine =
+        encode(&Header::default(), &json!({"sub": "ana", "role": "viewer", "exp": now + 7200, "nbf": now - 10}), &key)
+            .unwrap();
+    assert_eq!(api.call("GET", "/v1/config", Some(&fine), "").await.0, 200, "nbf in the past");
+
+    // A header with `crit`, signed with the right key: the extension is not understood, so the
+    // token is not honoured (RFC 7515 §4.1.11).
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"alg":"HS256","typ":"JWT","crit":["exp-policy"],"exp-policy":"lenient"}"#);
+    let claims = b64.encode(json!({"sub": "ana", "role": "editor", "exp": now + 600}).to_string());
+    let signing_input = format!("{header}.{claims}");
+    let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+    let crit = format!("{signing_input}.{sig}");
+    let (status, v) = api.call("GET", "/v1/config", Some(&crit), "").await;
+    assert_eq!(status, 401, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("crit"), "{v}");
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub routing: Arc<routing::Routing>,
     pub metrics: Arc<metrics::Metrics>,
     pub max_body_bytes: usize,
+    /// The longest upstream frame (SSE event, event-stream message) held while unfinished.
+    pub max_upstream_frame_bytes: usize,
     /// Managed mode: which recent requests may be rated, and the ratings not yet reported.
     pub feedback: Option<Arc<telemetry::feedback::Feedback>>,
     /// Sidecar-wide: survives config reloads, which only change its policy.

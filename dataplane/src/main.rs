@@ -49,6 +49,10 @@ struct Args {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Longest upstream frame (an SSE event, an event-stream message) held in memory, in bytes;
+    /// a longer one fails the attempt, or ends a committed stream with an error event.
+    #[arg(long, default_value_t = spillway_dataplane::protocol::DEFAULT_MAX_FRAME)]
+    max_upstream_frame_bytes: usize,
     /// Do not reload the config when the file changes.
     #[arg(long)]
     no_watch: bool,
@@ -108,6 +112,7 @@ async fn main() -> std::process::ExitCode {
         listen: args.listen,
         config: args.config.unwrap_or_default(),
         max_body_bytes: args.max_body_bytes,
+        max_upstream_frame_bytes: args.max_upstream_frame_bytes,
         watch: !args.no_watch,
         grace: Duration::from_secs(args.grace_s),
         control_plane: args.control_plane,

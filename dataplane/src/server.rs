@@ -27,6 +27,8 @@ pub struct Options {
     pub listen: SocketAddr,
     pub config: PathBuf,
     pub max_body_bytes: usize,
+    /// The longest upstream frame held in memory (see `protocol::DEFAULT_MAX_FRAME`).
+    pub max_upstream_frame_bytes: usize,
     /// Reload the config when its file changes.
     pub watch: bool,
     /// How long in-flight requests get to finish on shutdown.
@@ -51,6 +53,7 @@ impl Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             config,
             max_body_bytes: 10 * 1024 * 1024,
+            max_upstream_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME,
             watch: true,
             grace: Duration::from_secs(30),
             control_plane: None,
@@ -159,6 +162,7 @@ impl Sidecar {
             routing: routing.clone(),
             metrics: metrics.clone(),
             max_body_bytes: opts.max_body_bytes,
+            max_upstream_frame_bytes: opts.max_upstream_frame_bytes,
             feedback,
             retry_budget: std::sync::Mutex::new(crate::health::budget::Budget::new(tokio::time::Instant::now())),
         });

@@ -7,16 +7,33 @@
 use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
 
-#[derive(Default)]
 pub struct SseSplitter {
     buf: BytesMut,
     /// Bytes of `buf` already searched for a boundary, so a large event is scanned once.
     scanned: usize,
+    /// The longest event held while it is unfinished: an upstream that never sends a blank line
+    /// must not grow the sidecar until it is killed.
+    max_event: usize,
 }
 
 impl SseSplitter {
+    pub fn new(max_event: usize) -> Self {
+        SseSplitter { buf: BytesMut::new(), scanned: 0, max_event }
+    }
+
     pub fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
+    }
+
+    /// Like [`take_complete`](Self::take_complete), but an unfinished event longer than the
+    /// cap is an error: the stream cannot be framed within bounded memory.
+    pub fn take_bounded(&mut self) -> Result<Option<Bytes>, String> {
+        let block = self.take_complete();
+        if self.buf.len() > self.max_event {
+            self.buf = BytesMut::new();
+            return Err(format!("an SSE event longer than {} bytes", self.max_event));
+        }
+        Ok(block)
     }
 
     /// Every complete event buffered so far, as one block; `None` until one is complete.
@@ -152,7 +169,7 @@ mod tests {
     fn splits_only_at_event_boundaries_whatever_the_chunking() {
         let stream = b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\n: keep-alive\n\ndata: [DONE]\n\n";
         for cut in 1..stream.len() {
-            let mut s = SseSplitter::default();
+            let mut s = SseSplitter::new(1 << 20);
             let mut out = Vec::new();
             for part in [&stream[..cut], &stream[cut..]] {
                 s.push(part);
@@ -167,7 +184,7 @@ mod tests {
 
     #[test]
     fn holds_back_an_unfinished_event() {
-        let mut s = SseSplitter::default();
+        let mut s = SseSplitter::new(1 << 20);
         s.push(b"data: {\"a\":1}\n\ndata: {\"b\"");
         assert_eq!(&s.take_complete().unwrap()[..], b"data: {\"a\":1}\n\n");
         assert_eq!(s.take_complete(), None);
@@ -175,6 +192,20 @@ mod tests {
         assert_eq!(s.take_complete(), None);
         s.push(b"\n");
         assert_eq!(&s.take_complete().unwrap()[..], b"data: {\"b\":2}\n\n");
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_an_error_at_the_cap_not_unbounded_memory() {
+        let mut s = SseSplitter::new(1024);
+        s.push(b"data: {\"a\":1}\n\n");
+        assert_eq!(s.take_bounded().unwrap().as_deref(), Some(&b"data: {\"a\":1}\n\n"[..]));
+        for _ in 0..3 {
+            s.push(&[b'x'; 300]);
+            assert_eq!(s.take_bounded(), Ok(None), "under the cap it waits for the rest");
+        }
+        s.push(&[b'x'; 300]);
+        assert!(s.take_bounded().unwrap_err().contains("longer than 1024 bytes"));
+        assert_eq!(s.pending_len(), 0, "what was held is released");
     }
 
     #[test]

@@ -176,9 +176,9 @@ breakers:
 "#,
     );
     for needle in [
-        "features.f.attempt_timeout_ms: must be in 1..=1000",
+        "features.f.attempt_timeout_ms: is 5000; must be in 1..=1000",
         "features.f.hedge_after_ttft_ms: `soon`",
-        "breakers.b.error_rate: must be in (0, 1]",
+        "breakers.b.error_rate: is 1.5; must be in (0, 1]",
         "breakers.b.ramp.factor",
         "breakers.b.ramp.start",
     ] {

@@ -149,23 +149,50 @@ fn header<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Prelude (12 bytes) plus the message CRC (4): the shortest well-formed message.
+const MIN_MESSAGE: usize = 16;
+
 /// Event-stream framing shared by both Bedrock streams.
-#[derive(Default)]
 struct Frames {
     decoder: MessageFrameDecoder,
     buf: BytesMut,
+    /// The longest message accepted. A frame's prelude announces its length; the decoder would
+    /// buffer up to that (4 GiB) before it could check a CRC, so the announcement is checked
+    /// first.
+    max_frame: usize,
 }
 
 impl Frames {
+    fn new(max_frame: usize) -> Self {
+        Frames { decoder: MessageFrameDecoder::new(), buf: BytesMut::new(), max_frame }
+    }
+
     fn feed(&mut self, bytes: &[u8], mut on: impl FnMut(Message)) -> Result<(), String> {
         self.buf.extend_from_slice(bytes);
-        loop {
+        // The decoder is handed whole messages only, so the buffer always starts at a prelude
+        // and its announced length can be checked before anything waits for it.
+        while let Some(prelude) = self.buf.get(..4) {
+            let announced = u32::from_be_bytes([prelude[0], prelude[1], prelude[2], prelude[3]]) as usize;
+            if announced > self.max_frame {
+                self.buf = BytesMut::new();
+                return Err(format!(
+                    "an event-stream message of {announced} bytes; at most {} are accepted",
+                    self.max_frame
+                ));
+            }
+            if announced < MIN_MESSAGE {
+                return Err(format!("an event-stream message of {announced} bytes is shorter than its framing"));
+            }
+            if self.buf.len() < announced {
+                return Ok(());
+            }
             match self.decoder.decode_frame(&mut self.buf) {
                 Ok(DecodedFrame::Complete(m)) => on(m),
                 Ok(DecodedFrame::Incomplete) => return Ok(()),
                 Err(e) => return Err(format!("corrupt event-stream frame: {e}")),
             }
         }
+        Ok(())
     }
 }
 
@@ -221,8 +248,8 @@ pub struct ConverseStream {
 }
 
 impl ConverseStream {
-    pub fn new(model: &str) -> Self {
-        ConverseStream { frames: Frames::default(), model: model.to_owned(), tools: 0 }
+    pub fn new(model: &str, max_frame: usize) -> Self {
+        ConverseStream { frames: Frames::new(max_frame), model: model.to_owned(), tools: 0 }
     }
 }
 
@@ -274,10 +301,15 @@ impl StreamDecoder for ConverseStream {
 
 /// InvokeModelWithResponseStream frames (`chunk` events whose `bytes` are Anthropic stream
 /// events) → canonical events.
-#[derive(Default)]
 pub struct InvokeStream {
     frames: Frames,
     anthropic: anthropic::Decoder,
+}
+
+impl InvokeStream {
+    pub fn new(max_frame: usize) -> Self {
+        InvokeStream { frames: Frames::new(max_frame), anthropic: anthropic::Decoder::default() }
+    }
 }
 
 impl StreamDecoder for InvokeStream {
@@ -311,7 +343,7 @@ mod tests {
     }
 
     fn events(w: Wire, bytes: &[u8], chunk: usize) -> Vec<Event> {
-        let mut d = w.stream_decoder("model-x");
+        let mut d = w.stream_decoder("model-x", crate::protocol::DEFAULT_MAX_FRAME);
         let mut out = Vec::new();
         for part in bytes.chunks(chunk) {
             d.feed(part, &mut out).unwrap();
@@ -358,7 +390,7 @@ mod tests {
     fn a_corrupt_frame_is_an_error_not_garbage() {
         let mut bin = fixture("converse_stream.bin");
         bin[20] ^= 0xff;
-        let mut d = Wire::BedrockConverse.stream_decoder("m");
+        let mut d = Wire::BedrockConverse.stream_decoder("m", crate::protocol::DEFAULT_MAX_FRAME);
         assert!(d.feed(&bin, &mut Vec::new()).unwrap_err().contains("corrupt"));
     }
 

@@ -41,7 +41,7 @@ fn has_url_image(c: &crate::canonical::Request) -> bool {
 fn stream_ends(wire: Wire, path: &Path) {
     let bytes = std::fs::read(path).unwrap();
     let mut events = Vec::new();
-    let mut d = wire.stream_decoder("m");
+    let mut d = wire.stream_decoder("m", crate::protocol::DEFAULT_MAX_FRAME);
     for chunk in bytes.chunks(5) {
         d.feed(chunk, &mut events).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }

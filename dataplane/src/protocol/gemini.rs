@@ -230,7 +230,7 @@ mod tests {
     }
 
     fn events(name: &str) -> Vec<Event> {
-        let mut d = Wire::VertexGemini.stream_decoder("gemini-x");
+        let mut d = Wire::VertexGemini.stream_decoder("gemini-x", crate::protocol::DEFAULT_MAX_FRAME);
         let mut out = Vec::new();
         for part in fixture(name).chunks(9) {
             d.feed(part, &mut out).unwrap();

@@ -63,16 +63,23 @@ impl Wire {
         }
     }
 
-    pub fn stream_decoder(self, model: &str) -> Box<dyn StreamDecoder> {
+    /// A decoder for this wire's stream that holds at most `max_frame` bytes of an unfinished
+    /// frame (SSE event or event-stream message); a longer one is a corrupt stream.
+    pub fn stream_decoder(self, model: &str, max_frame: usize) -> Box<dyn StreamDecoder> {
         match self {
-            Wire::OpenAi => Box::new(Sse::new(openai::Decoder::default())),
-            Wire::Anthropic | Wire::VertexAnthropic => Box::new(Sse::new(anthropic::Decoder::default())),
-            Wire::VertexGemini => Box::new(Sse::new(gemini::Decoder::new(model))),
-            Wire::BedrockConverse => Box::new(bedrock::ConverseStream::new(model)),
-            Wire::BedrockInvoke => Box::new(bedrock::InvokeStream::default()),
+            Wire::OpenAi => Box::new(Sse::new(openai::Decoder::default(), max_frame)),
+            Wire::Anthropic | Wire::VertexAnthropic => Box::new(Sse::new(anthropic::Decoder::default(), max_frame)),
+            Wire::VertexGemini => Box::new(Sse::new(gemini::Decoder::new(model), max_frame)),
+            Wire::BedrockConverse => Box::new(bedrock::ConverseStream::new(model, max_frame)),
+            Wire::BedrockInvoke => Box::new(bedrock::InvokeStream::new(max_frame)),
         }
     }
 }
+
+/// The default cap on one upstream frame (an SSE event, an event-stream message, what a stream
+/// sends before its first token, or a whole non-streaming reply): far above any real event, far below the 64 Mi the
+/// injected sidecar is given (`spillway-proxy --max-upstream-frame-bytes`).
+pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
 
 /// Turns a provider's stream body into canonical events. Each decoder does its own framing
 /// (SSE, AWS event-stream), so it is fed raw body bytes as they arrive.
@@ -94,15 +101,15 @@ pub struct Sse<D> {
 }
 
 impl<D> Sse<D> {
-    pub fn new(inner: D) -> Self {
-        Sse { splitter: SseSplitter::default(), inner }
+    pub fn new(inner: D, max_event: usize) -> Self {
+        Sse { splitter: SseSplitter::new(max_event), inner }
     }
 }
 
 impl<D: SseEventDecoder> StreamDecoder for Sse<D> {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String> {
         self.splitter.push(bytes);
-        if let Some(block) = self.splitter.take_complete() {
+        if let Some(block) = self.splitter.take_bounded()? {
             for event in sse::events(&block) {
                 self.inner.decode(event, out);
             }

@@ -134,7 +134,7 @@ proptest! {
                 enc.encode(e, &mut out);
             }
             let wire = if p == Protocol::OpenAi { Wire::OpenAi } else { Wire::Anthropic };
-            let mut dec = wire.stream_decoder("m");
+            let mut dec = wire.stream_decoder("m", crate::protocol::DEFAULT_MAX_FRAME);
             let mut back = Vec::new();
             dec.feed(&out, &mut back).unwrap();
             prop_assert_eq!(summary(&back), summary(&events), "{:?}", p);

@@ -41,7 +41,7 @@ fn seen(p: Protocol, bytes: &[u8]) -> Seen {
 }
 
 fn seen_wire(w: Wire, bytes: &[u8]) -> Seen {
-    let mut d = w.stream_decoder("m");
+    let mut d = w.stream_decoder("m", crate::protocol::DEFAULT_MAX_FRAME);
     let mut events = Vec::new();
     d.feed(bytes, &mut events).unwrap();
     let mut s = Seen::default();
@@ -82,7 +82,7 @@ fn translate(from: Protocol, to: Protocol, bytes: &[u8]) -> Vec<u8> {
 }
 
 fn translate_wire(from: Wire, to: Protocol, bytes: &[u8]) -> Vec<u8> {
-    let mut d = from.stream_decoder("m");
+    let mut d = from.stream_decoder("m", crate::protocol::DEFAULT_MAX_FRAME);
     let mut e = stream_encoder(to, true);
     let (mut events, mut out) = (Vec::new(), BytesMut::new());
     d.feed(bytes, &mut events).unwrap();

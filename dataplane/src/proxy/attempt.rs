@@ -20,8 +20,6 @@ use tokio::time::{Instant, timeout_at};
 
 /// An upstream error body is only read to classify it; a larger one is cut.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
-/// A whole non-streaming reply is held in memory before it is sent on.
-const REPLY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub enum Reply {
     /// A whole, well-formed non-streaming reply, already in the caller's protocol, and the
@@ -86,8 +84,16 @@ pub async fn run(
         }
         return first_token(up, body, first_byte_by, ctx).await;
     }
-    let body = match timeout_at(ctx.deadline, Limited::new(body, REPLY_LIMIT).collect()).await {
-        Err(_) => return Err(timed_out(ctx, ctx.deadline, "reply body incomplete")),
+    // A non-streaming reply commits only when whole, so the attempt timeout covers its body too:
+    // a body that stalls after the headers falls back instead of waiting out the deadline.
+    let body = match timeout_at(first_byte_by, Limited::new(body, ctx.max_frame).collect()).await {
+        Err(_) => return Err(timed_out(ctx, first_byte_by, "reply body incomplete")),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(AttemptFailure::unavailable(
+                "malformed",
+                format!("reply body longer than {} bytes (--max-upstream-frame-bytes)", ctx.max_frame),
+            ));
+        }
         Ok(Err(e)) => return Err(AttemptFailure::unavailable("reset", format!("reply body failed: {e}"))),
         Ok(Ok(c)) => c.to_bytes(),
     };
@@ -142,7 +148,7 @@ async fn first_token(
     first_byte_by: Instant,
     ctx: &RequestCtx,
 ) -> Result<Reply, AttemptFailure> {
-    let mut decoder = up.wire.stream_decoder(up.model());
+    let mut decoder = up.wire.stream_decoder(up.model(), ctx.max_frame);
     let mut first = BytesMut::new();
     let mut events = Vec::new();
     loop {
@@ -157,6 +163,14 @@ async fn first_token(
         let Ok(data) = frame.into_data() else { continue };
         decoder.feed(&data, &mut events).map_err(|e| AttemptFailure::unavailable("malformed", e))?;
         first.extend_from_slice(&data);
+        // Everything before the first token is held to be sent with it: keep-alives without end
+        // must not grow it without bound.
+        if first.len() > ctx.max_frame {
+            return Err(AttemptFailure::unavailable(
+                "malformed",
+                format!("{} bytes arrived before the first token; at most {} are held", first.len(), ctx.max_frame),
+            ));
+        }
         let mut has_output = false;
         for e in events.drain(..) {
             match e {

@@ -43,6 +43,8 @@ pub struct RequestCtx {
     pub retry_budget: RetryBudget,
     pub started: Instant,
     pub deadline: Instant,
+    /// The longest upstream frame held in memory.
+    pub max_frame: usize,
 }
 
 /// Records a request's end exactly once: metrics, the endpoint's health, and the access log line.
@@ -162,6 +164,7 @@ pub async fn serve(
                     feature,
                     retry_budget: table.retry_budget.clone(),
                     started,
+                    max_frame: state.max_upstream_frame_bytes,
                 };
                 route(state, request, ctx).await
             }
@@ -390,6 +393,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         up.model(),
                         include_usage(&req, canonical.as_ref()),
                         hide,
+                        ctx.max_frame,
                     );
                     finish.in_flight = in_flight.take();
                     return commit(reply, mode, finish, &ctx);
@@ -609,7 +613,7 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
         Reply::Stream { first, rest } => {
             finish.ttft = Some(finish.attempt_started.elapsed());
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
-            let body = stream::GuardedStream::new(mode, first, rest, ctx.deadline, finish);
+            let body = stream::GuardedStream::new(mode, first, rest, ctx.deadline, finish, ctx.max_frame);
             let mut r = Response::new(body.boxed_unsync());
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

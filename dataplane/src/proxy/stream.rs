@@ -31,14 +31,21 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn new(client: Protocol, wire: Wire, model: &str, include_usage: bool, hide_usage: bool) -> Mode {
+    pub fn new(
+        client: Protocol,
+        wire: Wire,
+        model: &str,
+        include_usage: bool,
+        hide_usage: bool,
+        max_frame: usize,
+    ) -> Mode {
         if wire.passes_through(client) && hide_usage && client == Protocol::OpenAi {
             Mode::PassthroughHidingUsage
         } else if wire.passes_through(client) {
             Mode::Passthrough(client)
         } else {
             Mode::Translate {
-                decoder: wire.stream_decoder(model),
+                decoder: wire.stream_decoder(model, max_frame),
                 encoder: protocol::stream_encoder(client, include_usage),
             }
         }
@@ -62,13 +69,13 @@ pub struct GuardedStream {
 }
 
 impl GuardedStream {
-    pub fn new(mode: Mode, first: Bytes, rest: Incoming, deadline: Instant, finish: Finish) -> Self {
+    pub fn new(mode: Mode, first: Bytes, rest: Incoming, deadline: Instant, finish: Finish, max_frame: usize) -> Self {
         let endpoint = finish.target.name.clone();
         let mut s = GuardedStream {
             mode,
             next: None,
             upstream: Some(rest),
-            splitter: SseSplitter::default(),
+            splitter: SseSplitter::new(max_frame),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             finish: Some(finish),
             endpoint,
@@ -86,8 +93,13 @@ impl GuardedStream {
         let out = match &mut self.mode {
             Mode::Passthrough(_) | Mode::PassthroughHidingUsage => {
                 self.splitter.push(data);
-                let block = self.splitter.take_complete()?;
-                return self.passthrough(block);
+                return match self.splitter.take_bounded() {
+                    Ok(block) => self.passthrough(block?),
+                    Err(e) => {
+                        let msg = format!("upstream `{}` sent a stream spillway cannot frame: {e}", self.endpoint);
+                        Some(self.fail("malformed", "upstream_stream_corrupt", msg))
+                    }
+                };
             }
             Mode::Translate { decoder, encoder } => {
                 if let Err(e) = decoder.feed(data, &mut self.events) {

@@ -4,6 +4,7 @@
 //! [`RoutingConfig`] that was parsed but never checked. Every problem is reported with the file,
 //! the path inside it (`features.ai_search.hierarchy[2]`) and what is wrong.
 
+pub mod bounds;
 mod error;
 mod load;
 mod model;

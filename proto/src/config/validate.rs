@@ -1,6 +1,7 @@
 //! Semantic checks that serde cannot express: references, cycles, ranges, boundaries.
 //! Every problem is collected, so a user fixes a config in one pass rather than one error a run.
 
+use super::bounds;
 use super::region::{KNOWN_GROUPS, region_group};
 use super::{Auth, ConfigError, ConfigErrors, Endpoint, HedgeAfter, Provider, RoutingConfig};
 use std::collections::{BTreeSet, HashSet};
@@ -25,17 +26,8 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
         check_endpoint(&mut p, config, name, endpoint);
     }
     check_spill_cycles(&mut p, config);
-    for (name, pool) in &config.pools {
+    for name in config.pools.keys() {
         let path = format!("pools.{name}");
-        if pool.model_units == 0 {
-            p.add(format!("{path}.model_units"), "must be at least 1");
-        }
-        if pool.tokens_per_minute_per_unit == 0 {
-            p.add(format!("{path}.tokens_per_minute_per_unit"), "must be at least 1");
-        }
-        if !(pool.spill_at_utilisation > 0.0 && pool.spill_at_utilisation <= 1.0) {
-            p.add(format!("{path}.spill_at_utilisation"), "must be in (0, 1]");
-        }
         let used = config.endpoints.values().any(|e| e.capacity.as_ref().is_some_and(|c| &c.pool == name));
         if !used {
             p.add(path, "no endpoint draws from this pool (endpoints.<name>.capacity.pool)");
@@ -63,17 +55,6 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
                 format!("unknown breaker policy `{b}`{}", known("policies", config.breakers.keys())),
             );
         }
-        if feature.deadline_ms == 0 {
-            p.add(format!("{path}.deadline_ms"), "must be greater than 0");
-        }
-        if let Some(t) = feature.attempt_timeout_ms
-            && (t == 0 || t > feature.deadline_ms)
-        {
-            p.add(
-                format!("{path}.attempt_timeout_ms"),
-                format!("must be in 1..={} (the deadline)", feature.deadline_ms),
-            );
-        }
         if let Some(HedgeAfter::Percentile(q)) = &feature.hedge_after_ttft_ms {
             let ok = q.strip_prefix('p').and_then(|n| n.parse::<u8>().ok()).is_some_and(|n| (1..=99).contains(&n));
             if !ok {
@@ -82,9 +63,6 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
                     format!("`{q}` is neither milliseconds nor a percentile like p90"),
                 );
             }
-        }
-        if !(feature.hedge_max_share > 0.0 && feature.hedge_max_share <= 1.0) {
-            p.add(format!("{path}.hedge_max_share"), "must be in (0, 1]");
         }
         check_boundary(&mut p, config, name);
     }
@@ -108,45 +86,8 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
             );
         }
     }
-    for (name, b) in &config.breakers {
-        let path = format!("breakers.{name}");
-        if b.window_s == 0 {
-            p.add(format!("{path}.window_s"), "must be at least 1");
-        }
-        for (key, rate) in [
-            ("error_rate", Some(b.error_rate)),
-            ("slow_ttft.rate", b.slow_ttft.as_ref().map(|s| s.rate)),
-            ("slow_total.rate", b.slow_total.as_ref().map(|s| s.rate)),
-            ("slow_tpot.rate", b.slow_tpot.as_ref().map(|s| s.rate)),
-        ] {
-            if let Some(r) = rate
-                && !(r > 0.0 && r <= 1.0)
-            {
-                p.add(format!("{path}.{key}"), "must be in (0, 1]");
-            }
-        }
-        if b.consecutive_failures == Some(0) {
-            p.add(format!("{path}.consecutive_failures"), "must be at least 1");
-        }
-        if !(b.ramp.start > 0.0 && b.ramp.start <= 1.0) {
-            p.add(format!("{path}.ramp.start"), "must be in (0, 1]");
-        }
-        if b.ramp.factor <= 1.0 {
-            p.add(format!("{path}.ramp.factor"), "must be greater than 1, or the ramp never closes");
-        }
-        if b.ramp.step_s == 0 {
-            p.add(format!("{path}.ramp.step_s"), "must be at least 1");
-        }
-        if b.ramp.max_s < b.ramp.step_s {
-            p.add(format!("{path}.ramp.max_s"), "must be at least step_s");
-        }
-    }
-    let rb = &config.retry_budget;
-    if !(0.0..=10.0).contains(&rb.ratio) {
-        p.add("retry_budget.ratio", "must be in [0, 10]");
-    }
-    if rb.window_s == 0 {
-        p.add("retry_budget.window_s", "must be at least 1");
+    for (path, message) in bounds::check(config) {
+        p.add(path, message);
     }
     if p.list.is_empty() { Ok(()) } else { Err(ConfigErrors(p.list)) }
 }
@@ -230,9 +171,6 @@ fn check_endpoint(p: &mut Problems, config: &RoutingConfig, name: &str, e: &Endp
         if http::HeaderValue::from_str(value).is_err() {
             p.add(format!("{path}.headers.{header}"), "value is not a valid HTTP header value");
         }
-    }
-    if e.connect_timeout_ms == 0 {
-        p.add(format!("{path}.connect_timeout_ms"), "must be greater than 0");
     }
     if let Some(cap) = &e.capacity {
         if !config.pools.contains_key(&cap.pool) {

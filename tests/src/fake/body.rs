@@ -20,6 +20,8 @@ pub struct ScriptedBody {
     /// Fail the body (aborting the connection) once this many events have been sent.
     abort_after: Option<usize>,
     sent: usize,
+    /// Sent again and again once `events` run out: a stream that never ends.
+    endless: Option<Bytes>,
 }
 
 impl ScriptedBody {
@@ -32,6 +34,7 @@ impl ScriptedBody {
             interval,
             abort_after,
             sent: 0,
+            endless: None,
         }
     }
 }
@@ -43,6 +46,12 @@ impl ScriptedBody {
         self
     }
 
+    /// After the events, `chunk` forever.
+    pub fn then_forever(mut self, chunk: Bytes) -> Self {
+        self.endless = Some(chunk);
+        self
+    }
+
     pub fn count_aborts(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
         self.aborted = Some(counter);
         self
@@ -51,7 +60,7 @@ impl ScriptedBody {
 
 impl Drop for ScriptedBody {
     fn drop(&mut self) {
-        if !self.events.is_empty()
+        if (!self.events.is_empty() || self.endless.is_some())
             && let Some(c) = &self.aborted
         {
             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -77,7 +86,7 @@ impl Body for ScriptedBody {
                 "fake: stream dropped",
             ))));
         }
-        let Some(event) = self.events.pop_front() else { return Poll::Ready(None) };
+        let Some(event) = self.events.pop_front().or_else(|| self.endless.clone()) else { return Poll::Ready(None) };
         self.sent += 1;
         if !self.interval.is_zero() && (!self.events.is_empty() || self.abort_after.is_some()) {
             self.sleep = Some(Box::pin(tokio::time::sleep(self.interval)));
@@ -86,6 +95,6 @@ impl Body for ScriptedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.events.is_empty() && self.abort_after.is_none_or(|n| n != self.sent)
+        self.events.is_empty() && self.endless.is_none() && self.abort_after.is_none_or(|n| n != self.sent)
     }
 }

@@ -15,7 +15,7 @@ pub mod openai;
 mod script;
 pub mod vertex;
 
-pub use script::Script;
+pub use script::{Hostile, Script};
 
 use body::ScriptedBody;
 use bytes::Bytes;
@@ -318,6 +318,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
             Wire::BedrockConverse => bedrock::converse_complete(&answer),
             Wire::VertexGemini => vertex::gemini_complete(&answer),
         };
+        if script.hostile == Some(Hostile::StalledBody) {
+            // The head and half the body now; the rest an hour later.
+            let half = body.len() / 2;
+            let parts = vec![body.slice(..half), body.slice(half..)];
+            let body = ScriptedBody::new(parts, std::time::Duration::ZERO, std::time::Duration::from_secs(3600), None);
+            let mut resp = Response::new(body.boxed_unsync());
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            name_header(&mut resp, &cfg.name);
+            return Ok(resp);
+        }
         return Ok(json(StatusCode::OK, body, &cfg.name));
     }
     let [mut events, content, closing] = match wire {
@@ -328,7 +338,30 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         Wire::BedrockInvoke => bedrock::invoke_stream(&answer),
     };
     let mut abort_after = None;
-    if let Some(n) = script.error_after {
+    let mut endless = None;
+    if let Some(h) = script.hostile {
+        let filler = |b: u8| Bytes::from(vec![b; 16 * 1024]);
+        match h {
+            Hostile::EndlessLine { after } => {
+                events.extend(content.into_iter().take(after as usize));
+                events.push(Bytes::from_static(b"data: {\"junk\":\""));
+                endless = Some(filler(b'x'));
+            }
+            Hostile::KeepAlives => endless = Some(Bytes::from(b": keep-alive\n\n".repeat(1024))),
+            Hostile::HugeFrame => {
+                // total length 0xFFFF_FFF0, no headers, a prelude CRC that does not matter:
+                // the length is what a decoder would trust first.
+                events = vec![Bytes::from_static(&[0xFF, 0xFF, 0xFF, 0xF0, 0, 0, 0, 0, 0, 0, 0, 0])];
+                endless = Some(filler(0));
+            }
+            // A stream that stalls is a slow first token or chunk interval; this one is for
+            // whole replies.
+            Hostile::StalledBody => {
+                events.extend(content);
+                events.extend(closing);
+            }
+        }
+    } else if let Some(n) = script.error_after {
         events.extend(content.into_iter().take(n as usize));
         events.push(match wire {
             Wire::OpenAi => openai::stream_error_event(),
@@ -345,9 +378,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         events.extend(content);
         events.extend(closing);
     }
-    let body = ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after)
+    let mut body = ScriptedBody::new(events, script.ttft, script.chunk_interval, abort_after)
         .count_aborts(shared.aborted.clone())
         .hold(in_flight);
+    if let Some(chunk) = endless {
+        body = body.then_forever(chunk);
+    }
     let mut resp = Response::new(body.boxed_unsync());
     let content_type = match wire {
         Wire::OpenAi | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => {

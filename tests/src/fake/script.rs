@@ -31,6 +31,33 @@ pub struct Script {
     /// A capacity ceiling: beyond this many requests in flight (streams until their last event),
     /// answer 429 like a provisioned endpoint that is full (`x-fake-max-in-flight`).
     pub max_in_flight: Option<u32>,
+    /// A hostile stream that never ends and never frames (`x-fake-hostile`).
+    pub hostile: Option<Hostile>,
+}
+
+/// Streams a hostile upstream sends to make a proxy buffer without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// After this many content events, one SSE line that never ends (`endless-line:N`).
+    EndlessLine { after: u32 },
+    /// Keep-alive comments, forever, and never a token (`keep-alives`).
+    KeepAlives,
+    /// An AWS event-stream prelude announcing a ~4 GiB message, then filler (`huge-frame`).
+    HugeFrame,
+    /// A non-streaming reply whose body stops halfway, after the head (`stalled-body`).
+    StalledBody,
+}
+
+impl Hostile {
+    fn parse(v: &str) -> Option<Hostile> {
+        match v.split_once(':') {
+            Some(("endless-line", n)) => n.parse().ok().map(|after| Hostile::EndlessLine { after }),
+            None if v == "keep-alives" => Some(Hostile::KeepAlives),
+            None if v == "huge-frame" => Some(Hostile::HugeFrame),
+            None if v == "stalled-body" => Some(Hostile::StalledBody),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Script {
@@ -48,6 +75,7 @@ impl Default for Script {
             drop_after: None,
             error_after: None,
             max_in_flight: None,
+            hostile: None,
         }
     }
 }
@@ -91,6 +119,9 @@ impl Script {
         }
         if let Some(v) = num("x-fake-max-in-flight") {
             s.max_in_flight = u32::try_from(v).ok();
+        }
+        if let Some(v) = get("x-fake-hostile").and_then(Hostile::parse) {
+            s.hostile = Some(v);
         }
         s
     }
