@@ -23,6 +23,7 @@ use spillway_api::v1::{
     DiscoveryRequest, EndpointReport, FeedbackSummary, Node, OutcomeCounts, PoolReport, TelemetryReport,
 };
 use spillway_controlplane::ads::{Discovery, DiscoveryService};
+use spillway_controlplane::identity::Authenticator;
 use spillway_controlplane::snapshot::Snapshot;
 use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy};
@@ -86,7 +87,7 @@ fn push(sidecars: usize, per_connection: usize) {
     let d = discovery.clone();
     server_rt.spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(DiscoveryService::server(d))
+            .add_service(DiscoveryService::server(d, Arc::new(Authenticator::SelfDeclared)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await;
     });
@@ -227,7 +228,7 @@ fn merge(sidecars: usize) {
             for (i, node) in nodes.iter().enumerate() {
                 let mut r = TelemetryReport::decode(&templates[i % templates.len()][..]).expect("decode");
                 r.node = Some(node.clone());
-                telemetry.ingest(&r, now);
+                telemetry.ingest(&node.id, &node.zone, &r, now);
             }
             let ingest = t.elapsed();
             telemetry.tick(now);

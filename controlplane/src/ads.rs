@@ -6,6 +6,8 @@
 //! is stale and ignored. A sidecar that reconnects says which version it has; it is sent a
 //! snapshot only if that is not the current one.
 
+use crate::identity::Authenticator;
+use crate::metrics::{Metrics, Tracked};
 use crate::snapshot::Snapshot;
 use spillway_api::v1::routing_discovery_server::{RoutingDiscovery, RoutingDiscoveryServer};
 use spillway_api::v1::{DiscoveryRequest, DiscoveryResponse};
@@ -25,6 +27,9 @@ pub struct NodeStatus {
     pub last_nack: Option<Nack>,
     pub last_seen_unix_ms: u64,
     pub connected: bool,
+    /// Order of last contact (wall-clock milliseconds tie): who is evicted first.
+    #[serde(skip)]
+    seen: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -33,9 +38,16 @@ pub struct Nack {
     pub error: String,
 }
 
+/// Node records kept at most; past it, the disconnected node seen longest ago is forgotten first.
+/// Pods come and go: without a bound, churn alone grows the map forever.
+pub const MAX_NODES: usize = 50_000;
+
 pub struct Discovery {
     current: watch::Sender<Option<Arc<Snapshot>>>,
     nodes: Mutex<HashMap<String, NodeStatus>>,
+    max_nodes: usize,
+    seen: std::sync::atomic::AtomicU64,
+    metrics: Arc<Metrics>,
     /// Bumped on every node status change, so tests and the admin API can wait for one.
     changes: watch::Sender<u64>,
 }
@@ -47,11 +59,24 @@ pub(crate) fn now_ms() -> u64 {
 
 impl Discovery {
     pub fn new() -> Arc<Self> {
+        Discovery::with_max_nodes(MAX_NODES)
+    }
+
+    /// A discovery service that keeps at most `max_nodes` node records.
+    pub fn with_max_nodes(max_nodes: usize) -> Arc<Self> {
         Arc::new(Discovery {
             current: watch::Sender::new(None),
             nodes: Mutex::new(HashMap::new()),
+            max_nodes: max_nodes.max(1),
+            seen: Default::default(),
+            metrics: Arc::default(),
             changes: watch::Sender::new(0),
         })
+    }
+
+    /// The control plane's metrics registry (served on the health port).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Publishes a snapshot; every connected sidecar is sent it unless it already has it.
@@ -83,12 +108,23 @@ impl Discovery {
         self.changes.subscribe()
     }
 
-    fn update(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
+    /// Records something about `node` (its streams do this as messages arrive).
+    pub fn record(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
         {
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            if !nodes.contains_key(node) && nodes.len() >= self.max_nodes {
+                // Connected nodes are never forgotten; their number is bounded by connections.
+                let oldest = nodes.iter().filter(|(_, s)| !s.connected).min_by_key(|(_, s)| s.seen);
+                if let Some(k) = oldest.map(|(k, _)| k.clone()) {
+                    nodes.remove(&k);
+                    self.metrics.evicted(Tracked::Nodes, 1);
+                }
+            }
             let n = nodes.entry(node.to_owned()).or_default();
             n.last_seen_unix_ms = now_ms();
+            n.seen = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             f(n);
+            self.metrics.set_tracked(Tracked::Nodes, nodes.len());
         }
         self.changes.send_modify(|c| *c += 1);
     }
@@ -96,13 +132,13 @@ impl Discovery {
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
 
-/// The gRPC service over a shared [`Discovery`].
+/// The gRPC service over a shared [`Discovery`]; every stream is authenticated first.
 #[derive(Clone)]
-pub struct DiscoveryService(pub Arc<Discovery>);
+pub struct DiscoveryService(pub Arc<Discovery>, pub Arc<Authenticator>);
 
 impl DiscoveryService {
-    pub fn server(d: Arc<Discovery>) -> RoutingDiscoveryServer<DiscoveryService> {
-        RoutingDiscoveryServer::new(DiscoveryService(d))
+    pub fn server(d: Arc<Discovery>, auth: Arc<Authenticator>) -> RoutingDiscoveryServer<DiscoveryService> {
+        RoutingDiscoveryServer::new(DiscoveryService(d, auth))
     }
 }
 
@@ -111,12 +147,13 @@ impl RoutingDiscovery for DiscoveryService {
     type StreamStream = ResponseStream;
 
     async fn stream(&self, req: Request<Streaming<DiscoveryRequest>>) -> Result<Response<ResponseStream>, Status> {
+        let mut peer = self.1.authenticate(req.metadata()).await?;
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let me = self.0.clone();
         tokio::spawn(async move {
             let mut snapshots = me.current.subscribe();
-            let mut node = String::from("<unknown>");
+            let mut node = String::new();
             // The last response sent on this stream: its nonce and version.
             let mut last: Option<(String, String)> = None;
             let mut seq: u64 = 0;
@@ -134,14 +171,22 @@ impl RoutingDiscovery for DiscoveryService {
                 tokio::select! {
                     msg = inbound.message() => {
                         let Ok(Some(r)) = msg else { break };
-                        if let Some(n) = &r.node {
-                            node = n.id.clone();
+                        let declared = r.node.as_ref().map_or("", |n| n.id.as_str());
+                        if let Err(refused) = peer.check_declared(declared) {
+                            tracing::warn!(node = %peer.node_id, declared, "discovery stream refused: {}", refused.message());
+                            let _ = tx.send(Err(refused)).await;
+                            break;
                         }
-                        me.update(&node, |n| n.connected = true);
+                        if peer.node_id.is_empty() {
+                            let _ = tx.send(Err(Status::invalid_argument("the first message must name the node"))).await;
+                            break;
+                        }
+                        node.clone_from(&peer.node_id);
+                        me.record(&node, |n| n.connected = true);
                         if r.response_nonce.is_empty() {
                             // A new stream: the sidecar says what it has.
                             if !r.version_info.is_empty() {
-                                me.update(&node, |n| n.acked_version = Some(r.version_info.clone()));
+                                me.record(&node, |n| n.acked_version = Some(r.version_info.clone()));
                             }
                             let current = me.current();
                             if let Some(s) = current.filter(|s| s.version != r.version_info) {
@@ -162,9 +207,9 @@ impl RoutingDiscovery for DiscoveryService {
                             Some(e) => {
                                 tracing::warn!(node = %node, version = %version, error = %e.message, "snapshot NACKed");
                                 let nack = Nack { version: version.clone(), error: e.message };
-                                me.update(&node, |n| n.last_nack = Some(nack));
+                                me.record(&node, |n| n.last_nack = Some(nack));
                             }
-                            None => me.update(&node, |n| n.acked_version = Some(r.version_info.clone())),
+                            None => me.record(&node, |n| n.acked_version = Some(r.version_info.clone())),
                         }
                     }
                     changed = snapshots.changed() => {
@@ -182,7 +227,9 @@ impl RoutingDiscovery for DiscoveryService {
                     }
                 }
             }
-            me.update(&node, |n| n.connected = false);
+            if !node.is_empty() {
+                me.record(&node, |n| n.connected = false);
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

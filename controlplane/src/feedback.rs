@@ -79,6 +79,21 @@ impl Trends {
         t.sum += score_sum.clamp(0.0, count as f64);
     }
 
+    /// Keeps only the trends `keep` accepts (the config's routed pairs); returns how many went.
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) -> usize {
+        let before = self.trends.len();
+        self.trends.retain(|(f, e), _| keep(f, e));
+        before - self.trends.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.trends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.trends.is_empty()
+    }
+
     /// Closes the windows that are over; returns the drops that call for a demotion.
     pub fn evaluate(&mut self, now: Instant) -> Vec<Drop> {
         let p = &self.policy;

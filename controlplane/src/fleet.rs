@@ -8,6 +8,7 @@
 //! window breaks the policy, the endpoint is opened fleet-wide for `open_for_s` (doubling on
 //! consecutive trips, like the local breaker); every sidecar then ramps it back up on its own.
 
+use crate::metrics::Refused;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use spillway_api::config::{BreakerPolicy, RoutingConfig};
@@ -19,6 +20,12 @@ use tokio::time::{Duration, Instant};
 
 /// The longest fleet-wide OPEN, as a multiple of `open_for_s` (the sidecar's own cap).
 const MAX_OPEN_FACTOR: u32 = 8;
+
+/// Zones kept apart per endpoint. A zone costs three pairs of HDR histograms (≈130 KiB), and
+/// real clusters have a handful; reports from zones past this bound are filed under
+/// [`OVERFLOW_ZONE`], so no sender can grow the view by inventing zone names.
+pub const MAX_ZONES: usize = 32;
+pub const OVERFLOW_ZONE: &str = "(other zones)";
 
 /// A latency distribution over the current and the previous period.
 struct Rotating {
@@ -85,6 +92,12 @@ impl Stats {
         for r in [&mut self.ttft, &mut self.total, &mut self.gap] {
             r.rotate(twice);
         }
+    }
+
+    /// Nothing reported in either period: the zone can be forgotten.
+    fn is_idle(&self) -> bool {
+        self.outcomes.iter().all(|o| *o == OutcomeCounts::default())
+            && [&self.ttft, &self.total, &self.gap].iter().all(|r| r.current.is_empty() && r.previous.is_empty())
     }
 
     fn add(&mut self, o: &OutcomeCounts, hists: &[Option<Histogram<u64>>; 3]) {
@@ -157,6 +170,7 @@ pub struct Fleet {
     /// Ends of fleet-wide opens decided since the last tick, to tell sidecars once.
     released: Vec<String>,
     decoder: histogram::Decoder,
+    evicted_zones: usize,
 }
 
 /// An endpoint opened fleet-wide by [`Fleet::evaluate`].
@@ -177,6 +191,7 @@ impl Fleet {
             known: None,
             released: Vec::new(),
             decoder: histogram::Decoder::default(),
+            evicted_zones: 0,
         }
     }
 
@@ -209,23 +224,31 @@ impl Fleet {
         let twice = since >= self.period * 2;
         for v in self.endpoints.values_mut() {
             v.zones.values_mut().for_each(|z| z.rotate(twice));
+            let before = v.zones.len();
+            v.zones.retain(|_, z| !z.is_idle());
+            self.evicted_zones += before - v.zones.len();
             v.reporters.clear();
         }
         self.rotated_at = now;
     }
 
+    /// Zones tracked over all endpoints, and zones forgotten for being idle so far.
+    pub fn zone_counts(&self) -> (usize, usize) {
+        (self.endpoints.values().map(|v| v.zones.len()).sum(), self.evicted_zones)
+    }
+
     /// Merges one sidecar's report of one endpoint. A report naming an endpoint the config does
     /// not have, or carrying a histogram that does not decode, is refused with the reason.
-    pub fn merge(&mut self, node: &str, zone: &str, r: &EndpointReport, now: Instant) -> Result<(), String> {
+    pub fn merge(&mut self, node: &str, zone: &str, r: &EndpointReport, now: Instant) -> Result<(), Refused> {
         self.roll(now);
-        if self.known.as_ref().is_some_and(|k| !k.contains(&r.endpoint)) {
+        if self.known.as_ref().is_none_or(|k| !k.contains(&r.endpoint)) {
             // A sidecar still on an older snapshot: its figures describe nothing routed now.
-            return Err(format!("endpoint {:?} is not in the current config", r.endpoint));
+            return Err(Refused::Unknown);
         }
         let policy = self.policies.get(&r.endpoint);
         let decoder = &mut self.decoder;
-        let mut decode = |b: &[u8]| -> Result<Option<Histogram<u64>>, String> {
-            if b.is_empty() { Ok(None) } else { decoder.decode(b).map(Some) }
+        let mut decode = |b: &[u8]| -> Result<Option<Histogram<u64>>, Refused> {
+            if b.is_empty() { Ok(None) } else { decoder.decode(b).map(Some).map_err(|_| Refused::Corrupt) }
         };
         let hists = [decode(&r.ttft_hdr)?, decode(&r.total_hdr)?, decode(&r.inter_token_hdr)?];
         let o = r.outcomes.unwrap_or_default();
@@ -251,6 +274,7 @@ impl Fleet {
             trips: 0,
             healthy_since: now,
         });
+        let zone = if v.zones.contains_key(zone) || v.zones.len() < MAX_ZONES - 1 { zone } else { OVERFLOW_ZONE };
         match v.zones.get_mut(zone) {
             Some(z) => z.add(&o, &hists),
             None => v.zones.entry(zone.to_owned()).or_insert_with(Stats::new).add(&o, &hists),
@@ -501,10 +525,26 @@ features:
         }
         f.merge("pod-x", "z", &report("b", 0, 5, &[]), t0).unwrap();
         assert!(f.evaluate(t0 + Duration::from_secs(1)).is_empty(), "10 % errors on a; 5 requests on b");
-        let e = f.merge("pod-1", "z", &report("gone", 1, 0, &[]), t0).unwrap_err();
-        assert!(e.contains("\"gone\" is not in the current config"), "{e}");
+        assert_eq!(f.merge("pod-1", "z", &report("gone", 1, 0, &[]), t0), Err(Refused::Unknown));
         let mut corrupt = report("a", 1, 0, &[]);
         corrupt.ttft_hdr = b"garbage".to_vec();
-        assert!(f.merge("pod-1", "z", &corrupt, t0).unwrap_err().contains("not a V2 histogram"));
+        assert_eq!(f.merge("pod-1", "z", &corrupt, t0), Err(Refused::Corrupt));
+    }
+
+    #[test]
+    fn invented_zones_cannot_grow_the_view_and_idle_zones_are_forgotten() {
+        let t0 = Instant::now();
+        let mut f = fleet(t0);
+        for z in 0..2_000 {
+            f.merge(&format!("pod-{z}"), &format!("zone-{z}"), &report("a", 1, 0, &[]), t0).unwrap();
+        }
+        assert_eq!(f.zone_counts(), (MAX_ZONES, 0), "past the bound, reports share one overflow zone");
+        let view = f.view(t0);
+        let a = view["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == "a").unwrap();
+        let zones = a["zones"].as_object().unwrap();
+        assert_eq!(zones[OVERFLOW_ZONE]["outcomes"]["ok"].as_u64(), Some(2_000 - (MAX_ZONES as u64 - 1)));
+        // Two quiet periods later nothing is left to show: every zone goes.
+        f.merge("pod-0", "zone-0", &report("a", 1, 0, &[]), t0 + Duration::from_secs(121)).unwrap();
+        assert_eq!(f.zone_counts(), (1, MAX_ZONES));
     }
 }

@@ -1,10 +1,13 @@
-//! The two Kubernetes API calls the self-signed webhook mode needs, made with the pod's service
-//! account: keep the webhook certificate in a Secret (so all replicas serve the same one), and
-//! write its CA into the MutatingWebhookConfiguration's `caBundle`.
+//! The few Kubernetes API calls the control plane makes, with the pod's service account: the
+//! self-signed webhook mode keeps its certificate in a Secret (so all replicas serve the same one)
+//! and writes its CA into the MutatingWebhookConfiguration's `caBundle`; sidecar authentication
+//! reviews projected tokens (TokenReview) and reads a node's zone label.
 //!
-//! Two calls do not justify a Kubernetes client crate; the chart grants exactly these verbs:
-//! `get`/`create` on Secrets in the namespace, `get`/`patch` on the one webhook configuration.
+//! Four calls do not justify a Kubernetes client crate; the chart grants exactly these verbs:
+//! `get`/`create` on Secrets in the namespace, `get`/`patch` on the one webhook configuration,
+//! `create` on TokenReviews (`system:auth-delegator`) and `get` on nodes.
 
+use crate::identity::Reviewed;
 use crate::webhook::{self, WebhookCert};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -165,4 +168,35 @@ pub async fn publish_ca_bundle(kube: &Kube, name: &str, ca_pem: &str) -> Result<
     }
     tracing::info!(configuration = name, webhooks = webhooks.len(), "webhook CA bundle published");
     Ok(true)
+}
+
+/// Asks the API server who `token` belongs to (`POST …/tokenreviews`, the verb the chart grants
+/// through `system:auth-delegator`). The outer error is the call failing; the inner one is the
+/// API server's verdict against the token.
+pub async fn token_review(kube: &Kube, token: &str, audience: &str) -> Result<Result<Reviewed, String>, String> {
+    let review = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": token, "audiences": [audience]},
+    });
+    let path = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let (status, body) = kube.call(Method::POST, path, "application/json", Some(review)).await?;
+    if !(200..300).contains(&status) {
+        return Err(failure("creating a tokenreview", status, &body));
+    }
+    Ok(crate::identity::reviewed(&body["status"]))
+}
+
+/// The `topology.kubernetes.io/zone` label of Kubernetes node `name`, if it has one.
+pub async fn node_zone(kube: &Kube, name: &str) -> Result<Option<String>, String> {
+    let name = percent_segment(name);
+    let (status, body) = kube.call(Method::GET, &format!("/api/v1/nodes/{name}"), "application/json", None).await?;
+    if status != 200 {
+        return Err(failure(&format!("reading node {name}"), status, &body));
+    }
+    Ok(body["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str().map(str::to_owned))
+}
+
+/// A name from a token is data, not a path: anything outside a DNS label's alphabet is refused.
+fn percent_segment(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')).collect()
 }

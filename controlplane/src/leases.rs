@@ -78,11 +78,13 @@ impl LeaseBook {
         Some((p.budget_tpm, n, d))
     }
 
-    /// A sidecar's reported demand for a pool (tokens per minute it would send there).
-    pub fn report(&mut self, pool: &str, node: &str, demand_tpm: u64, now: Instant) {
-        if let Some(p) = self.pools.get_mut(pool) {
-            p.demand.insert(node.to_owned(), (demand_tpm, now));
-        }
+    /// A sidecar's reported demand for a pool (tokens per minute it would send there); `false`
+    /// for a pool the config does not have. No one sidecar can claim more than the whole pool:
+    /// a claim beyond it would only shrink everyone else's share.
+    pub fn report(&mut self, pool: &str, node: &str, demand_tpm: u64, now: Instant) -> bool {
+        let Some(p) = self.pools.get_mut(pool) else { return false };
+        p.demand.insert(node.to_owned(), (demand_tpm.min(p.budget_tpm), now));
+        true
     }
 
     /// Divides the pool among the sidecars that reported within the lease TTL.
@@ -134,8 +136,8 @@ mod tests {
     async fn shares_follow_demand_above_a_floor_and_never_exceed_the_pool() {
         let mut b = book();
         let now = Instant::now();
-        b.report("sonnet", "a", 300_000, now);
-        b.report("sonnet", "b", 100_000, now);
+        b.report("sonnet", "a", 180_000, now);
+        b.report("sonnet", "b", 60_000, now);
         b.report("sonnet", "c", 0, now);
         let g = b.grants("sonnet", now);
         let (floor, leasable) = (4_800, 228_000); // 2 % and 95 % of 240k
@@ -170,7 +172,7 @@ mod tests {
         let g = b.grants("sonnet", now);
         assert!(g["busy"].tokens_per_minute >= 228_000 / 2, "{}", g["busy"].tokens_per_minute);
         assert!(total(&g) <= 228_000);
-        assert_eq!(b.summary("sonnet", now), Some((240_000, 10_001, 1_000_000)));
+        assert_eq!(b.summary("sonnet", now), Some((240_000, 10_001, 240_000)), "no one claims more than the pool");
     }
 
     #[tokio::test(start_paused = true)]
@@ -193,7 +195,7 @@ mod tests {
     async fn unknown_pools_and_empty_fleets_grant_nothing() {
         let mut b = book();
         assert!(b.grants("sonnet", Instant::now()).is_empty());
-        b.report("nope", "a", 1, Instant::now());
+        assert!(!b.report("nope", "a", 1, Instant::now()));
         assert!(b.grants("nope", Instant::now()).is_empty());
     }
 }

@@ -14,12 +14,16 @@
 //!   is known of each sidecar;
 //! - [`telemetry`]: `Telemetry.Report`, merging sidecar reports and answering with lease grants
 //!   and fleet-wide breaker directives, on a tick;
+//! - [`report`]: the bounds a sidecar's report must keep before any of it is merged;
 //! - [`fleet`]: the merged fleet view and its fleet-wide breaker judgement;
 //! - [`feedback`]: user-feedback trends and the drops that demote an endpoint;
 //! - [`inject`]: the sidecar-injecting mutating admission webhook (`POST /inject`);
 //! - [`webhook`]: the webhook's HTTPS server and its certificate (files, or self-signed and
 //!   bootstrapped through the Kubernetes API by [`kube`]);
 //! - [`health`]: `/healthz` and `/readyz` for the kubelet;
+//! - [`identity`]: who a sidecar is — its projected service-account token reviewed by the
+//!   Kubernetes API — so that it reports only for itself;
+//! - [`metrics`]: the control plane's own Prometheus metrics (refusals, bounded maps);
 //! - [`tls`]: the gRPC server's TLS and mutual TLS.
 
 pub mod admin;
@@ -28,9 +32,12 @@ pub mod check;
 pub mod feedback;
 pub mod fleet;
 pub mod health;
+pub mod identity;
 pub mod inject;
 pub mod kube;
 pub mod leases;
+pub mod metrics;
+pub mod report;
 pub mod snapshot;
 pub mod source;
 pub mod state;

@@ -1,6 +1,6 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use spillway_controlplane::inject::InjectOptions;
-use spillway_controlplane::{admin, ads, health, inject, kube, source, state, telemetry, webhook};
+use spillway_controlplane::{admin, ads, health, identity, inject, kube, source, state, telemetry, webhook};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +52,22 @@ struct Serve {
     /// CA (PEM) that client certificates must chain to: turns on mutual TLS.
     #[arg(long, requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Serve gRPC with the injector's certificate (self-signed or from --webhook-cert), whose
+    /// CA the injector gives every sidecar: TLS end to end with nothing else to manage.
+    #[arg(long, conflicts_with = "tls_cert", requires = "webhook_listen")]
+    tls_from_webhook: bool,
+    /// Serve gRPC in plaintext on a non-loopback address. Sidecars' tokens and the routing
+    /// config then cross the network unencrypted: for a trusted network only.
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Take sidecars' node ids and zones from their requests instead of verifying their
+    /// projected service-account tokens with the Kubernetes API (TokenReview). Anyone who
+    /// reaches the gRPC port can then report for any node: for a laptop or a test bench only.
+    #[arg(long)]
+    insecure_self_declared_identity: bool,
+    /// Namespaces whose sidecars may connect (comma-separated; default any).
+    #[arg(long, value_delimiter = ',')]
+    sidecar_namespaces: Vec<String>,
     /// Admin HTTP API address; served only with a JWT key below.
     #[arg(long, default_value = "127.0.0.1:7001")]
     admin_listen: SocketAddr,
@@ -123,6 +139,17 @@ struct Sidecar {
     /// Do not set OPENAI_BASE_URL / ANTHROPIC_BASE_URL in the app containers.
     #[arg(long)]
     no_sidecar_app_env: bool,
+    /// CA (PEM file) injected sidecars trust for the control plane's gRPC certificate. Implied
+    /// by --tls-from-webhook.
+    #[arg(long)]
+    sidecar_control_plane_ca: Option<PathBuf>,
+    /// Do not project a service-account token (audience `spillway`) into injected sidecars.
+    #[arg(long)]
+    no_sidecar_identity_token: bool,
+    /// Environment variables a pushed snapshot may make an injected sidecar use as credentials
+    /// (comma-separated; `*` matches any run of characters).
+    #[arg(long, default_value = "*_API_KEY")]
+    sidecar_allow_secret_env: String,
 }
 
 impl Sidecar {
@@ -136,7 +163,20 @@ impl Sidecar {
             memory: self.sidecar_memory.clone(),
             credentials_secret: self.sidecar_credentials_secret.clone(),
             app_env: !self.no_sidecar_app_env,
+            control_plane_ca_pem: None,
+            identity_token: !self.no_sidecar_identity_token,
+            allow_secret_env: self.sidecar_allow_secret_env.clone(),
         }
+    }
+
+    /// The options with the CA sidecars trust read from its file, if one is named.
+    fn options_with_ca(&self) -> anyhow::Result<InjectOptions> {
+        let mut o = self.options();
+        if let Some(f) = &self.sidecar_control_plane_ca {
+            o.control_plane_ca_pem =
+                Some(std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?);
+        }
+        Ok(o)
     }
 }
 
@@ -229,29 +269,79 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     } else {
         tracing::warn!("no JWT key given: the admin API is off");
     }
-    if let Some(addr) = a.injector.webhook_listen {
-        start_injector(addr, &a.injector).await?;
+    let webhook_cert = match a.injector.webhook_listen {
+        Some(addr) => Some(start_injector(addr, &a.injector, a.tls_from_webhook).await?),
+        None => None,
+    };
+
+    let tls = match (&a.tls_cert, &a.tls_key, webhook_cert.filter(|_| a.tls_from_webhook)) {
+        (Some(cert), Some(key), _) => {
+            Some(spillway_controlplane::tls::server_config(cert, key, a.client_ca.as_deref())?)
+        }
+        (_, _, Some(w)) => Some(spillway_controlplane::tls::from_pem(&w.cert_pem, &w.key_pem)),
+        _ => None,
+    };
+    if tls.is_none() && !a.listen.ip().is_loopback() {
+        if !a.insecure_plaintext {
+            anyhow::bail!(
+                "refusing to serve gRPC in plaintext on {}: give --tls-cert/--tls-key or --tls-from-webhook, or --insecure-plaintext on a trusted network",
+                a.listen
+            );
+        }
+        tracing::warn!(listen = %a.listen, "gRPC in PLAINTEXT (--insecure-plaintext): sidecar tokens and routing snapshots cross the network unencrypted");
     }
+    let auth = if a.insecure_self_declared_identity {
+        tracing::warn!(
+            "sidecar identities are SELF-DECLARED (--insecure-self-declared-identity): anyone who reaches the gRPC port can report for any node"
+        );
+        identity::Authenticator::SelfDeclared
+    } else {
+        let kube = kube::Kube::in_cluster().map_err(|e| {
+            anyhow::anyhow!("sidecars are authenticated with TokenReview, which needs the Kubernetes API: {e} (outside Kubernetes: --insecure-self-declared-identity)")
+        })?;
+        let metrics = discovery.metrics().clone();
+        identity::Authenticator::TokenReview(Box::new(identity::TokenReviewer::new(
+            kube,
+            metrics,
+            a.sidecar_namespaces.clone(),
+        )))
+    };
+    let auth = Arc::new(auth);
 
     let version = discovery.current().map(|s| s.version.clone()).unwrap_or_default();
-    tracing::info!(%version, listen = %a.listen, "serving routing snapshots");
+    tracing::info!(%version, listen = %a.listen, tls = tls.is_some(), "serving routing snapshots");
     let mut server = tonic::transport::Server::builder();
-    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
-        server = server.tls_config(spillway_controlplane::tls::server_config(cert, key, a.client_ca.as_deref())?)?;
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
     }
     server
-        .add_service(ads::DiscoveryService::server(discovery))
-        .add_service(telemetry::TelemetryService::server(telemetry))
+        .add_service(ads::DiscoveryService::server(discovery, auth.clone()))
+        .add_service(telemetry::TelemetryService::server(telemetry, auth))
         .serve(a.listen)
         .await?;
     Ok(())
 }
 
-/// The injector's HTTPS server, with its certificate from files or bootstrapped self-signed.
-async fn start_injector(addr: SocketAddr, i: &Injector) -> anyhow::Result<()> {
-    let opts = Arc::new(i.sidecar.options());
+/// The injector's HTTPS server, with its certificate from files or bootstrapped self-signed;
+/// returns that certificate, which `--tls-from-webhook` serves gRPC with (its CA then goes to
+/// every injected sidecar).
+async fn start_injector(addr: SocketAddr, i: &Injector, ca_to_sidecars: bool) -> anyhow::Result<webhook::WebhookCert> {
+    let mut opts = i.sidecar.options_with_ca()?;
+    let served: webhook::WebhookCert;
     let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match (&i.webhook_cert, &i.webhook_key) {
-        (Some(c), Some(k)) => Arc::new(webhook::FileCert::load(c.clone(), k.clone()).map_err(anyhow::Error::msg)?),
+        (Some(c), Some(k)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+            };
+            // cert-manager puts the issuing CA beside the certificate.
+            let ca = c.with_file_name("ca.crt");
+            served = webhook::WebhookCert {
+                ca_pem: if ca.exists() { read(&ca)? } else { String::new() },
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
+            };
+            Arc::new(webhook::FileCert::load(c.clone(), k.clone()).map_err(anyhow::Error::msg)?)
+        }
         _ if i.webhook_self_signed => {
             let kube = kube::Kube::in_cluster().map_err(anyhow::Error::msg)?;
             let (svc, ns) = (&i.webhook_service, &i.webhook_namespace);
@@ -259,6 +349,7 @@ async fn start_injector(addr: SocketAddr, i: &Injector) -> anyhow::Result<()> {
             let cert = kube::certificate(&kube, ns, &i.webhook_secret, &names).await.map_err(anyhow::Error::msg)?;
             let key = webhook::certified_key(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
                 .map_err(anyhow::Error::msg)?;
+            served = cert.clone();
             // The webhook configuration may be created after this pod starts: keep trying.
             let configuration = i.webhook_configuration.clone();
             tokio::spawn(async move {
@@ -278,6 +369,15 @@ async fn start_injector(addr: SocketAddr, i: &Injector) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("--webhook-listen needs --webhook-cert/--webhook-key or --webhook-self-signed"),
     };
+    if ca_to_sidecars && opts.control_plane_ca_pem.is_none() {
+        if served.ca_pem.is_empty() {
+            anyhow::bail!(
+                "--tls-from-webhook: no ca.crt beside --webhook-cert to give sidecars; name one with --sidecar-control-plane-ca"
+            );
+        }
+        opts.control_plane_ca_pem = Some(served.ca_pem.clone());
+    }
+    let opts = Arc::new(opts);
     let router = axum::Router::new().route(
         "/inject",
         axum::routing::post(move |body: axum::body::Bytes| {
@@ -288,5 +388,5 @@ async fn start_injector(addr: SocketAddr, i: &Injector) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "sidecar injector listening");
     tokio::spawn(webhook::serve(listener, webhook::acceptor(resolver), router));
-    Ok(())
+    Ok(served)
 }

@@ -79,6 +79,11 @@ fn effective(base: &RoutingConfig, demotions: &mut [Demotion]) -> RoutingConfig 
 }
 
 impl ConfigState {
+    /// The control plane's metrics registry.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.discovery.metrics()
+    }
+
     pub fn new(discovery: Arc<Discovery>) -> Arc<ConfigState> {
         Arc::new(ConfigState { discovery, inner: Mutex::new(Inner::default()), effective: watch::Sender::new(None) })
     }

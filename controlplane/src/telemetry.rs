@@ -9,13 +9,17 @@
 
 use crate::feedback::{FeedbackPolicy, Trends};
 use crate::fleet::Fleet;
+use crate::identity::{Authenticator, valid_name};
 use crate::leases::{LeaseBook, LeasePolicy};
+use crate::metrics::{Metrics, Refused, Tracked};
+use crate::report;
 use crate::state::ConfigState;
 use spillway_api::config::RoutingConfig;
 use spillway_api::v1::telemetry_server::{Telemetry as TelemetryApi, TelemetryServer};
 use spillway_api::v1::{LeaseGrant, TelemetryReport, TelemetryResponse};
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Duration, Instant};
@@ -53,9 +57,14 @@ pub struct Telemetry {
     fleet: Mutex<Fleet>,
     leases: Mutex<LeaseBook>,
     trends: Mutex<Trends>,
+    /// (feature, endpoint) pairs the config in force routes: the only feedback taken.
+    routed: Mutex<std::collections::HashSet<(String, String)>>,
+    metrics: Arc<Metrics>,
     /// One answer channel per connected sidecar; a reconnect replaces the old one.
     streams: Mutex<HashMap<String, (u64, Sender)>>,
     next_stream: std::sync::atomic::AtomicU64,
+    /// Zones the fleet had evicted when last looked at, to count new evictions.
+    zones_evicted: std::sync::atomic::AtomicUsize,
     /// Counts merged reports and ticks, so tests and tools can wait for one.
     changes: watch::Sender<u64>,
 }
@@ -71,10 +80,13 @@ impl Telemetry {
             fleet: Mutex::new(Fleet::new(policy.period, now)),
             leases: Mutex::new(LeaseBook::new(policy.leases.clone())),
             trends: Mutex::new(Trends::new(policy.feedback.clone())),
+            routed: Mutex::default(),
+            metrics: state.metrics().clone(),
             policy,
             state,
             streams: Mutex::new(HashMap::new()),
             next_stream: Default::default(),
+            zones_evicted: Default::default(),
             changes: watch::Sender::new(0),
         })
     }
@@ -113,36 +125,70 @@ impl Telemetry {
         lock(&self.fleet).set_config(c);
         let pools = c.pools.iter().map(|(n, p)| (n.clone(), p.tokens_per_minute()));
         lock(&self.leases).set_pools(pools);
+        let routed: std::collections::HashSet<(String, String)> = c
+            .features
+            .iter()
+            .flat_map(|(f, feat)| {
+                let twins =
+                    feat.hierarchy.iter().filter_map(|e| c.endpoints.get(e)?.capacity.as_ref()?.spill_to.clone());
+                feat.hierarchy.iter().cloned().chain(twins).map(move |e| (f.clone(), e))
+            })
+            .collect();
+        let mut trends = lock(&self.trends);
+        let evicted = trends.retain(|f, e| routed.contains(&(f.to_owned(), e.to_owned())));
+        self.metrics.evicted(Tracked::Feedback, evicted);
+        self.metrics.set_tracked(Tracked::Feedback, trends.len());
+        *lock(&self.routed) = routed;
     }
 
-    /// Merges one report. Parts that cannot be merged (unknown endpoint, corrupt histogram) are
-    /// skipped and logged; the rest counts.
-    pub fn ingest(&self, r: &TelemetryReport, now: Instant) {
-        let node = r.node.as_ref().map_or("<unknown>", |n| n.id.as_str());
-        let zone = r.node.as_ref().map_or("", |n| n.zone.as_str());
+    /// Merges one report from sidecar `node` (verified by the stream) filed under `zone`. Parts
+    /// that cannot be merged (unknown endpoint, pool or feature, out of bounds, corrupt
+    /// histogram) are skipped and counted; the rest counts.
+    pub fn ingest(&self, node: &str, zone: &str, r: &TelemetryReport, now: Instant) {
+        let interval = report::interval(r.interval_ms);
         {
             let mut fleet = lock(&self.fleet);
+            let mut seen = std::collections::HashSet::with_capacity(r.endpoints.len());
             for e in &r.endpoints {
-                if let Err(err) = fleet.merge(node, zone, e, now) {
-                    tracing::debug!(node, endpoint = %e.endpoint, error = %err, "report part skipped");
+                // An endpoint named twice in one report would count twice.
+                let checked = if seen.insert(e.endpoint.as_str()) {
+                    report::check_endpoint(e, interval)
+                } else {
+                    Err(Refused::OutOfBounds)
+                };
+                let merged = checked.and_then(|()| fleet.merge(node, zone, e, now));
+                if let Err(why) = merged {
+                    self.metrics.refused(why);
+                    tracing::debug!(node, endpoint = %e.endpoint, reason = ?why, "report part skipped");
+                }
+            }
+            let (zones, evicted) = fleet.zone_counts();
+            self.metrics.set_tracked(Tracked::Zones, zones);
+            self.metrics.evicted(Tracked::Zones, evicted.saturating_sub(self.zones_evicted.swap(evicted, Relaxed)));
+        }
+        if !r.pools.is_empty() {
+            let minutes = interval.as_secs_f64() / 60.0;
+            let mut leases = lock(&self.leases);
+            for p in &r.pools {
+                // Demand is reported per interval; leases are per minute.
+                let tpm = (p.tokens_demanded as f64 / minutes) as u64;
+                if !leases.report(&p.pool, node, tpm, now) {
+                    self.metrics.refused(Refused::Unknown);
                 }
             }
         }
-        if !r.pools.is_empty() {
-            let minutes = (r.interval_ms.max(1) as f64) / 60_000.0;
-            let mut leases = lock(&self.leases);
-            for p in &r.pools {
-                // Demand is reported per interval; leases are per minute. A first report right
-                // after connecting covers a short interval: at least a second is assumed.
-                let tpm = (p.tokens_demanded as f64 / minutes.max(1.0 / 60.0)) as u64;
-                leases.report(&p.pool, node, tpm, now);
-            }
-        }
         if !r.feedback.is_empty() {
+            let routed = lock(&self.routed);
             let mut trends = lock(&self.trends);
             for f in &r.feedback {
-                trends.record(&f.feature, &f.endpoint, f.count, f.score_sum, now);
+                let known = routed.contains(&(f.feature.clone(), f.endpoint.clone()));
+                let checked = if known { report::check_feedback(f, interval) } else { Err(Refused::Unknown) };
+                match checked {
+                    Ok(()) => trends.record(&f.feature, &f.endpoint, f.count, f.score_sum, now),
+                    Err(why) => self.metrics.refused(why),
+                }
             }
+            self.metrics.set_tracked(Tracked::Feedback, trends.len());
         }
         self.changes.send_modify(|n| *n += 1);
     }
@@ -229,13 +275,13 @@ impl Telemetry {
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<TelemetryResponse, Status>> + Send>>;
 
-/// The gRPC service over a shared [`Telemetry`].
+/// The gRPC service over a shared [`Telemetry`]; every stream is authenticated first.
 #[derive(Clone)]
-pub struct TelemetryService(pub Arc<Telemetry>);
+pub struct TelemetryService(pub Arc<Telemetry>, pub Arc<Authenticator>);
 
 impl TelemetryService {
-    pub fn server(t: Arc<Telemetry>) -> TelemetryServer<TelemetryService> {
-        TelemetryServer::new(TelemetryService(t))
+    pub fn server(t: Arc<Telemetry>, auth: Arc<Authenticator>) -> TelemetryServer<TelemetryService> {
+        TelemetryServer::new(TelemetryService(t, auth))
     }
 }
 
@@ -244,20 +290,33 @@ impl TelemetryApi for TelemetryService {
     type ReportStream = ResponseStream;
 
     async fn report(&self, req: Request<Streaming<TelemetryReport>>) -> Result<Response<ResponseStream>, Status> {
+        let mut peer = self.1.authenticate(req.metadata()).await?;
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let me = self.0.clone();
-        let id = me.next_stream.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = me.next_stream.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             let mut node: Option<String> = None;
             while let Ok(Some(r)) = inbound.message().await {
-                if node.is_none()
-                    && let Some(n) = r.node.as_ref().filter(|n| !n.id.is_empty())
-                {
-                    lock(&me.streams).insert(n.id.clone(), (id, tx.clone()));
-                    node = Some(n.id.clone());
+                let declared = r.node.clone().unwrap_or_default();
+                let refused = match peer.check_declared(&declared.id) {
+                    Err(s) => Some(s),
+                    Ok(()) if peer.node_id.is_empty() => Some(Status::invalid_argument("a report must name its node")),
+                    Ok(()) => None,
+                };
+                if let Some(status) = refused {
+                    tracing::warn!(node = %peer.node_id, declared = %declared.id, "telemetry stream refused: {}", status.message());
+                    let _ = tx.send(Err(status)).await;
+                    break;
                 }
-                me.ingest(&r, Instant::now());
+                if node.is_none() {
+                    lock(&me.streams).insert(peer.node_id.clone(), (id, tx.clone()));
+                    node = Some(peer.node_id.clone());
+                }
+                // A verified zone wins; a declared one is only a label, and must look like one.
+                let zone = peer.zone(&declared.zone);
+                let zone = if zone.is_empty() { "" } else { valid_name("zone", zone).unwrap_or("") };
+                me.ingest(&peer.node_id, zone, &r, Instant::now());
             }
             if let Some(n) = node {
                 let mut streams = lock(&me.streams);

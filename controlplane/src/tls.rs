@@ -12,3 +12,8 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> std::
     }
     Ok(cfg)
 }
+
+/// TLS from certificate and key already in memory (the injector's, with `--tls-from-webhook`).
+pub fn from_pem(cert_pem: &str, key_pem: &str) -> ServerTlsConfig {
+    ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem))
+}

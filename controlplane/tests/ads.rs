@@ -5,6 +5,7 @@ use spillway_api::config::load_str;
 use spillway_api::v1::routing_discovery_client::RoutingDiscoveryClient;
 use spillway_api::v1::{DiscoveryRequest, DiscoveryResponse, ErrorDetail, Node};
 use spillway_controlplane::ads::{Discovery, DiscoveryService};
+use spillway_controlplane::identity::Authenticator;
 use spillway_controlplane::snapshot::Snapshot;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ async fn serve(d: Arc<Discovery>) -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(DiscoveryService::server(d))
+            .add_service(DiscoveryService::server(d, Arc::new(Authenticator::SelfDeclared)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     url

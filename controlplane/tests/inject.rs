@@ -14,6 +14,7 @@ fn opts() -> InjectOptions {
     InjectOptions {
         image: "registry.example.com/spillway/spillway-proxy:0.1.0".into(),
         control_plane: "https://spillway-control.spillway.svc:7000".into(),
+        control_plane_ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
         ..InjectOptions::default()
     }
 }
@@ -66,8 +67,23 @@ fn a_deployment_pod_gets_a_native_sidecar_first_and_its_sdks_pointed_at_it() {
     assert_eq!(sc["startupProbe"]["exec"]["command"], json!(["spillway-proxy", "--probe-ready"]));
     let mount = &sc["volumeMounts"][0];
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
-    assert_eq!(volumes.len(), 2, "the service-account volume is kept");
+    assert_eq!(volumes.len(), 3, "the service-account volume is kept");
     assert!(volumes.iter().any(|v| v["name"] == mount["name"] && v["emptyDir"].is_object()));
+
+    // Its identity for the control plane: a token bound to this pod, for spillway's audience
+    // only, mounted read-only where the sidecar is told to read it; and the CA that signs the
+    // control plane's certificate, so it speaks TLS and checks whom it talks to.
+    let token = &sc["volumeMounts"][1];
+    assert_eq!(token["readOnly"], true);
+    let projected = volumes.iter().find(|v| v["name"] == token["name"]).unwrap();
+    assert_eq!(
+        projected["projected"]["sources"][0]["serviceAccountToken"],
+        json!({"audience": "spillway", "expirationSeconds": 3600, "path": "token"})
+    );
+    let token_file = env(sc, "SPILLWAY_CONTROL_PLANE_TOKEN_FILE").unwrap()["value"].as_str().unwrap().to_owned();
+    assert_eq!(token_file, format!("{}/token", token["mountPath"].as_str().unwrap()));
+    assert!(env(sc, "SPILLWAY_CONTROL_PLANE_CA_PEM").unwrap()["value"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    assert_eq!(env(sc, "SPILLWAY_ALLOW_SECRET_ENV").unwrap()["value"], "*_API_KEY");
 
     // Both app containers reach the sidecar through their SDKs' own variables; a value the app
     // set itself is left alone.
@@ -122,7 +138,7 @@ fn init_containers_keep_their_order_after_the_sidecar_and_bad_annotations_only_w
 #[test]
 fn a_bare_pod_gets_every_list_created() {
     let (_, pod) = review("pod-bare.json");
-    assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 1);
+    assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 2, "state and identity token");
     assert_eq!(pod["spec"]["initContainers"].as_array().unwrap().len(), 1);
     assert_eq!(env(&pod["spec"]["containers"][0], "OPENAI_BASE_URL").unwrap()["value"], "http://127.0.0.1:4000/v1");
     assert_eq!(pod["metadata"]["annotations"], json!({"spillway.dev/status": "injected"}));

@@ -28,7 +28,7 @@ breakers:
 
 fn bench(c: &mut Criterion) {
     let config = spillway_api::config::load_str(CONFIG, "bench.yaml").expect("valid config");
-    let table = RoutingTable::build(&config, "v".into(), "bench.yaml", None).expect("table");
+    let table = RoutingTable::build(&config, "v".into(), "bench.yaml", None, &Default::default()).expect("table");
     let feature = table.features["chat"].clone();
     let metrics = Metrics::default();
     let outcome = Outcome {

@@ -1,5 +1,6 @@
 use clap::Parser;
 use spillway_dataplane::log::access;
+use spillway_dataplane::upstream::secrets::SecretPolicy;
 use spillway_dataplane::{Options, Sidecar};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,21 @@ struct Args {
     control_plane_cert: Option<PathBuf>,
     #[arg(long, env = "SPILLWAY_CONTROL_PLANE_KEY", requires = "control_plane_cert")]
     control_plane_key: Option<PathBuf>,
+    /// The CA certificate as PEM text instead of a file (the injector passes it this way).
+    #[arg(long, env = "SPILLWAY_CONTROL_PLANE_CA_PEM", conflicts_with = "control_plane_ca", hide_env_values = true)]
+    control_plane_ca_pem: Option<String>,
+    /// A projected service-account token (audience `spillway`) that proves this sidecar's
+    /// identity to the control plane; re-read on every connection.
+    #[arg(long, env = "SPILLWAY_CONTROL_PLANE_TOKEN_FILE")]
+    control_plane_token_file: Option<PathBuf>,
+    /// Managed mode: the environment variables a pushed snapshot may use as credentials
+    /// (comma-separated; `*` matches any run of characters; `VAR@host` binds a variable to the
+    /// hosts it may be sent to). Standalone, the config file may name any.
+    #[arg(long, env = "SPILLWAY_ALLOW_SECRET_ENV", default_value = "*_API_KEY")]
+    allow_secret_env: String,
+    /// Managed mode: directories a pushed snapshot may read key files from (comma-separated).
+    #[arg(long, env = "SPILLWAY_ALLOW_SECRET_DIR", value_delimiter = ',')]
+    allow_secret_dir: Vec<PathBuf>,
     /// This sidecar's availability zone (the fleet view breaks latency down per zone).
     #[arg(long, env = "SPILLWAY_ZONE", default_value = "")]
     zone: String,
@@ -94,20 +110,24 @@ async fn main() -> std::process::ExitCode {
         access::Format::Json => fmt.json().init(),
         access::Format::Text => fmt.init(),
     }
-    let tls = match &args.control_plane_ca {
-        Some(ca) => {
-            let pair = args.control_plane_cert.as_deref().zip(args.control_plane_key.as_deref());
-            match spillway_dataplane::managed::ClientTls::from_files(ca, pair) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    log.flush();
-                    eprintln!("spillway-proxy: cannot read the control-plane TLS files: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
+    let pair = args.control_plane_cert.as_deref().zip(args.control_plane_key.as_deref());
+    let ca = match (&args.control_plane_ca, &args.control_plane_ca_pem) {
+        (Some(file), _) => Some(std::fs::read(file)),
+        (None, Some(pem)) => Some(Ok(pem.clone().into_bytes())),
+        (None, None) => None,
+    };
+    let tls = match ca {
+        Some(ca) => match ca.and_then(|ca| spillway_dataplane::managed::ClientTls::with_ca(ca, pair)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log.flush();
+                eprintln!("spillway-proxy: cannot read the control-plane TLS files: {e}");
+                return std::process::ExitCode::FAILURE;
             }
-        }
+        },
         None => None,
     };
+    let managed = args.control_plane.is_some();
     let opts = Options {
         listen: args.listen,
         config: args.config.unwrap_or_default(),
@@ -121,6 +141,12 @@ async fn main() -> std::process::ExitCode {
         control_plane_tls: tls,
         zone: args.zone,
         report_interval: Duration::from_secs(args.report_interval_s.max(1)),
+        control_plane_token_file: args.control_plane_token_file,
+        secrets: if managed {
+            SecretPolicy::restricted(&args.allow_secret_env, args.allow_secret_dir)
+        } else {
+            SecretPolicy::default()
+        },
     };
     let mut sidecar = match Sidecar::start(opts).await {
         Ok(s) => s,

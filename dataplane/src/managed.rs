@@ -17,14 +17,17 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use crate::upstream::secrets::SecretPolicy;
+
 const SOURCE: &str = "<control-plane>";
 
 /// Builds and swaps in a pushed snapshot; the error says why it cannot be applied.
-pub fn apply(routing: &Routing, s: &RoutingSnapshot) -> Result<(), String> {
+pub fn apply(routing: &Routing, s: &RoutingSnapshot, secrets: &SecretPolicy) -> Result<(), String> {
     let text = std::str::from_utf8(&s.config_json).map_err(|_| "snapshot config is not UTF-8".to_string())?;
     let current = routing.load();
     let config = spillway_api::config::load_str(text, SOURCE).map_err(|e| e.to_string())?;
-    let table = RoutingTable::build(&config, s.version.clone(), SOURCE, Some(&current)).map_err(|e| e.to_string())?;
+    let table =
+        RoutingTable::build(&config, s.version.clone(), SOURCE, Some(&current), secrets).map_err(|e| e.to_string())?;
     routing.swap(table);
     Ok(())
 }
@@ -51,6 +54,27 @@ pub struct Managed {
     pub node: Node,
     pub snapshot_file: Option<PathBuf>,
     pub tls: Option<ClientTls>,
+    /// Sent as `authorization: Bearer …` on both streams; read anew for each connection.
+    pub token_file: Option<PathBuf>,
+    /// Which credentials a pushed snapshot may name.
+    pub secrets: SecretPolicy,
+}
+
+impl Managed {
+    /// A stream request carrying this sidecar's identity token, if it has one.
+    pub fn request<T>(&self, message: T) -> Result<tonic::Request<T>, String> {
+        let mut req = tonic::Request::new(message);
+        if let Some(f) = &self.token_file {
+            // The token is never logged: errors name the file only.
+            let token = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read the identity token {}: {e}", f.display()))?;
+            let value = format!("Bearer {}", token.trim())
+                .parse()
+                .map_err(|_| format!("the identity token in {} is not a valid header value", f.display()))?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
+    }
 }
 
 /// TLS to the control plane: the CA that signs its certificate and, for mutual TLS, this
@@ -70,11 +94,17 @@ impl std::fmt::Debug for ClientTls {
 impl ClientTls {
     /// Reads the PEM files named on the command line.
     pub fn from_files(ca: &Path, cert_key: Option<(&Path, &Path)>) -> std::io::Result<Self> {
+        ClientTls::with_ca(std::fs::read(ca)?, cert_key)
+    }
+
+    /// The CA given as PEM text (the injector passes it in the environment), the client
+    /// certificate and key, if any, from files.
+    pub fn with_ca(ca_pem: Vec<u8>, cert_key: Option<(&Path, &Path)>) -> std::io::Result<Self> {
         let identity = match cert_key {
             Some((c, k)) => Some((std::fs::read(c)?, std::fs::read(k)?)),
             None => None,
         };
-        Ok(ClientTls { ca_pem: std::fs::read(ca)?, identity })
+        Ok(ClientTls { ca_pem, identity })
     }
 }
 
@@ -128,10 +158,11 @@ async fn session(m: &Managed, routing: &Routing, metrics: &Metrics) -> Result<()
     let version = routing.load().version.clone();
     let hello = DiscoveryRequest { node: Some(m.node.clone()), version_info: version, ..Default::default() };
     tx.send(hello).await.map_err(|e| e.to_string())?;
-    let mut responses = client.stream(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+    let mut responses =
+        client.stream(m.request(ReceiverStream::new(rx))?).await.map_err(|e| e.to_string())?.into_inner();
     while let Some(resp) = responses.message().await.map_err(|e| e.to_string())? {
         let Some(snapshot) = resp.snapshot else { continue };
-        let reply = match apply(routing, &snapshot) {
+        let reply = match apply(routing, &snapshot, &m.secrets) {
             Ok(()) => {
                 metrics.config_reload("ok");
                 tracing::info!(version = %snapshot.version, "snapshot applied");

@@ -45,6 +45,11 @@ pub struct Options {
     pub zone: String,
     /// How often a managed sidecar reports telemetry.
     pub report_interval: Duration,
+    /// The projected service-account token that proves who this sidecar is to the control
+    /// plane; re-read on every connection (the kubelet rotates it).
+    pub control_plane_token_file: Option<PathBuf>,
+    /// Which credentials a snapshot may name (`auth.env`, `auth.file`); see `secrets`.
+    pub secrets: crate::upstream::secrets::SecretPolicy,
 }
 
 impl Options {
@@ -62,6 +67,8 @@ impl Options {
             control_plane_tls: None,
             zone: String::new(),
             report_interval: Duration::from_secs(10),
+            control_plane_token_file: None,
+            secrets: crate::upstream::secrets::SecretPolicy::default(),
         }
     }
 }
@@ -105,7 +112,7 @@ impl Sidecar {
             let routing = Arc::new(Routing::new(RoutingTable::empty()));
             let saved = opts.snapshot_file.as_deref().and_then(crate::managed::load_persisted);
             if let Some(s) = saved {
-                match crate::managed::apply(&routing, &s) {
+                match crate::managed::apply(&routing, &s, &opts.secrets) {
                     Ok(()) => tracing::info!(version = %s.version, "starting from the saved snapshot"),
                     Err(e) => {
                         tracing::warn!(error = %e, "the saved snapshot cannot be applied; waiting for the control plane")
@@ -123,6 +130,8 @@ impl Sidecar {
                 node,
                 snapshot_file: opts.snapshot_file.clone(),
                 tls: opts.control_plane_tls.clone(),
+                token_file: opts.control_plane_token_file.clone(),
+                secrets: opts.secrets.clone(),
             });
             background.push(tokio::spawn(crate::managed::run(m.clone(), routing.clone(), metrics.clone())));
             let fb = Arc::new(crate::telemetry::feedback::Feedback::default());
@@ -143,7 +152,7 @@ impl Sidecar {
                 .with_context(|| format!("cannot read config {}", opts.config.display()))?;
             let source = opts.config.display().to_string();
             let config = spillway_api::config::load_str(&text, &source)?;
-            let table = RoutingTable::build(&config, version_of(text.as_bytes()), &source, None)?;
+            let table = RoutingTable::build(&config, version_of(text.as_bytes()), &source, None, &opts.secrets)?;
             tracing::info!(file = %source, version = %table.version, features = table.features.len(), "routing config loaded");
             Arc::new(Routing::new(table))
         };

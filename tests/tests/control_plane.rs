@@ -5,6 +5,7 @@
 use serde_json::json;
 use spillway_api::config::load_str;
 use spillway_controlplane::ads::{Discovery, DiscoveryService};
+use spillway_controlplane::identity::Authenticator;
 use spillway_controlplane::snapshot::Snapshot;
 use spillway_tests::fake::{FakeConfig, FakeProvider};
 use spillway_tests::harness::{TestClient, TestSidecar, until};
@@ -23,7 +24,7 @@ async fn control_plane(d: Arc<Discovery>) -> (String, tokio::task::JoinHandle<()
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(DiscoveryService::server(d))
+            .add_service(DiscoveryService::server(d, Arc::new(Authenticator::SelfDeclared)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await;
     });
@@ -165,8 +166,10 @@ async fn mutual_tls_admits_sidecars_with_a_certificate_and_only_them() {
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(tls_fixture("server.pem"), tls_fixture("server.key")))
         .client_ca_root(Certificate::from_pem(tls_fixture("ca.pem")));
-    let server =
-        tonic::transport::Server::builder().tls_config(tls).unwrap().add_service(DiscoveryService::server(d.clone()));
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .unwrap()
+        .add_service(DiscoveryService::server(d.clone(), Arc::new(Authenticator::SelfDeclared)));
     tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
     let url = format!("https://localhost:{port}");
 

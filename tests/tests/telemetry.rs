@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use spillway_api::config::load_str;
 use spillway_controlplane::ads::{Discovery, DiscoveryService};
 use spillway_controlplane::feedback::FeedbackPolicy;
+use spillway_controlplane::identity::Authenticator;
 use spillway_controlplane::leases::LeasePolicy;
 use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
@@ -40,8 +41,8 @@ async fn control_plane(yaml: &str, policy: TelemetryPolicy) -> ControlPlane {
     let (d, t) = (discovery.clone(), telemetry.clone());
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(DiscoveryService::server(d))
-            .add_service(TelemetryService::server(t))
+            .add_service(DiscoveryService::server(d, Arc::new(Authenticator::SelfDeclared)))
+            .add_service(TelemetryService::server(t, Arc::new(Authenticator::SelfDeclared)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await;
     });

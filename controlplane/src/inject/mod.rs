@@ -32,6 +32,8 @@ use serde_json::{Value, json};
 pub const CONTAINER: &str = "spillway-proxy";
 const VOLUME: &str = "spillway-state";
 const STATE_DIR: &str = "/var/run/spillway";
+const TOKEN_VOLUME: &str = "spillway-token";
+const TOKEN_DIR: &str = "/var/run/secrets/spillway";
 const PREFIX: &str = "spillway.dev/";
 
 /// What every injected sidecar looks like; flags of `spillway-control serve`.
@@ -50,6 +52,15 @@ pub struct InjectOptions {
     /// Point the app's OpenAI and Anthropic SDKs at the sidecar (`OPENAI_BASE_URL`,
     /// `ANTHROPIC_BASE_URL`) unless the container sets them itself.
     pub app_env: bool,
+    /// The CA (PEM) that signs the control plane's gRPC certificate: with it the sidecar speaks
+    /// TLS and checks the server. Public material, so it travels as an environment variable.
+    pub control_plane_ca_pem: Option<String>,
+    /// Project a service-account token for audience `spillway` into the sidecar: its identity
+    /// for the control plane (see `identity`).
+    pub identity_token: bool,
+    /// Environment variables a snapshot may name as a credential (`*` matches any run of
+    /// characters); what the injected sidecar is told by `SPILLWAY_ALLOW_SECRET_ENV`.
+    pub allow_secret_env: String,
 }
 
 impl Default for InjectOptions {
@@ -63,6 +74,9 @@ impl Default for InjectOptions {
             memory: "64Mi".into(),
             credentials_secret: None,
             app_env: true,
+            control_plane_ca_pem: None,
+            identity_token: true,
+            allow_secret_env: "*_API_KEY".into(),
         }
     }
 }
@@ -249,14 +263,34 @@ pub fn plan(opts: &InjectOptions, pod: &Value) -> (Vec<Value>, Vec<String>) {
     if let Some(secret) = credentials {
         sidecar["envFrom"] = json!([{"secretRef": {"name": secret}}]);
     }
+    let env = |name: &str, value: &str| json!({"name": name, "value": value});
+    let mut extra_env = vec![env("SPILLWAY_ALLOW_SECRET_ENV", &opts.allow_secret_env)];
+    if let Some(ca) = &opts.control_plane_ca_pem {
+        extra_env.push(env("SPILLWAY_CONTROL_PLANE_CA_PEM", ca));
+    }
+    let mut volumes = vec![json!({"name": VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}})];
+    if opts.identity_token {
+        extra_env.push(env("SPILLWAY_CONTROL_PLANE_TOKEN_FILE", &format!("{TOKEN_DIR}/token")));
+        // Bound to this pod and to spillway's audience; the kubelet rotates it well before the
+        // hour is up, and the sidecar re-reads it on every connection.
+        volumes.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken":
+            {"audience": "spillway", "expirationSeconds": 3600, "path": "token"}}]}}));
+        if let Some(mounts) = sidecar["volumeMounts"].as_array_mut() {
+            mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
+        }
+    }
+    if let Some(list) = sidecar["env"].as_array_mut() {
+        list.extend(extra_env);
+    }
 
     let mut ops = Vec::new();
     let spec = &pod["spec"];
-    let volume = json!({"name": VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}});
     if spec["volumes"].is_array() {
-        ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": volume}));
+        for volume in volumes {
+            ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": volume}));
+        }
     } else {
-        ops.push(json!({"op": "add", "path": "/spec/volumes", "value": [volume]}));
+        ops.push(json!({"op": "add", "path": "/spec/volumes", "value": volumes}));
     }
     if spec["initContainers"].as_array().is_some_and(|a| !a.is_empty()) {
         ops.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": sidecar}));

@@ -9,6 +9,7 @@ pub mod watch;
 use crate::capacity::Pool;
 use crate::health::Health;
 use crate::upstream::provider::Upstream;
+use crate::upstream::secrets::SecretPolicy;
 use arc_swap::ArcSwap;
 use spillway_api::config::{
     BreakerPolicy, ConfigError, ConfigErrors, Endpoint, FeatureClass, HedgeAfter, RetryBudget, RoutingConfig,
@@ -70,6 +71,7 @@ impl RoutingTable {
         version: String,
         source: &str,
         previous: Option<&RoutingTable>,
+        secrets: &SecretPolicy,
     ) -> Result<Self, ConfigErrors> {
         let mut problems = Vec::new();
         let mut endpoints = HashMap::new();
@@ -91,7 +93,7 @@ impl RoutingTable {
                 endpoints.insert(name.clone(), old.clone());
                 continue;
             }
-            match target(name, spec, policy) {
+            match target(name, spec, policy, secrets) {
                 Ok(t) => {
                     if let Some(why) = t.upstream.missing_credential() {
                         tracing::warn!(endpoint = %name, reason = why, "endpoint has no credentials: it is skipped until a config reload finds them");
@@ -190,8 +192,9 @@ fn target(
     name: &str,
     spec: &Endpoint,
     policy: Option<BreakerPolicy>,
+    secrets: &SecretPolicy,
 ) -> Result<EndpointTarget, (&'static str, String)> {
-    let upstream = Upstream::new(spec).map_err(|e| (".auth", e))?;
+    let upstream = Upstream::new(spec, secrets).map_err(|e| (".auth", e))?;
     let name: Arc<str> = name.into();
     let health = Health::new(name.clone(), policy.clone());
     Ok(EndpointTarget { name, spec: spec.clone(), upstream, policy, health })

@@ -85,7 +85,7 @@ pub fn reload(path: &Path, routing: &Routing, metrics: &Metrics) {
         return;
     }
     let built = spillway_api::config::load_str(&text, &source)
-        .and_then(|config| RoutingTable::build(&config, version.clone(), &source, Some(&current)));
+        .and_then(|config| RoutingTable::build(&config, version.clone(), &source, Some(&current), &Default::default()));
     match built {
         Ok(table) => {
             routing.swap(table);

@@ -77,7 +77,8 @@ async fn session(r: &Reporter, last: &std::sync::Mutex<Instant>) -> Result<(), S
         rep
     };
     tx.send(take()).await.map_err(|e| e.to_string())?;
-    let mut responses = client.report(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+    let stream = r.managed.request(ReceiverStream::new(rx))?;
+    let mut responses = client.report(stream).await.map_err(|e| e.to_string())?.into_inner();
     let mut ticks = tokio::time::interval_at(Instant::now() + r.interval, r.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

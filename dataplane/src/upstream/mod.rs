@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod failure;
 pub mod gcp;
 pub mod provider;
+pub mod secrets;
 
 use bytes::Bytes;
 use http_body_util::Full;

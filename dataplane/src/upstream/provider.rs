@@ -14,6 +14,7 @@ use super::aws::sigv4;
 use super::credentials::{Credential, Scheme};
 use super::failure::{AttemptFailure, FailureKind};
 use super::gcp::{self, GcpToken};
+use super::secrets::SecretPolicy;
 use super::{HttpClient, http_client};
 use crate::protocol::Wire;
 use crate::protocol::openai::MaxTokensField;
@@ -23,6 +24,7 @@ use http_body_util::Full;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 use spillway_api::config::{Auth, Endpoint, Provider};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -100,7 +102,7 @@ fn aws_credentials() -> Result<Arc<AwsCredentials>, String> {
 impl Upstream {
     /// Builds the upstream for a validated endpoint. Missing credentials do not fail it (see
     /// [`Upstream::missing_credential`]); errors and reasons never include a key.
-    pub fn new(e: &Endpoint) -> Result<Self, String> {
+    pub fn new(e: &Endpoint, secrets: &SecretPolicy) -> Result<Self, String> {
         let base = |default: &str| e.base_url.as_deref().unwrap_or(default).trim_end_matches('/').to_owned();
         let (url, wire, scheme, default_env, max_field) = match e.provider {
             Provider::Openai => (
@@ -136,18 +138,24 @@ impl Upstream {
                 Some("ANTHROPIC_API_KEY"),
                 MaxTokensField::MaxTokens,
             ),
-            Provider::Bedrock => return Self::bedrock(e),
-            Provider::Vertex => return Self::vertex(e),
+            Provider::Bedrock => return Self::bedrock(e, secrets),
+            Provider::Vertex => return Self::vertex(e, secrets),
         };
         let url: Uri = url.parse().map_err(|err| format!("`{url}` is not a URL: {err}"))?;
+        let host = url.host().unwrap_or_default();
+        let from_env =
+            |var: &str, scheme| secrets.check_env(var, host).and_then(|()| Credential::from_env(var, scheme));
+        let from_file = |path: &PathBuf, scheme| {
+            secrets.check_file(path).and_then(|()| Credential::from_file(path.clone(), scheme))
+        };
         let credential = match &e.auth {
             Some(Auth::None) => Ok(Credential::none()),
-            Some(Auth::ApiKey { env: Some(var), .. }) => Credential::from_env(var, scheme),
-            Some(Auth::ApiKey { file: Some(path), .. }) => Credential::from_file(path.clone(), scheme),
-            Some(Auth::BearerToken { env: Some(var), .. }) => Credential::from_env(var, Scheme::Bearer),
-            Some(Auth::BearerToken { file: Some(path), .. }) => Credential::from_file(path.clone(), Scheme::Bearer),
+            Some(Auth::ApiKey { env: Some(var), .. }) => from_env(var, scheme),
+            Some(Auth::ApiKey { file: Some(path), .. }) => from_file(path, scheme),
+            Some(Auth::BearerToken { env: Some(var), .. }) => from_env(var, Scheme::Bearer),
+            Some(Auth::BearerToken { file: Some(path), .. }) => from_file(path, Scheme::Bearer),
             None => match default_env {
-                Some(var) => Credential::from_env(var, scheme),
+                Some(var) => from_env(var, scheme),
                 None => Ok(Credential::none()),
             },
             Some(other) => return Err(format!("auth {other:?} does not apply to provider {}", e.provider.as_str())),
@@ -180,7 +188,7 @@ impl Upstream {
         })
     }
 
-    fn vertex(e: &Endpoint) -> Result<Self, String> {
+    fn vertex(e: &Endpoint, secrets: &SecretPolicy) -> Result<Self, String> {
         let region = e.region.clone().ok_or("vertex needs a region")?;
         let project = e.project.clone().ok_or("vertex needs a project")?;
         let (wire, publisher) = if e.api.as_deref() == Some("anthropic") {
@@ -189,7 +197,10 @@ impl Upstream {
             (Wire::VertexGemini, "google")
         };
         let model_url = vertex_model_url(e.base_url.as_deref(), &region, &project, publisher, &e.model);
-        let token = gcp_token().map_err(|e| format!("Google credentials: {e}"));
+        let host = model_url.parse::<Uri>().ok().and_then(|u| u.host().map(str::to_owned)).unwrap_or_default();
+        let token = secrets
+            .check_cloud_host(&host, ".googleapis.com")
+            .and_then(|()| gcp_token().map_err(|e| format!("Google credentials: {e}")));
         Ok(Upstream {
             client: http_client(Duration::from_millis(e.connect_timeout_ms)),
             wire,
@@ -201,7 +212,7 @@ impl Upstream {
         })
     }
 
-    fn bedrock(e: &Endpoint) -> Result<Self, String> {
+    fn bedrock(e: &Endpoint, secrets: &SecretPolicy) -> Result<Self, String> {
         let region = e.region.clone().ok_or("bedrock needs a region")?;
         let base = e
             .base_url
@@ -210,7 +221,10 @@ impl Upstream {
             .trim_end_matches('/')
             .to_owned();
         let wire = if e.api.as_deref() == Some("invoke") { Wire::BedrockInvoke } else { Wire::BedrockConverse };
-        let credentials = aws_credentials().map_err(|e| format!("AWS credentials: {e}"));
+        let host = base.parse::<Uri>().ok().and_then(|u| u.host().map(str::to_owned)).unwrap_or_default();
+        let credentials = secrets
+            .check_cloud_host(&host, ".amazonaws.com")
+            .and_then(|()| aws_credentials().map_err(|e| format!("AWS credentials: {e}")));
         Ok(Upstream {
             client: http_client(Duration::from_millis(e.connect_timeout_ms)),
             wire,

@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         error_after: args.error_after,
         max_in_flight: args.max_in_flight,
         hostile: None,
+        redirect: None,
     };
     let require_key = match &args.require_key_env {
         Some(var) => Some(std::env::var(var).map_err(|_| anyhow::anyhow!("{var} is not set"))?),

@@ -11,6 +11,7 @@ pub mod anthropic;
 pub mod bedrock;
 mod body;
 pub mod cloud;
+pub mod kube;
 pub mod openai;
 mod script;
 pub mod vertex;
@@ -240,6 +241,13 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         && !has_key(&parts.headers, key)
     {
         return Ok(error(wire, 401, &cfg.name, None));
+    }
+    if let Some(to) = &script.redirect {
+        let mut resp = error(wire, 307, &cfg.name, None);
+        if let Ok(v) = HeaderValue::from_str(to) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(resp);
     }
     if let Some(status) = script.forced_status() {
         return Ok(error(wire, status, &cfg.name, script.retry_after));

@@ -33,6 +33,9 @@ pub struct Script {
     pub max_in_flight: Option<u32>,
     /// A hostile stream that never ends and never frames (`x-fake-hostile`).
     pub hostile: Option<Hostile>,
+    /// Answer `307 Temporary Redirect` to this URL (`x-fake-redirect`): a proxy that followed
+    /// it would carry the caller's credentials to another host.
+    pub redirect: Option<String>,
 }
 
 /// Streams a hostile upstream sends to make a proxy buffer without end.
@@ -76,6 +79,7 @@ impl Default for Script {
             error_after: None,
             max_in_flight: None,
             hostile: None,
+            redirect: None,
         }
     }
 }
@@ -122,6 +126,9 @@ impl Script {
         }
         if let Some(v) = get("x-fake-hostile").and_then(Hostile::parse) {
             s.hostile = Some(v);
+        }
+        if let Some(v) = get("x-fake-redirect") {
+            s.redirect = Some(v.to_owned());
         }
         s
     }
