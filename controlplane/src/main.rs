@@ -150,6 +150,10 @@ struct Sidecar {
     /// (comma-separated; `*` matches any run of characters).
     #[arg(long, default_value = "*_API_KEY")]
     sidecar_allow_secret_env: String,
+    /// A Secret (in the pod's namespace) with the sidecar's client certificate (tls.crt,
+    /// tls.key), for a control plane that requires mutual TLS.
+    #[arg(long)]
+    sidecar_client_cert_secret: Option<String>,
 }
 
 impl Sidecar {
@@ -166,6 +170,7 @@ impl Sidecar {
             control_plane_ca_pem: None,
             identity_token: !self.no_sidecar_identity_token,
             allow_secret_env: self.sidecar_allow_secret_env.clone(),
+            client_cert_secret: self.sidecar_client_cert_secret.clone(),
         }
     }
 

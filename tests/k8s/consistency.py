@@ -50,8 +50,30 @@ if webhooks:
         need(f"{svc['metadata']['name']}.spillway.svc" in cert["spec"]["dnsNames"], "certificate lacks the Service's name")
         need(any(v.get("secret", {}).get("secretName") == cert["spec"]["secretName"] for v in pod["volumes"]),
              "the Certificate's Secret is not mounted")
+    url = args["sidecar-control-plane"]
+    plaintext = "--insecure-plaintext" in flags
+    need(url.startswith("http://" if plaintext else "https://"), f"sidecars are sent to {url} with plaintext={plaintext}")
+    need(("--tls-from-webhook" in flags) or ("tls-cert" in args) or plaintext, "gRPC TLS is neither on nor explicitly off")
+    if "tls-cert" in args:
+        need(args.get("sidecar-control-plane-ca") == args["tls-cert"].rsplit("/", 1)[0] + "/ca.crt",
+             "injected sidecars are not given the CA of the gRPC certificate")
+    if "client-ca" in args:
+        need("sidecar-client-cert-secret" in args, "mutual TLS, yet sidecars get no client certificate")
+
+# Sidecar identity: verified with TokenReview unless explicitly opted out.
+if "--insecure-self-declared-identity" in flags:
+    need(not any(d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "system:auth-delegator" for d in docs),
+         "self-declared identities, yet TokenReview is granted")
+    if not webhooks:
+        need(pod["automountServiceAccountToken"] is False, "no API calls to make, yet the token is mounted")
 else:
-    need(pod["automountServiceAccountToken"] is False, "no injector, yet the token is mounted")
+    sa = pod["serviceAccountName"]
+    bound = [d for d in docs if d["kind"] == "ClusterRoleBinding" and any(s["name"] == sa for s in d["subjects"])]
+    need(any(b["roleRef"]["name"] == "system:auth-delegator" for b in bound), "TokenReview is not granted (system:auth-delegator)")
+    roles = [by.get(("ClusterRole", b["roleRef"]["name"])) for b in bound]
+    need(any(r and any("nodes" in rule["resources"] and "get" in rule["verbs"] for rule in r["rules"]) for r in roles),
+         "node zones cannot be read")
+    need(pod["automountServiceAccountToken"] is True, "TokenReview needs the service-account token")
 
 with open(sys.argv[2], "w") as f:
     f.write(routing["data"]["routing.yaml"])

@@ -213,3 +213,75 @@ async fn verdicts_are_cached_per_token_and_a_revoked_token_opens_nothing() {
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     assert!(e.message().contains("invalidated"), "{e:?}");
 }
+
+/// The chart's default, end to end: the injector's patch gives the sidecar the control plane's
+/// CA and a projected token; the control plane serves gRPC over TLS with the injector's own
+/// certificate and verifies the token. Nothing in between is configured by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_sidecar_reaches_a_tls_control_plane_with_its_token() {
+    use spillway_controlplane::inject::{InjectOptions, plan};
+    let kube = FakeKube::start().await;
+    let up = FakeProvider::start(FakeConfig::named("up")).await.unwrap();
+    // The injector's certificate (self-signed mode makes one like it), serving gRPC too.
+    let cert = spillway_controlplane::webhook::generate(&["localhost".into()]).unwrap();
+    let discovery = Discovery::new();
+    let state = ConfigState::new(discovery.clone());
+    state.set_base(load_str(&config(&up.base_url()), "t.yaml").unwrap(), "test", "file").unwrap();
+    let reviewer = TokenReviewer::new(kube.client(), discovery.metrics().clone(), vec![]);
+    let auth = Arc::new(Authenticator::TokenReview(Box::new(reviewer)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    let tls = spillway_controlplane::tls::from_pem(&cert.cert_pem, &cert.key_pem);
+    let d = discovery.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(DiscoveryService::server(d, auth))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    // What the injector puts into a pod's sidecar.
+    let opts = InjectOptions {
+        control_plane: url.clone(),
+        control_plane_ca_pem: Some(cert.ca_pem.clone()),
+        ..Default::default()
+    };
+    let pod = json!({"metadata": {"name": "checkout-1", "namespace": "shop"}, "spec": {"containers": [{"name": "app", "image": "app"}]}});
+    let (ops, warnings) = plan(&opts, &pod);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let sidecar = ops.iter().find(|o| o["path"] == "/spec/initContainers").unwrap()["value"][0].clone();
+    let env = |name: &str| {
+        sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_str().unwrap().to_owned())
+    };
+    let ca_pem = env("SPILLWAY_CONTROL_PLANE_CA_PEM").expect("the CA is injected");
+    assert_eq!(env("SPILLWAY_CONTROL_PLANE").as_deref(), Some(url.as_str()));
+    assert!(env("SPILLWAY_CONTROL_PLANE_TOKEN_FILE").is_some(), "the token is projected");
+    // The kubelet writes the projected token; here, a temp file stands in for the mount.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, kube.mint("shop", "checkout-1", "ip-10-0-1-7", "spillway")).unwrap();
+    let sc = TestSidecar::start_with("unused: true", move |o| {
+        o.control_plane = Some(url);
+        o.node_id = "shop/checkout-1".into();
+        o.control_plane_tls = Some(spillway_dataplane::managed::ClientTls::with_ca(ca_pem.into_bytes(), None).unwrap());
+        o.control_plane_token_file = Some(token_file);
+    })
+    .await
+    .unwrap();
+    let version = discovery.current().unwrap().version.clone();
+    until(&mut discovery.subscribe_nodes(), "the injected sidecar's ACK over TLS", || {
+        std::future::ready(
+            discovery.nodes().get("shop/checkout-1").and_then(|n| n.acked_version.clone()) == Some(version.clone()),
+        )
+    })
+    .await;
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = TestClient::default().post_json(&sc.url("/v1/chat/completions"), &[], body).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -34,6 +34,8 @@ const VOLUME: &str = "spillway-state";
 const STATE_DIR: &str = "/var/run/spillway";
 const TOKEN_VOLUME: &str = "spillway-token";
 const TOKEN_DIR: &str = "/var/run/secrets/spillway";
+const CLIENT_CERT_VOLUME: &str = "spillway-client-cert";
+const CLIENT_CERT_DIR: &str = "/var/run/secrets/spillway-client";
 const PREFIX: &str = "spillway.dev/";
 
 /// What every injected sidecar looks like; flags of `spillway-control serve`.
@@ -61,6 +63,9 @@ pub struct InjectOptions {
     /// Environment variables a snapshot may name as a credential (`*` matches any run of
     /// characters); what the injected sidecar is told by `SPILLWAY_ALLOW_SECRET_ENV`.
     pub allow_secret_env: String,
+    /// A `kubernetes.io/tls` Secret in the pod's namespace with the sidecar's client certificate,
+    /// for a control plane that requires mutual TLS.
+    pub client_cert_secret: Option<String>,
 }
 
 impl Default for InjectOptions {
@@ -77,6 +82,7 @@ impl Default for InjectOptions {
             control_plane_ca_pem: None,
             identity_token: true,
             allow_secret_env: "*_API_KEY".into(),
+            client_cert_secret: None,
         }
     }
 }
@@ -277,6 +283,14 @@ pub fn plan(opts: &InjectOptions, pod: &Value) -> (Vec<Value>, Vec<String>) {
             {"audience": "spillway", "expirationSeconds": 3600, "path": "token"}}]}}));
         if let Some(mounts) = sidecar["volumeMounts"].as_array_mut() {
             mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
+        }
+    }
+    if let Some(secret) = &opts.client_cert_secret {
+        extra_env.push(env("SPILLWAY_CONTROL_PLANE_CERT", &format!("{CLIENT_CERT_DIR}/tls.crt")));
+        extra_env.push(env("SPILLWAY_CONTROL_PLANE_KEY", &format!("{CLIENT_CERT_DIR}/tls.key")));
+        volumes.push(json!({"name": CLIENT_CERT_VOLUME, "secret": {"secretName": secret}}));
+        if let Some(mounts) = sidecar["volumeMounts"].as_array_mut() {
+            mounts.push(json!({"name": CLIENT_CERT_VOLUME, "mountPath": CLIENT_CERT_DIR, "readOnly": true}));
         }
     }
     if let Some(list) = sidecar["env"].as_array_mut() {

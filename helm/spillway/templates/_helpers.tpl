@@ -43,5 +43,5 @@ app.kubernetes.io/component: control-plane
 
 {{/* The gRPC address injected sidecars use. */}}
 {{- define "spillway.grpcUrl" -}}
-{{- printf "%s://%s.%s.svc:7000" (ternary "https" "http" (ne .Values.grpcTls.existingSecret "")) (include "spillway.control" .) .Release.Namespace -}}
+{{- printf "%s://%s.%s.svc:7000" (ternary "http" "https" (eq .Values.grpcTls.mode "plaintext")) (include "spillway.control" .) .Release.Namespace -}}
 {{- end -}}
