@@ -26,7 +26,7 @@ enum Command {
         #[arg(long, short = 'f')]
         file: PathBuf,
         #[command(flatten)]
-        sidecar: Sidecar,
+        sidecar: Box<Sidecar>,
     },
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
     /// any file is invalid.
