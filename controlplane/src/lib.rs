@@ -24,6 +24,8 @@
 //! - [`identity`]: who a sidecar is — its projected service-account token reviewed by the
 //!   Kubernetes API — so that it reports only for itself;
 //! - [`metrics`]: the control plane's own Prometheus metrics (refusals, bounded maps);
+//! - [`listen`]: the HTTP listeners (admin, health, webhook) with handshake, head, idle and
+//!   body timeouts;
 //! - [`tls`]: the gRPC server's TLS and mutual TLS.
 
 pub mod admin;
@@ -36,6 +38,7 @@ pub mod identity;
 pub mod inject;
 pub mod kube;
 pub mod leases;
+pub mod listen;
 pub mod metrics;
 pub mod report;
 pub mod snapshot;

@@ -1,6 +1,6 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use spillway_controlplane::inject::InjectOptions;
-use spillway_controlplane::{admin, ads, health, identity, inject, kube, source, state, telemetry, webhook};
+use spillway_controlplane::{admin, ads, health, identity, inject, kube, listen, source, state, telemetry, webhook};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -257,7 +257,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
 
     let health = tokio::net::TcpListener::bind(a.health_listen).await?;
     let health_router = health::router(discovery.clone());
-    tokio::spawn(async move { axum::serve(health, health_router).await });
+    tokio::spawn(listen::serve(health, health_router, listen::Timeouts::API));
 
     let auth = match (&a.jwt_hs256_secret_file, &a.jwt_rs256_public_key) {
         (Some(f), _) => {
@@ -270,7 +270,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         let router = admin::Admin::new(discovery.clone(), state.clone(), telemetry.clone(), auth).router();
         let admin = tokio::net::TcpListener::bind(a.admin_listen).await?;
         tracing::info!(admin_listen = %a.admin_listen, "admin API listening");
-        tokio::spawn(async move { axum::serve(admin, router).await });
+        tokio::spawn(listen::serve(admin, router, listen::Timeouts::API));
     } else {
         tracing::warn!("no JWT key given: the admin API is off");
     }

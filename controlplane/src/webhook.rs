@@ -11,8 +11,6 @@
 //!   CA into the webhook configuration ([`crate::kube`]).
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -140,28 +138,7 @@ pub fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> TlsAcceptor {
     TlsAcceptor::from(Arc::new(cfg))
 }
 
-/// Serves `router` over TLS until the task is dropped.
+/// Serves `router` over TLS, with the webhook's tight timeouts, until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: TlsAcceptor, router: Router) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (tls, router) = (tls.clone(), router.clone());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "webhook TLS handshake timed out"),
-            };
-            let service = TowerToHyperService::new(router);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    crate::listen::serve_tls(listener, tls, router, crate::listen::Timeouts::WEBHOOK).await
 }

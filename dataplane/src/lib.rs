@@ -43,12 +43,17 @@ pub struct AppState {
     pub routing: Arc<routing::Routing>,
     pub metrics: Arc<metrics::Metrics>,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive in full.
+    pub body_timeout: std::time::Duration,
     /// The longest upstream frame (SSE event, event-stream message) held while unfinished.
     pub max_upstream_frame_bytes: usize,
     /// Managed mode: which recent requests may be rated, and the ratings not yet reported.
     pub feedback: Option<Arc<telemetry::feedback::Feedback>>,
     /// Sidecar-wide: survives config reloads, which only change its policy.
     pub retry_budget: std::sync::Mutex<health::budget::Budget>,
+    /// Cancelled when the shutdown grace period ends: requests still in flight then get an
+    /// error in their caller's format (a stream, an error event) instead of a cut connection.
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {

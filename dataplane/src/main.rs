@@ -65,6 +65,13 @@ struct Args {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Seconds a client may take to send a request head; also how long an idle keep-alive
+    /// connection is kept.
+    #[arg(long, default_value_t = 30)]
+    header_timeout_s: u64,
+    /// Seconds a client may take to send a whole request body (then 408).
+    #[arg(long, default_value_t = 30)]
+    body_timeout_s: u64,
     /// Longest upstream frame (an SSE event, an event-stream message) held in memory, in bytes;
     /// a longer one fails the attempt, or ends a committed stream with an error event.
     #[arg(long, default_value_t = spillway_dataplane::protocol::DEFAULT_MAX_FRAME)]
@@ -132,6 +139,8 @@ async fn main() -> std::process::ExitCode {
         listen: args.listen,
         config: args.config.unwrap_or_default(),
         max_body_bytes: args.max_body_bytes,
+        header_timeout: Duration::from_secs(args.header_timeout_s.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout_s.max(1)),
         max_upstream_frame_bytes: args.max_upstream_frame_bytes,
         watch: !args.no_watch,
         grace: Duration::from_secs(args.grace_s),

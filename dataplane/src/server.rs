@@ -12,7 +12,7 @@ use crate::{AppState, proxy};
 use anyhow::{Context, bail};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use spillway_api::config::version_of;
 use std::convert::Infallible;
@@ -27,6 +27,11 @@ pub struct Options {
     pub listen: SocketAddr,
     pub config: PathBuf,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request head, and how long an idle keep-alive
+    /// connection is kept (HTTP/1.1; HTTP/2 connections are pinged at this interval).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a whole request body.
+    pub body_timeout: Duration,
     /// The longest upstream frame held in memory (see `protocol::DEFAULT_MAX_FRAME`).
     pub max_upstream_frame_bytes: usize,
     /// Reload the config when its file changes.
@@ -58,6 +63,8 @@ impl Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             config,
             max_body_bytes: 10 * 1024 * 1024,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
             max_upstream_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME,
             watch: true,
             grace: Duration::from_secs(30),
@@ -171,13 +178,15 @@ impl Sidecar {
             routing: routing.clone(),
             metrics: metrics.clone(),
             max_body_bytes: opts.max_body_bytes,
+            body_timeout: opts.body_timeout,
             max_upstream_frame_bytes: opts.max_upstream_frame_bytes,
             feedback,
             retry_budget: std::sync::Mutex::new(crate::health::budget::Budget::new(tokio::time::Instant::now())),
+            cut: Default::default(),
         });
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            serve(listener, state, rx, opts.grace).await;
+            serve(listener, state, rx, opts.grace, opts.header_timeout).await;
             drop(watch);
             background.iter().for_each(|t| t.abort());
         });
@@ -203,8 +212,18 @@ impl Sidecar {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: oneshot::Receiver<()>, grace: Duration) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut stop: oneshot::Receiver<()>,
+    grace: Duration,
+    header_timeout: Duration,
+) {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper times the head from the moment the connection waits for one: the same limit closes
+    // half-sent heads and idle keep-alive connections.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(header_timeout).keep_alive_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -234,8 +253,16 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: oneshot::R
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_s = grace.as_secs(), "in-flight requests did not finish within the grace period");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(grace, &mut drained).await.is_err() {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "in-flight requests did not finish within the grace period; ending them with an error"
+        );
+        state.cut.cancel();
+        // Their error events and replies need a moment to reach the clients.
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut drained).await;
     }
 }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
+use std::time::Duration;
 
 /// A checked request in the caller's protocol.
 #[derive(Debug, Clone)]
@@ -26,14 +27,23 @@ pub struct Request {
     pub body_len: usize,
 }
 
-/// Reads the body (at most `limit` bytes) after checking its content type.
-pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+/// Reads the body (at most `limit` bytes, within `timeout`) after checking its content type. A
+/// client that stalls mid-body gets a 408 instead of holding the connection and its buffer.
+pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize, timeout: Duration) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     check_content_type(headers)?;
-    match Limited::new(body, limit).collect().await {
+    let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await else {
+        return Err(ApiError::invalid_request(
+            "request_timeout",
+            None,
+            format!("the request body did not arrive within {} s", timeout.as_secs()),
+        )
+        .with_status(StatusCode::REQUEST_TIMEOUT));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::invalid_request(
             "request_too_large",

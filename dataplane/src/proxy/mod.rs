@@ -36,6 +36,22 @@ use tokio::time::Instant;
 
 pub const FEATURE_HEADER: &str = "x-spillway-feature";
 
+/// What a request still in flight when the shutdown grace ends gets: retryable, elsewhere.
+fn shutting_down() -> ApiError {
+    let mut e = ApiError::invalid_request(
+        "shutting_down",
+        None,
+        "the spillway sidecar is shutting down and its grace period ended; retry the request",
+    )
+    .with_status(StatusCode::SERVICE_UNAVAILABLE);
+    e.kind = "service_unavailable";
+    e.retry_after_s = Some(1);
+    e
+}
+
+/// The error event a stream still open when the shutdown grace ends is closed with.
+pub const SHUTDOWN_MESSAGE: &str = "the spillway sidecar is shutting down and its grace period ended mid-stream";
+
 /// What every attempt of one request shares.
 pub struct RequestCtx {
     pub id: String,
@@ -45,6 +61,8 @@ pub struct RequestCtx {
     pub deadline: Instant,
     /// The longest upstream frame held in memory.
     pub max_frame: usize,
+    /// Fires when the shutdown grace period ends (see `AppState::cut`).
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 /// Records a request's end exactly once: metrics, the endpoint's health, and the access log line.
@@ -140,7 +158,7 @@ pub async fn serve(
     let id = new_request_id();
     let (parts, body) = req.into_parts();
     let table = state.routing.load();
-    let parsed = match inbound::read_body(&parts.headers, body, state.max_body_bytes).await {
+    let parsed = match inbound::read_body(&parts.headers, body, state.max_body_bytes, state.body_timeout).await {
         Ok(bytes) => match protocol {
             Protocol::OpenAi => inbound::openai::parse(&bytes),
             Protocol::Anthropic => inbound::anthropic::parse(&bytes, &parts.headers),
@@ -165,8 +183,16 @@ pub async fn serve(
                     retry_budget: table.retry_budget.clone(),
                     started,
                     max_frame: state.max_upstream_frame_bytes,
+                    cut: state.cut.clone(),
                 };
-                route(state, request, ctx).await
+                tokio::select! {
+                    biased;
+                    resp = route(state, request, ctx) => resp,
+                    () = state.cut.cancelled() => {
+                        state.metrics.request(&feature_label(&table, &parts.headers), "shutdown");
+                        shutting_down().into_response(protocol)
+                    }
+                }
             }
         },
     };
@@ -613,7 +639,8 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
         Reply::Stream { first, rest } => {
             finish.ttft = Some(finish.attempt_started.elapsed());
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
-            let body = stream::GuardedStream::new(mode, first, rest, ctx.deadline, finish, ctx.max_frame);
+            let body =
+                stream::GuardedStream::new(mode, first, rest, ctx.deadline, finish, ctx.max_frame, ctx.cut.clone());
             let mut r = Response::new(body.boxed_unsync());
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -66,10 +66,20 @@ pub struct GuardedStream {
     last_sent: Instant,
     /// Token usage the stream reported so far (for PT accounting).
     usage: Usage,
+    /// The end of the shutdown grace period.
+    cut: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 impl GuardedStream {
-    pub fn new(mode: Mode, first: Bytes, rest: Incoming, deadline: Instant, finish: Finish, max_frame: usize) -> Self {
+    pub fn new(
+        mode: Mode,
+        first: Bytes,
+        rest: Incoming,
+        deadline: Instant,
+        finish: Finish,
+        max_frame: usize,
+        cut: tokio_util::sync::CancellationToken,
+    ) -> Self {
         let endpoint = finish.target.name.clone();
         let mut s = GuardedStream {
             mode,
@@ -82,6 +92,7 @@ impl GuardedStream {
             events: Vec::new(),
             last_sent: Instant::now(),
             usage: Usage::default(),
+            cut: Box::pin(cut.cancelled_owned()),
         };
         s.next = s.on_data(&first);
         s
@@ -231,6 +242,10 @@ impl Body for GuardedStream {
             if this.deadline.as_mut().poll(cx).is_ready() {
                 let msg = format!("the request deadline passed while `{}` was streaming", this.endpoint);
                 this.next = Some(this.fail("timeout", "deadline_exceeded", msg));
+                continue;
+            }
+            if this.cut.as_mut().poll(cx).is_ready() {
+                this.next = Some(this.fail("shutdown", "shutting_down", super::SHUTDOWN_MESSAGE.to_owned()));
                 continue;
             }
             match ready!(Pin::new(upstream).poll_frame(cx)) {

@@ -94,7 +94,7 @@ pub async fn serve(state: &AppState, req: Request<hyper::body::Incoming>) -> Res
         .into_response(Protocol::OpenAi);
     };
     let (parts, body) = req.into_parts();
-    let bytes = match crate::inbound::read_body(&parts.headers, body, 64 * 1024).await {
+    let bytes = match crate::inbound::read_body(&parts.headers, body, 64 * 1024, state.body_timeout).await {
         Ok(b) => b,
         Err(e) => return e.into_response(Protocol::OpenAi),
     };
