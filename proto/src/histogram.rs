@@ -15,6 +15,44 @@ pub fn new<T: Counter>() -> Histogram<T> {
     Histogram::new_with_bounds(1, HIGHEST_US, 2).expect("valid histogram bounds")
 }
 
+/// A histogram whose counts (≈12 KB at these bounds) are allocated on its first value: an
+/// endpoint that sees no traffic — most backups, most of the time — holds none.
+#[derive(Debug, Clone, Default)]
+pub struct Lazy<T: Counter>(Option<Histogram<T>>);
+
+impl<T: Counter> Lazy<T> {
+    /// Records `us` microseconds (see [`micros`]), allocating the counts if need be.
+    pub fn record(&mut self, us: u64) {
+        self.0.get_or_insert_with(new).saturating_record(us);
+    }
+
+    /// The histogram, if it holds any value.
+    pub fn get(&self) -> Option<&Histogram<T>> {
+        self.0.as_ref().filter(|h| !h.is_empty())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.as_ref().map_or(0, Histogram::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The sum of two (same bounds: adding cannot fail), if either holds a value.
+    pub fn merged(&self, other: &Lazy<T>) -> Option<Histogram<T>> {
+        match (self.get(), other.get()) {
+            (Some(a), Some(b)) => {
+                let mut m = a.clone();
+                let _ = m.add(b);
+                Some(m)
+            }
+            (Some(h), None) | (None, Some(h)) => Some(h.clone()),
+            (None, None) => None,
+        }
+    }
+}
+
 /// A duration as the value histograms record: microseconds, clamped into the shared bounds.
 pub fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(HIGHEST_US).clamp(1, HIGHEST_US)

@@ -5,8 +5,7 @@
 //! Recording is a few integer increments under the endpoint's lock; encoding happens when the
 //! reporter takes the interval, off the request path.
 
-use hdrhistogram::Histogram;
-use spillway_api::histogram::{micros, new as histogram};
+use spillway_api::histogram::{Lazy, micros};
 use spillway_api::v1::{EndpointReport, OutcomeCounts};
 use tokio::time::Duration;
 
@@ -37,17 +36,14 @@ impl Class {
     }
 }
 
+/// What one endpoint did since the last report. Its histograms are allocated on first use, so
+/// an idle endpoint (or a standalone sidecar, which never reports) holds none.
+#[derive(Default)]
 pub struct Interval {
     outcomes: OutcomeCounts,
-    ttft: Histogram<u32>,
-    total: Histogram<u32>,
-    gap: Histogram<u32>,
-}
-
-impl Default for Interval {
-    fn default() -> Self {
-        Interval { outcomes: OutcomeCounts::default(), ttft: histogram(), total: histogram(), gap: histogram() }
-    }
+    ttft: Lazy<u32>,
+    total: Lazy<u32>,
+    gap: Lazy<u32>,
 }
 
 impl Interval {
@@ -68,11 +64,11 @@ impl Interval {
             return;
         }
         if let Some(t) = ttft {
-            self.ttft.saturating_record(micros(t));
+            self.ttft.record(micros(t));
         }
-        self.total.saturating_record(micros(total));
+        self.total.record(micros(total));
         if let Some(g) = max_gap {
-            self.gap.saturating_record(micros(g));
+            self.gap.record(micros(g));
         }
     }
 
@@ -85,9 +81,8 @@ impl Interval {
         if self.is_empty() {
             return None;
         }
-        let enc = |h: &Histogram<u32>| {
-            if h.is_empty() { Vec::new() } else { spillway_api::histogram::encode(h).unwrap_or_default() }
-        };
+        let enc =
+            |h: &Lazy<u32>| h.get().map(|h| spillway_api::histogram::encode(h).unwrap_or_default()).unwrap_or_default();
         Some(EndpointReport {
             endpoint: endpoint.to_owned(),
             outcomes: Some(self.outcomes),

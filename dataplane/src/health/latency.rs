@@ -3,40 +3,34 @@
 //! current and the previous histogram (so a percentile always covers between one and two
 //! periods). Percentiles answer `/debug/endpoints` and `hedge_after_ttft_ms: p90`.
 
-use hdrhistogram::Histogram;
 use tokio::time::{Duration, Instant};
 
 /// Values are microseconds with the bounds the control plane merges with (1 µs to 10 min, two
-/// significant digits, ~1 % error).
-use spillway_api::histogram::{micros, new as histogram};
+/// significant digits, ~1 % error), allocated on first use.
+use spillway_api::histogram::{Lazy, micros};
 
+#[derive(Default)]
 struct Rotating {
-    current: Histogram<u32>,
-    previous: Histogram<u32>,
+    current: Lazy<u32>,
+    previous: Lazy<u32>,
 }
 
 impl Rotating {
     fn new() -> Self {
-        Rotating { current: histogram(), previous: histogram() }
+        Rotating::default()
     }
 
     fn record(&mut self, d: Duration) {
-        self.current.saturating_record(micros(d));
+        self.current.record(micros(d));
     }
 
+    /// The current period becomes the previous one; an idle endpoint ends up holding nothing.
     fn rotate(&mut self) {
-        std::mem::swap(&mut self.current, &mut self.previous);
-        self.current.reset();
+        self.previous = std::mem::take(&mut self.current);
     }
 
     fn percentile(&self, q: f64) -> Option<Duration> {
-        let n = self.current.len() + self.previous.len();
-        if n == 0 {
-            return None;
-        }
-        let mut merged = self.previous.clone();
-        // Same bounds on both sides, so adding cannot fail.
-        let _ = merged.add(&self.current);
+        let merged = self.previous.merged(&self.current)?;
         Some(Duration::from_micros(merged.value_at_quantile(q)))
     }
 

@@ -3,6 +3,7 @@
 //! are kept untouched, so on a same-protocol endpoint new API parameters work without a release.
 
 pub mod anthropic;
+pub mod budget;
 pub mod openai;
 
 use crate::error::ApiError;
@@ -75,10 +76,21 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The body as a JSON object.
 pub(crate) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(bytes) {
+    match budget::parse(bytes) {
         Ok(Value::Object(body)) => Ok(body),
         Ok(_) => Err(ApiError::invalid_request("invalid_json", None, "request body must be a JSON object")),
-        Err(e) => Err(ApiError::invalid_request("invalid_json", None, format!("request body is not valid JSON: {e}"))),
+        Err(budget::Refusal::Json(e)) => {
+            Err(ApiError::invalid_request("invalid_json", None, format!("request body is not valid JSON: {e}")))
+        }
+        Err(budget::Refusal::TooComplex { budget, .. }) => Err(ApiError::invalid_request(
+            "request_too_complex",
+            None,
+            format!(
+                "request body of {} bytes would take more than {budget} bytes in memory as JSON (many tiny objects); send fewer, larger messages",
+                bytes.len()
+            ),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)),
     }
 }
 
