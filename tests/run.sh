@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # spillway's whole test suite, as CI runs it (.ci/run calls exactly this):
-# formatting, lints, every unit and end-to-end test (the official SDK tests included), and the
-# helm chart's lint and schema checks.
+# formatting, lints, the supply chain (cargo-deny), every unit and end-to-end test (the official SDK
+# tests and the proptest fuzzers included), and the helm chart's lint and schema checks.
 # Installs what it needs: cargo-nextest if missing, the SDK virtualenv (tests/python/setup.sh),
 # and helm + kubernetes-validate for the chart checks (tests/k8s/setup.sh).
 set -euo pipefail
@@ -20,5 +20,6 @@ bash tests/python/setup.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+bash tests/supply-chain.sh
 cargo nextest run --workspace --locked --no-fail-fast
 bash tests/k8s/check.sh

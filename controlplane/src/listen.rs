@@ -38,6 +38,8 @@ impl Timeouts {
 }
 
 fn builder(t: Timeouts) -> Builder<TokioExecutor> {
+    // Timeouts are set just below.
+    #[allow(clippy::disallowed_methods)]
     let mut b = Builder::new(TokioExecutor::new());
     b.http1().timer(TokioTimer::new()).header_read_timeout(t.header);
     // HTTP/2 has no head timeout; pings find peers that vanished.

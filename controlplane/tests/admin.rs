@@ -59,7 +59,11 @@ async fn start() -> (Api, std::sync::Arc<Discovery>, std::sync::Arc<ConfigState>
     let admin = Admin::new(d.clone(), state.clone(), telemetry, AdminAuth::hs256(SECRET).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, admin.router()).await });
+    tokio::spawn(spillway_controlplane::listen::serve(
+        listener,
+        admin.router(),
+        spillway_controlplane::listen::Timeouts::API,
+    ));
     (Api { base, client: Client::builder(TokioExecutor::new()).build_http() }, d, state)
 }
 

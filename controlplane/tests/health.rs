@@ -14,7 +14,11 @@ async fn ready_only_with_a_published_snapshot() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router_d = d.clone();
-    tokio::spawn(async move { axum::serve(listener, health::router(router_d)).await });
+    tokio::spawn(spillway_controlplane::listen::serve(
+        listener,
+        health::router(router_d),
+        spillway_controlplane::listen::Timeouts::API,
+    ));
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let get = |path: &str| {
         let uri = format!("{base}{path}").parse().unwrap();

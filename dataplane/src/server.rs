@@ -219,6 +219,8 @@ async fn serve(
     grace: Duration,
     header_timeout: Duration,
 ) {
+    // Timeouts are set just below.
+    #[allow(clippy::disallowed_methods)]
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper times the head from the moment the connection waits for one: the same limit closes
     // half-sent heads and idle keep-alive connections.

@@ -2,6 +2,10 @@
 //! is cached, and is refreshed before expiry on tokio's paused clock; web identity re-reads its
 //! rotating token file; and a Bedrock request through the sidecar is signed with what STS issued.
 
+// These tests hand the credential chains their settings through the process environment,
+// as a pod would; nextest runs each test in its own process, before any other thread reads it.
+#![allow(unsafe_code, clippy::disallowed_methods)]
+
 use aws_credential_types::Credentials;
 use serde_json::json;
 use spillway_dataplane::upstream::aws::credentials::{AwsCredentials, REFRESH_BEFORE_EXPIRY, Source};

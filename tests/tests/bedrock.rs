@@ -2,6 +2,10 @@
 //! event-stream replies translated for OpenAI and Anthropic clients, throttling and exception
 //! frames, and model ids that must be percent-encoded in the path.
 
+// These tests hand the credential chains their settings through the process environment,
+// as a pod would; nextest runs each test in its own process, before any other thread reads it.
+#![allow(unsafe_code, clippy::disallowed_methods)]
+
 use aws_credential_types::Credentials;
 use serde_json::{Value, json};
 use spillway_tests::fake::{FakeConfig, FakeProvider};

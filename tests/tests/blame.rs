@@ -2,6 +2,10 @@
 //! moves the request on to the next tier — and neither counts against the endpoint's health nor
 //! takes down features that never use it.
 
+// These tests hand the credential chains their settings through the process environment,
+// as a pod would; nextest runs each test in its own process, before any other thread reads it.
+#![allow(unsafe_code, clippy::disallowed_methods)]
+
 use aws_credential_types::Credentials;
 use serde_json::{Value, json};
 use spillway_tests::fake::{FakeConfig, FakeProvider};

@@ -1,5 +1,9 @@
 //! End to end through real sockets: the OpenAI chat API on the sidecar, against fake upstreams.
 
+// These tests hand the credential chains their settings through the process environment,
+// as a pod would; nextest runs each test in its own process, before any other thread reads it.
+#![allow(unsafe_code, clippy::disallowed_methods)]
+
 use serde_json::{Value, json};
 use spillway_tests::fake::{FakeConfig, FakeProvider};
 use spillway_tests::harness::{TestClient, TestSidecar};

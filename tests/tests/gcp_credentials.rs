@@ -3,6 +3,10 @@
 //! impersonates a service account; each token is cached and refreshed before expiry on tokio's
 //! paused clock; and a Vertex request through the sidecar carries the resulting token.
 
+// These tests hand the credential chains their settings through the process environment,
+// as a pod would; nextest runs each test in its own process, before any other thread reads it.
+#![allow(unsafe_code, clippy::disallowed_methods)]
+
 use serde_json::json;
 use spillway_dataplane::upstream::gcp::{GcpToken, REFRESH_BEFORE_EXPIRY, Source};
 use spillway_tests::fake::cloud::{self, CloudConfig, CloudFake};

@@ -6,6 +6,10 @@
 //! connection — and the memory it was growing — is released. A non-streaming reply is one frame:
 //! one larger than the cap, or one whose body stalls past the attempt timeout, falls back too.
 
+// These tests hand the credential chains their settings through the process environment,
+// as a pod would; nextest runs each test in its own process, before any other thread reads it.
+#![allow(unsafe_code, clippy::disallowed_methods)]
+
 use aws_credential_types::Credentials;
 use serde_json::json;
 use spillway_tests::fake::{FakeConfig, FakeProvider};

@@ -4,6 +4,10 @@
 //! (Gemini and Claude). The venv comes from tests/python/setup.sh, which
 //! the README's test command runs first.
 
+// These tests hand the credential chains their settings through the process environment,
+// as a pod would; nextest runs each test in its own process, before any other thread reads it.
+#![allow(unsafe_code, clippy::disallowed_methods)]
+
 use spillway_tests::fake::{FakeConfig, FakeProvider};
 use spillway_tests::harness::TestSidecar;
 use std::path::PathBuf;

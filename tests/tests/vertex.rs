@@ -1,6 +1,10 @@
 //! Vertex AI end to end: Gemini and Claude-on-Vertex endpoints behind a Google bearer token from
 //! the (fake) metadata server, cached and refreshed before expiry.
 
+// These tests hand the credential chains their settings through the process environment,
+// as a pod would; nextest runs each test in its own process, before any other thread reads it.
+#![allow(unsafe_code, clippy::disallowed_methods)]
+
 use serde_json::{Value, json};
 use spillway_dataplane::upstream::gcp::{GcpToken, REFRESH_BEFORE_EXPIRY, Source};
 use spillway_tests::fake::{FakeConfig, FakeProvider};

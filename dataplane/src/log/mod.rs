@@ -63,6 +63,8 @@ impl<W: Write + Send + 'static> Batched<W> {
         let weak = Arc::downgrade(&self.inner);
         let spawned = std::thread::Builder::new().name("spillway-log".into()).spawn(move || {
             loop {
+                // Its own OS thread, not a tokio worker: blocking here blocks nothing else.
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(FLUSH_EVERY);
                 let Some(inner) = weak.upgrade() else { return };
                 inner.write_out(lock(&inner.buf));

@@ -62,6 +62,8 @@ impl CloudFake {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = (Arc::new(config), state.clone());
         let task = tokio::spawn(async move {
+            // A test fixture, as the fake provider.
+            #[allow(clippy::disallowed_methods)]
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };

@@ -143,6 +143,8 @@ impl FakeProvider {
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    // A test fixture: it must be able to serve clients as slowly as a test wants.
+    #[allow(clippy::disallowed_methods)]
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
