@@ -152,7 +152,10 @@ struct EndpointView {
     /// Breaker counts over the policy's window, merged from every sidecar.
     window: Window<Counts>,
     /// Sidecars that reported the endpoint in the current period.
-    reporters: std::collections::HashSet<String>,
+    /// What each sidecar added to the window this period: a fleet-wide verdict must hold
+    /// without the largest contributor, so no single sidecar — lying or just unlucky — opens an
+    /// endpoint for everyone.
+    reporters: HashMap<String, Counts>,
     open: Option<FleetOpen>,
     /// Consecutive fleet-wide trips (reset after a healthy window).
     trips: u32,
@@ -279,11 +282,16 @@ impl Fleet {
             Some(z) => z.add(&o, &hists),
             None => v.zones.entry(zone.to_owned()).or_insert_with(Stats::new).add(&o, &hists),
         }
-        if !v.reporters.contains(node) {
-            v.reporters.insert(node.to_owned());
-        }
         if v.open.is_none() {
             v.window.record(now, counts);
+            match v.reporters.get_mut(node) {
+                Some(c) => *c += counts,
+                None => {
+                    v.reporters.insert(node.to_owned(), counts);
+                }
+            }
+        } else if !v.reporters.contains_key(node) {
+            v.reporters.insert(node.to_owned(), Counts::default());
         }
         Ok(())
     }
@@ -302,7 +310,8 @@ impl Fleet {
                 }
                 continue;
             }
-            let totals = v.window.totals(now);
+            let top = v.reporters.values().max_by_key(|c| c.failures()).copied().unwrap_or_default();
+            let totals = v.window.totals(now).without(&top);
             let Some(rule) = totals.broken_rule(p, u64::from(p.min_requests)) else {
                 if now.saturating_duration_since(v.healthy_since) >= Duration::from_secs(u64::from(p.window_s)) {
                     v.trips = 0;
@@ -319,7 +328,7 @@ impl Fleet {
                 Rule::SlowTpot => ("slow output tokens", totals.rate(totals.slow_tpot)),
             };
             let reason = format!(
-                "fleet {what} {:.0} % over {} s ({} requests from {} sidecars)",
+                "fleet {what} {:.0} % over {} s ({} requests from {} sidecars, the largest contributor left out)",
                 share * 100.0,
                 p.window_s,
                 totals.requests,
@@ -529,6 +538,26 @@ features:
         let mut corrupt = report("a", 1, 0, &[]);
         corrupt.ttft_hdr = b"garbage".to_vec();
         assert_eq!(f.merge("pod-1", "z", &corrupt, t0), Err(Refused::Corrupt));
+    }
+
+    #[test]
+    fn no_single_sidecar_opens_an_endpoint_for_everyone() {
+        let t0 = Instant::now();
+        let mut f = fleet(t0);
+        // One sidecar claims 1,000 errors while nineteen others saw one success each: without it,
+        // nothing is wrong.
+        f.merge("liar", "z", &report("a", 0, 1_000, &[]), t0).unwrap();
+        for i in 0..19 {
+            f.merge(&format!("pod-{i}"), "z", &report("a", 1, 0, &[]), t0).unwrap();
+        }
+        assert!(f.evaluate(t0 + Duration::from_secs(1)).is_empty(), "one contributor is not the fleet");
+        // Others failing too corroborate it: the rule holds without the largest contributor.
+        for i in 0..19 {
+            f.merge(&format!("pod-{i}"), "z", &report("a", 0, 2, &[]), t0 + Duration::from_secs(2)).unwrap();
+        }
+        let opened = f.evaluate(t0 + Duration::from_secs(3));
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        assert!(opened[0].reason.contains("largest contributor left out"), "{}", opened[0].reason);
     }
 
     #[test]

@@ -47,6 +47,23 @@ pub enum Rule {
 }
 
 impl Counts {
+    /// These counts with `o`'s taken out (never below zero).
+    pub fn without(&self, o: &Counts) -> Counts {
+        Counts {
+            requests: self.requests.saturating_sub(o.requests),
+            errors: self.errors.saturating_sub(o.errors),
+            throttled: self.throttled.saturating_sub(o.throttled),
+            slow_ttft: self.slow_ttft.saturating_sub(o.slow_ttft),
+            slow_total: self.slow_total.saturating_sub(o.slow_total),
+            slow_tpot: self.slow_tpot.saturating_sub(o.slow_tpot),
+        }
+    }
+
+    /// Failures of every kind, for ranking who contributed most.
+    pub fn failures(&self) -> u64 {
+        self.errors + self.slow_ttft + self.slow_total + self.slow_tpot
+    }
+
     pub fn rate(&self, n: u64) -> f64 {
         if self.requests == 0 { 0.0 } else { n as f64 / self.requests as f64 }
     }

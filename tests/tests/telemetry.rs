@@ -122,9 +122,11 @@ features:
     let cp = &control_plane(&yaml, fast_policy()).await;
     let east = &ready_sidecar(cp, "ns/east", "us-east-1a").await;
     let west = &ready_sidecar(cp, "ns/west", "us-west-2b").await;
+    let west2 = &ready_sidecar(cp, "ns/west-2", "us-west-2b").await;
 
-    // Three failures each: below `min_requests` for either sidecar, six for the fleet.
-    for sc in [east, west] {
+    // Three failures each: below `min_requests` for any sidecar; nine for the fleet, and still
+    // six without the largest contributor (no single sidecar opens an endpoint for everyone).
+    for sc in [east, west, west2] {
         for _ in 0..3 {
             assert_eq!(chat(sc, "chat").await.0, "backup", "each failure falls back");
         }
@@ -139,17 +141,17 @@ features:
     .await;
     let v = cp.telemetry.view();
     let e = v["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == "flaky").unwrap().clone();
-    assert_eq!(e["outcomes"]["server_error"], 6);
-    assert_eq!(e["sidecars_reporting"], 2);
+    assert_eq!(e["outcomes"]["server_error"], 9);
+    assert_eq!(e["sidecars_reporting"], 3);
     assert_eq!(e["zones"]["us-east-1a"]["outcomes"]["server_error"], 3);
-    assert_eq!(e["zones"]["us-west-2b"]["outcomes"]["server_error"], 3);
+    assert_eq!(e["zones"]["us-west-2b"]["outcomes"]["server_error"], 6);
     let b = v["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == "backup").unwrap().clone();
-    assert_eq!(b["outcomes"]["ok"], 6);
-    assert_eq!(b["total"]["count"], 6, "both sidecars' latency histograms merged: {b}");
+    assert_eq!(b["outcomes"]["ok"], 9);
+    assert_eq!(b["total"]["count"], 9, "every sidecar's latency histograms merged: {b}");
     assert!(b["total"]["p50_ms"].as_f64().unwrap() > 0.0);
 
-    // Both sidecars apply the directive: `flaky` is skipped, the reason is the fleet's.
-    for sc in [east, west] {
+    // Every sidecar applies the directive: `flaky` is skipped, the reason is the fleet's.
+    for sc in [east, west, west2] {
         until(&mut applied(sc), "the sidecar to open `flaky`", || async move {
             endpoint_state(sc, "flaky").await["state"] == "open"
         })
