@@ -46,7 +46,11 @@ if webhooks:
         need(hook["metadata"]["name"] in cr["rules"][0]["resourceNames"], "RBAC does not cover the webhook configuration")
         need(pod["automountServiceAccountToken"] is True, "self-signed mode needs the service-account token")
     else:
-        cert = next(d for d in docs if d["kind"] == "Certificate")
+        certs = [d for d in docs if d["kind"] == "Certificate"]
+        cert = next(c for c in certs if c["spec"].get("dnsNames"))
+        ca = next((c for c in certs if c["spec"].get("isCA")), None)
+        need(ca is not None and cert["spec"]["issuerRef"]["name"] != ca["spec"]["issuerRef"]["name"],
+             "the serving certificate is not issued by the chart's CA (a renewal would break every client's trust)")
         need(f"{svc['metadata']['name']}.spillway.svc" in cert["spec"]["dnsNames"], "certificate lacks the Service's name")
         need(any(v.get("secret", {}).get("secretName") == cert["spec"]["secretName"] for v in pod["volumes"]),
              "the Certificate's Secret is not mounted")
