@@ -315,9 +315,17 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
 
     let version = discovery.current().map(|s| s.version.clone()).unwrap_or_default();
     tracing::info!(%version, listen = %a.listen, tls = tls.is_some(), "serving routing snapshots");
-    let mut server = tonic::transport::Server::builder();
+    // Dead peers are found by pings; a connection lives at most half an hour (sidecars resume by
+    // version, and a scaled-out control plane gets its share of them); a TLS handshake gets 10 s.
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .max_concurrent_streams(Some(16))
+        .max_connection_age(Duration::from_secs(1800))
+        .max_connection_age_grace(Duration::from_secs(30));
     if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
+        server = server.tls_config(tls.timeout(Duration::from_secs(10)))?;
     }
     server
         .add_service(ads::DiscoveryService::server(discovery, auth.clone()))
