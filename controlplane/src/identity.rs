@@ -124,6 +124,9 @@ fn bearer(md: &MetadataMap) -> Result<&str, Status> {
 /// reconnecting after a control-plane restart must not become a TokenReview storm.
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 20_000;
+/// TokenReviews in flight at once: a flood of made-up tokens (each a cache miss) queues here
+/// instead of becoming a flood on the API server.
+const REVIEWS_IN_FLIGHT: usize = 32;
 
 pub struct TokenReviewer {
     kube: Kube,
@@ -134,11 +137,19 @@ pub struct TokenReviewer {
     cache: Mutex<HashMap<[u8; 32], (Peer, Instant)>>,
     /// Kubernetes node → its zone label (nodes do not move between zones).
     zones: Mutex<HashMap<String, Option<String>>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl TokenReviewer {
     pub fn new(kube: Kube, metrics: Arc<Metrics>, namespaces: Vec<String>) -> Self {
-        TokenReviewer { kube, metrics, namespaces, cache: Mutex::default(), zones: Mutex::default() }
+        TokenReviewer {
+            kube,
+            metrics,
+            namespaces,
+            cache: Mutex::default(),
+            zones: Mutex::default(),
+            in_flight: tokio::sync::Semaphore::new(REVIEWS_IN_FLIGHT),
+        }
     }
 
     async fn review(&self, token: &str) -> Result<Peer, Status> {
@@ -149,6 +160,7 @@ impl TokenReviewer {
         {
             return Ok(peer.clone());
         }
+        let _permit = self.in_flight.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
         let review = crate::kube::token_review(&self.kube, token, AUDIENCE).await.map_err(|e| {
             tracing::warn!(error = %e, "TokenReview failed");
             Status::unavailable(format!("cannot verify the token now: {e}"))
