@@ -22,11 +22,22 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// A CA and a serving certificate it signed, PEM.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WebhookCert {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+/// The private key never reaches a log line, whatever prints the certificate.
+impl std::fmt::Debug for WebhookCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookCert")
+            .field("ca_pem", &self.ca_pem)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A fresh CA and a serving certificate for `dns_names` (the Service's names), both valid ten
@@ -141,4 +152,15 @@ pub fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> TlsAcceptor {
 /// Serves `router` over TLS, with the webhook's tight timeouts, until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: TlsAcceptor, router: Router) {
     crate::listen::serve_tls(listener, tls, router, crate::listen::Timeouts::WEBHOOK).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_output_never_shows_the_private_key() {
+        let cert = super::generate(&["spillway-control.spillway.svc".into()]).unwrap();
+        assert!(cert.key_pem.contains("PRIVATE KEY"));
+        let shown = format!("{cert:?}");
+        assert!(!shown.contains("PRIVATE KEY") && shown.contains("<redacted>"), "{shown}");
+    }
 }
