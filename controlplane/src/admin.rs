@@ -194,11 +194,28 @@ async fn validate(State(a): State<Arc<Admin>>, headers: HeaderMap, body: String)
     }
 }
 
+/// A write through the API, refused while a watched directory owns the config.
+fn owned_elsewhere(a: &Admin) -> Option<Response> {
+    match a.state.owner() {
+        crate::state::Owner::Admin => None,
+        crate::state::Owner::Directory(dir) => Some(err(
+            StatusCode::CONFLICT,
+            format!(
+                "the routing config is owned by the watched directory {}: edit the files there (a change made here would be overwritten by the next file change)",
+                dir.display()
+            ),
+        )),
+    }
+}
+
 async fn replace(State(a): State<Arc<Admin>>, headers: HeaderMap, body: String) -> Response {
     let who = match a.authorize(&headers, Role::Editor) {
         Ok(w) => w,
         Err(r) => return *r,
     };
+    if let Some(refused) = owned_elsewhere(&a) {
+        return refused;
+    }
     match check(&body).and_then(|(config, _)| a.state.set_base(config, &who, "replace")) {
         Ok(c) => changed(c),
         Err(e) => problems(e),
@@ -210,6 +227,9 @@ async fn rollback(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(version)
         Ok(w) => w,
         Err(r) => return *r,
     };
+    if let Some(refused) = owned_elsewhere(&a) {
+        return refused;
+    }
     match a.state.rollback(&version, &who) {
         Ok(c) => changed(c),
         Err(e) => err(StatusCode::NOT_FOUND, e),

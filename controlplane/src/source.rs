@@ -130,9 +130,10 @@ impl DirSource {
         let who = format!("directory:{}", dir.display());
         let config = load_dir(&dir).map_err(|e| e.to_string())?;
         state.set_base(config, &who, "directory").map_err(|e| e.to_string())?;
+        state.set_owner(crate::state::Owner::Directory(dir.clone()));
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            if event.is_ok_and(|e| spillway_api::config::watch::may_change_content(&e.kind)) {
                 let _ = tx.send(());
             }
         })

@@ -56,6 +56,19 @@ pub struct ConfigState {
     inner: Mutex<Inner>,
     /// The config in force (demotions applied), for the fleet view and lease book.
     effective: watch::Sender<Option<Arc<RoutingConfig>>>,
+    /// Who may write the base config (see [`Owner`]).
+    owner: Mutex<Owner>,
+}
+
+/// Who writes the base config. One owner, so that no edit silently undoes another: a change made
+/// through the admin API while a watched directory owns the config would be overwritten by the
+/// next file change, so it is refused instead, naming where to make it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// The admin API (a config file read once at start, or none).
+    Admin,
+    /// A watched directory (GitOps, a ConfigMap): edit its files.
+    Directory(std::path::PathBuf),
 }
 
 fn pretty(s: &Snapshot) -> String {
@@ -85,7 +98,20 @@ impl ConfigState {
     }
 
     pub fn new(discovery: Arc<Discovery>) -> Arc<ConfigState> {
-        Arc::new(ConfigState { discovery, inner: Mutex::new(Inner::default()), effective: watch::Sender::new(None) })
+        Arc::new(ConfigState {
+            discovery,
+            inner: Mutex::new(Inner::default()),
+            effective: watch::Sender::new(None),
+            owner: Mutex::new(Owner::Admin),
+        })
+    }
+
+    pub fn owner(&self) -> Owner {
+        self.owner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_owner(&self, owner: Owner) {
+        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = owner;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

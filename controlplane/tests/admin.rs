@@ -213,3 +213,21 @@ async fn a_token_not_yet_valid_or_with_critical_extensions_is_refused() {
     assert_eq!(status, 401, "{v}");
     assert!(v["error"].as_str().unwrap().contains("crit"), "{v}");
 }
+
+/// One owner per config: while a watched directory owns it, writes through the API are refused
+/// with 409 naming the directory — never accepted and then silently overwritten by the files.
+#[tokio::test]
+async fn a_directory_owned_config_refuses_api_writes() {
+    let (api, d, state) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("routing.yaml"), config("from_files")).unwrap();
+    let _source = spillway_controlplane::source::DirSource::start(dir.path().to_owned(), state.clone()).unwrap();
+    let owned = d.current().unwrap().version.clone();
+    let editor = token("bo", "editor", 600, SECRET);
+    let (status, v) = api.call("PUT", "/v1/config", Some(&editor), &config("from_api")).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains(&dir.path().display().to_string()), "{v}");
+    let first = state.history()[0].version.clone();
+    assert_eq!(api.call("POST", &format!("/v1/config/rollback/{first}"), Some(&editor), "").await.0, 409);
+    assert_eq!(d.current().unwrap().version, owned, "the directory's config stays in force");
+}

@@ -111,3 +111,27 @@ async fn the_sidecar_refuses_non_loopback_addresses() {
         TestSidecar::start_with(&yaml(&fake, "f"), |o| o.listen = "0.0.0.0:0".parse().unwrap()).await.err().unwrap();
     assert!(format!("{err}").contains("loopback"), "{err}");
 }
+
+/// Reading the config is not changing it. The watcher once reacted to its own reads (inotify's
+/// open and close events): one `cat` of an invalid file started a reload loop that rejected the
+/// same file twenty times a second, for ever.
+#[tokio::test]
+async fn reading_the_config_reloads_nothing() {
+    let fake = FakeProvider::start(FakeConfig::named("up")).await.unwrap();
+    let sc = TestSidecar::start_with(&yaml(&fake, "old"), |o| o.watch = true).await.unwrap();
+    let mut rx = sc.sidecar.routing.subscribe();
+    replace_by_rename(&sc.config_path, "features:\n  broken: { hierarchy: [missing] }\n");
+    next_reload(&mut rx).await;
+    assert_eq!(rx.borrow_and_update().rejected, 1);
+    for _ in 0..5 {
+        std::fs::read(&sc.config_path).unwrap();
+    }
+    // A negative check, so it needs a span of time: with the loop, a re-read of the broken file
+    // came every 50 ms; a second shows none comes.
+    let spurious = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+    assert!(spurious.is_err(), "a read reloaded the config: {:?}", rx.borrow().clone());
+    replace_by_rename(&sc.config_path, &yaml(&fake, "new"));
+    next_reload(&mut rx).await;
+    let status = rx.borrow().clone();
+    assert_eq!((status.applied, status.rejected), (1, 1), "{status:?}");
+}

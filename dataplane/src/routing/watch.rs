@@ -32,7 +32,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 pub fn watch(path: PathBuf, routing: Arc<Routing>, metrics: Arc<Metrics>) -> notify::Result<ConfigWatch> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| spillway_api::config::watch::may_change_content(&e.kind)) {
             let _ = tx.send(());
         }
     })?;

@@ -11,6 +11,7 @@ mod model;
 mod region;
 mod validate;
 mod version;
+pub mod watch;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str, parse_str};
