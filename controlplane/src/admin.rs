@@ -178,7 +178,8 @@ async fn read(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     match a.discovery.current() {
         Some(s) => {
             let config: Value = serde_json::from_slice(&s.config_json).unwrap_or_default();
-            axum::Json(json!({"version": s.version, "config": config})).into_response()
+            let rollout = a.discovery.rollout(&s.version);
+            axum::Json(json!({"version": s.version, "config": config, "sidecars": rollout})).into_response()
         }
         None => err(StatusCode::NOT_FOUND, "no config yet"),
     }

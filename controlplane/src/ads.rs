@@ -32,6 +32,14 @@ pub struct NodeStatus {
     seen: u64,
 }
 
+/// Connected sidecars by what they did with one version (see [`Discovery::rollout`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Rollout {
+    pub acked: usize,
+    pub nacked: usize,
+    pub other_version: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Nack {
     pub version: String,
@@ -101,6 +109,23 @@ impl Discovery {
 
     pub fn nodes(&self) -> HashMap<String, NodeStatus> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How far `version` has reached: connected sidecars that ACKed it, NACKed it (keeping an
+    /// older one), and are still on another version. Published is not in force until ACKed.
+    pub fn rollout(&self, version: &str) -> Rollout {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = Rollout::default();
+        for n in nodes.values().filter(|n| n.connected) {
+            if n.acked_version.as_deref() == Some(version) {
+                r.acked += 1;
+            } else if n.last_nack.as_ref().is_some_and(|k| k.version == version) {
+                r.nacked += 1;
+            } else {
+                r.other_version += 1;
+            }
+        }
+        r
     }
 
     /// Fires when any node's status changes.

@@ -84,6 +84,7 @@ async fn ack_nack_stale_nonces_and_resume() {
     .await
     .unwrap();
     node_until(&d, |n| n.acked_version.as_deref() == Some(v1.version.as_str())).await;
+    assert_eq!((d.rollout(&v1.version).acked, d.rollout(&v1.version).nacked), (1, 0));
 
     // A change is pushed with a new nonce; a NACK keeps the old version and records why.
     let v2 = snapshot("b");
@@ -104,6 +105,9 @@ async fn ack_nack_stale_nonces_and_resume() {
     let n = d.nodes()["n1"].clone();
     assert_eq!(n.last_nack.unwrap().version, v2.version);
     assert_eq!(n.acked_version.as_deref(), Some(v1.version.as_str()));
+    // Published is not in force: the admin API's /v1/config says the one sidecar refused it.
+    let r = d.rollout(&v2.version);
+    assert_eq!((r.acked, r.nacked, r.other_version), (0, 1, 0));
 
     // Publishing the same content again is not a change.
     d.publish(snapshot("b"));
