@@ -190,6 +190,7 @@ fn report_bytes(seed: u64) -> Vec<u8> {
             pool: format!("pool-{p}"),
             tokens_used: fastrand::u64(1_000..50_000),
             tokens_demanded: fastrand::u64(1_000..60_000),
+            held: None,
         })
         .collect();
     let feedback = (0..5)

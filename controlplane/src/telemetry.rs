@@ -10,7 +10,7 @@
 use crate::feedback::{FeedbackPolicy, Trends};
 use crate::fleet::Fleet;
 use crate::identity::{Authenticator, valid_name};
-use crate::leases::{LeaseBook, LeasePolicy};
+use crate::leases::{Held, LeaseBook, LeasePolicy, Stamp};
 use crate::metrics::{Metrics, Refused, Tracked};
 use crate::report;
 use crate::state::ConfigState;
@@ -78,7 +78,8 @@ impl Telemetry {
         let now = Instant::now();
         Arc::new(Telemetry {
             fleet: Mutex::new(Fleet::new(policy.period, now)),
-            leases: Mutex::new(LeaseBook::new(policy.leases.clone())),
+            // Until leader election, each process is its own epoch; a restarted one a later one.
+            leases: Mutex::new(LeaseBook::new(policy.leases.clone(), crate::ads::now_ms(), now)),
             trends: Mutex::new(Trends::new(policy.feedback.clone())),
             routed: Mutex::default(),
             metrics: state.metrics().clone(),
@@ -172,7 +173,12 @@ impl Telemetry {
             for p in &r.pools {
                 // Demand is reported per interval; leases are per minute.
                 let tpm = (p.tokens_demanded as f64 / minutes) as u64;
-                if !leases.report(&p.pool, node, tpm, now) {
+                let held = p.held.filter(|h| h.epoch > 0).map(|h| Held {
+                    stamp: Stamp { epoch: h.epoch, seq: h.seq },
+                    tokens_per_minute: h.tokens_per_minute,
+                    valid_for: Duration::from_millis(h.valid_for_ms).min(self.policy.leases.ttl),
+                });
+                if !leases.report(&p.pool, node, tpm, held, now) {
                     self.metrics.refused(Refused::Unknown);
                 }
             }
@@ -212,6 +218,8 @@ impl Telemetry {
                         valid_for_ms: u64::try_from(l.expires_at.saturating_duration_since(now).as_millis())
                             .unwrap_or(u64::MAX),
                         fallback_tokens_per_minute: l.fallback_tpm,
+                        epoch: l.stamp.epoch,
+                        seq: l.stamp.seq,
                     });
                 }
             }

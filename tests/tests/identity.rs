@@ -12,6 +12,7 @@ use spillway_api::v1::telemetry_client::TelemetryClient;
 use spillway_api::v1::{EndpointReport, Node, OutcomeCounts, PoolReport, TelemetryReport, TelemetryResponse};
 use spillway_controlplane::ads::{Discovery, DiscoveryService};
 use spillway_controlplane::identity::{Authenticator, TokenReviewer};
+use spillway_controlplane::leases::LeasePolicy;
 use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
 use spillway_tests::fake::kube::FakeKube;
@@ -19,7 +20,6 @@ use spillway_tests::fake::{FakeConfig, FakeProvider};
 use spillway_tests::harness::{TestClient, TestSidecar, until};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::StreamExt;
 
 struct ControlPlane {
     discovery: Arc<Discovery>,
@@ -32,7 +32,14 @@ async fn control_plane(yaml: &str, kube: &FakeKube) -> ControlPlane {
     let discovery = Discovery::new();
     let state = ConfigState::new(discovery.clone());
     state.set_base(load_str(yaml, "test.yaml").unwrap(), "test", "file").unwrap();
-    let policy = TelemetryPolicy { tick: Duration::from_millis(40), ..TelemetryPolicy::default() };
+    // Short leases: a new control plane grants only what sidecars already hold for one lease
+    // TTL (it cannot know what an earlier one granted), and these tests wait for grants.
+    let leases = LeasePolicy {
+        ttl: Duration::from_millis(300),
+        delivery_margin: Duration::from_millis(50),
+        ..LeasePolicy::default()
+    };
+    let policy = TelemetryPolicy { tick: Duration::from_millis(40), leases, ..TelemetryPolicy::default() };
     let telemetry = Telemetry::new(state, policy);
     let ticks = telemetry.start();
     let reviewer = TokenReviewer::new(kube.client(), discovery.metrics().clone(), vec!["shop".into()]);
@@ -57,7 +64,15 @@ async fn report(
     r: TelemetryReport,
 ) -> Result<Option<TelemetryResponse>, tonic::Status> {
     let mut client = TelemetryClient::connect(cp.url.clone()).await.unwrap();
-    let mut req = tonic::Request::new(tokio_stream::iter(vec![r]).chain(tokio_stream::pending()));
+    // Reported again every 100 ms, as a sidecar would (at its report interval), until the
+    // stream ends: a grant goes only to a sidecar that keeps reporting.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while tx.send(r.clone()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     if let Some(t) = token {
         req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
@@ -74,7 +89,7 @@ fn errors(node: &str, endpoint: &str, n: u64) -> TelemetryReport {
             outcomes: Some(OutcomeCounts { server_error: n, ..Default::default() }),
             ..Default::default()
         }],
-        pools: vec![PoolReport { pool: "pt".into(), tokens_used: 0, tokens_demanded: u64::MAX / 2 }],
+        pools: vec![PoolReport { pool: "pt".into(), tokens_used: 0, tokens_demanded: u64::MAX / 2, held: None }],
         ..Default::default()
     }
 }
@@ -177,9 +192,13 @@ async fn only_verified_sidecars_report_and_only_for_themselves() {
     let e = report(cp, Some(&evil), errors("shop/evil-1", "up", 1_000_000)).await;
     assert!(e.is_ok(), "{e:?}");
     until(&mut cp.telemetry.subscribe(), "the forged weight to be refused", || {
-        std::future::ready(
-            cp.discovery.metrics().encode().contains("report_parts_refused_total{reason=\"out_of_bounds\"} 1"),
-        )
+        let m = cp.discovery.metrics().encode();
+        let refused = m.lines().find_map(|l| {
+            l.strip_prefix("spillway_control_report_parts_refused_total{reason=\"out_of_bounds\"} ")?
+                .parse::<u64>()
+                .ok()
+        });
+        std::future::ready(refused.is_some_and(|n| n >= 1))
     })
     .await;
     let e = fleet_endpoint(cp, "up").unwrap();
@@ -197,7 +216,7 @@ async fn verdicts_are_cached_per_token_and_a_revoked_token_opens_nothing() {
     let token = kube.mint("shop", "p-1", "n", "spillway");
     let hello = |pod: &str| TelemetryReport {
         node: Some(Node { id: format!("shop/{pod}"), ..Default::default() }),
-        pools: vec![PoolReport { pool: "pt".into(), tokens_used: 0, tokens_demanded: 10 }],
+        pools: vec![PoolReport { pool: "pt".into(), tokens_used: 0, tokens_demanded: 10, held: None }],
         ..Default::default()
     };
     // Two streams with one token (a sidecar's discovery and telemetry): one TokenReview.

@@ -186,7 +186,12 @@ features:
         pt.base_url()
     );
     let policy = TelemetryPolicy {
-        leases: LeasePolicy { reserve: 0.1, floor: 0.02, ttl: Duration::from_millis(400) },
+        leases: LeasePolicy {
+            reserve: 0.1,
+            floor: 0.02,
+            ttl: Duration::from_millis(400),
+            delivery_margin: Duration::from_millis(100),
+        },
         ..fast_policy()
     };
     let cp = control_plane(&yaml, policy).await;

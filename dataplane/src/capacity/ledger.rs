@@ -40,6 +40,8 @@ pub struct Ledger {
 pub struct Lease {
     pub until: Instant,
     pub fallback_tpm: u64,
+    /// The grant's `(epoch, seq)`: only a later one replaces it.
+    pub stamp: (u64, u64),
 }
 
 /// A charge held by an in-flight request.
@@ -68,10 +70,20 @@ impl Ledger {
         self.lease = None;
     }
 
-    /// Replaces the budget with a lease that holds until `lease.until`.
-    pub fn set_lease(&mut self, tpm: u64, lease: Lease) {
+    /// Replaces the budget with a lease that holds until `lease.until`, unless the lease held
+    /// is a later grant (this one was delayed, or sent by a leader since replaced); `false` then.
+    pub fn set_lease(&mut self, tpm: u64, lease: Lease) -> bool {
+        if self.lease.is_some_and(|held| held.stamp > lease.stamp) {
+            return false;
+        }
         self.budget_tpm = tpm;
         self.lease = Some(lease);
+        true
+    }
+
+    /// The tokens per minute of the lease (valid or not), or the fixed budget.
+    pub fn leased_tpm(&self) -> u64 {
+        self.budget_tpm
     }
 
     /// The budget in force at `now`: a lapsed lease gives way to its fallback share.
@@ -176,7 +188,7 @@ mod tests {
     async fn a_lapsed_lease_gives_way_to_its_conservative_fallback() {
         let mut l = Ledger::new(100_000, Instant::now());
         let until = Instant::now() + Duration::from_secs(30);
-        l.set_lease(48_000, Lease { until, fallback_tpm: 12_000 });
+        assert!(l.set_lease(48_000, Lease { until, fallback_tpm: 12_000, stamp: (1, 1) }));
         tokio::time::advance(Duration::from_secs(29)).await;
         let _c = l.charge(Instant::now(), 1_000);
         assert_eq!(l.budget(Instant::now()), 48_000);
@@ -184,7 +196,13 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(l.budget(Instant::now()), 12_000, "no renewal within its validity: the fallback share");
         assert_eq!(l.utilisation(Instant::now()), 1.0);
-        l.set_lease(24_000, Lease { until: Instant::now() + Duration::from_secs(30), fallback_tpm: 12_000 });
+        let later = Lease { until: Instant::now() + Duration::from_secs(30), fallback_tpm: 12_000, stamp: (1, 2) };
+        assert!(l.set_lease(24_000, later));
         assert_eq!(l.budget(Instant::now()), 24_000, "a new grant replaces it");
+        let delayed = Lease { until: Instant::now() + Duration::from_secs(30), fallback_tpm: 12_000, stamp: (1, 1) };
+        assert!(!l.set_lease(96_000, delayed), "an older grant arriving late is ignored");
+        let deposed = Lease { stamp: (0, 9), ..delayed };
+        assert!(!l.set_lease(96_000, deposed), "and so is one from an earlier leader");
+        assert_eq!(l.budget(Instant::now()), 24_000);
     }
 }

@@ -70,9 +70,18 @@ impl Pool {
 
     /// Replaces this sidecar's budget with the control plane's lease of the pool (tokens per
     /// minute), valid for `valid_for`; then `fallback_tpm` until a new grant comes.
-    pub fn set_lease(&self, tpm: u64, valid_for: std::time::Duration, fallback_tpm: u64) {
-        let lease = Lease { until: Instant::now() + valid_for, fallback_tpm };
-        self.ledger().set_lease(tpm, lease);
+    /// Takes a grant unless a later one is held (see `Ledger::set_lease`).
+    pub fn set_lease(&self, tpm: u64, valid_for: std::time::Duration, fallback_tpm: u64, stamp: (u64, u64)) -> bool {
+        let lease = Lease { until: Instant::now() + valid_for, fallback_tpm, stamp };
+        self.ledger().set_lease(tpm, lease)
+    }
+
+    /// The grant held now, still valid, for the report: `(stamp, tokens per minute, valid for)`.
+    pub fn held(&self) -> Option<((u64, u64), u64, std::time::Duration)> {
+        let l = self.ledger();
+        let lease = l.lease()?;
+        let left = lease.until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then(|| (lease.stamp, l.leased_tpm(), left))
     }
 
     /// Takes `(tokens used, tokens demanded)` since the last report.
@@ -209,7 +218,7 @@ mod tests {
         assert!(!pool.full(), "888 of 1000");
         let d = pool.charge(1);
         assert!(pool.full(), "900 of 1000 is the spill point");
-        pool.set_lease(2000, std::time::Duration::from_secs(30), 500);
+        pool.set_lease(2000, std::time::Duration::from_secs(30), 500, (1, 1));
         assert!(!pool.full(), "a larger lease makes room");
         pool.release(c);
         pool.release(d);

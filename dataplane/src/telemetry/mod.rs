@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::routing::{Routing, RoutingTable};
 use feedback::Feedback;
 use spillway_api::v1::telemetry_client::TelemetryClient;
-use spillway_api::v1::{PoolReport, TelemetryReport, TelemetryResponse};
+use spillway_api::v1::{HeldLease, PoolReport, TelemetryReport, TelemetryResponse};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -53,7 +53,13 @@ pub fn report(r: &Reporter, table: &RoutingTable, since: Instant) -> TelemetryRe
         .values()
         .map(|p| {
             let (used, demanded) = p.take_interval();
-            PoolReport { pool: p.name.clone(), tokens_used: used, tokens_demanded: demanded }
+            let held = p.held().map(|((epoch, seq), tpm, left)| HeldLease {
+                epoch,
+                seq,
+                tokens_per_minute: tpm,
+                valid_for_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            });
+            PoolReport { pool: p.name.clone(), tokens_used: used, tokens_demanded: demanded, held }
         })
         .collect();
     TelemetryReport {
@@ -101,7 +107,11 @@ pub fn apply(table: &RoutingTable, resp: &TelemetryResponse, metrics: &Metrics) 
     for g in &resp.leases {
         match table.pools.get(&g.pool) {
             Some(p) => {
-                p.set_lease(g.tokens_per_minute, Duration::from_millis(g.valid_for_ms), g.fallback_tokens_per_minute)
+                let stamp = (g.epoch, g.seq);
+                let valid_for = Duration::from_millis(g.valid_for_ms);
+                if !p.set_lease(g.tokens_per_minute, valid_for, g.fallback_tokens_per_minute, stamp) {
+                    tracing::debug!(pool = %g.pool, ?stamp, "an older grant than the one held: ignored");
+                }
             }
             None => tracing::debug!(pool = %g.pool, "lease for a pool this table does not have"),
         }
