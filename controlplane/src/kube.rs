@@ -200,3 +200,61 @@ pub async fn node_zone(kube: &Kube, name: &str) -> Result<Option<String>, String
 fn percent_segment(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')).collect()
 }
+
+/// A `coordination.k8s.io/v1` Lease as leader election reads and writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub holder: String,
+    pub duration_s: u64,
+    /// RFC 3339 with microseconds, as the API server writes `renewTime`.
+    pub renew_time: String,
+    /// Bumped on every change of holder: the leader's epoch.
+    pub transitions: u64,
+    /// For the conditional replace: the write fails with 409 if someone wrote in between.
+    pub resource_version: String,
+}
+
+fn lease_path(namespace: &str, name: &str) -> String {
+    format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+}
+
+/// The Lease, or `None` if it does not exist.
+pub async fn get_lease(kube: &Kube, namespace: &str, name: &str) -> Result<Option<LeaseRecord>, String> {
+    let (status, body) = kube.call(Method::GET, &lease_path(namespace, name), "application/json", None).await?;
+    match status {
+        200 => Ok(Some(LeaseRecord {
+            holder: body["spec"]["holderIdentity"].as_str().unwrap_or_default().to_owned(),
+            duration_s: body["spec"]["leaseDurationSeconds"].as_u64().unwrap_or(0),
+            renew_time: body["spec"]["renewTime"].as_str().unwrap_or_default().to_owned(),
+            transitions: body["spec"]["leaseTransitions"].as_u64().unwrap_or(0),
+            resource_version: body["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned(),
+        })),
+        404 => Ok(None),
+        _ => Err(failure(&format!("reading lease {namespace}/{name}"), status, &body)),
+    }
+}
+
+/// Creates the Lease (`resource_version` empty) or replaces it only if it is still at
+/// `resource_version`. `Ok(false)`: someone else wrote first (409) — re-read and decide again.
+pub async fn write_lease(kube: &Kube, namespace: &str, name: &str, lease: &LeaseRecord) -> Result<bool, String> {
+    let mut metadata = json!({"name": name, "namespace": namespace});
+    if !lease.resource_version.is_empty() {
+        metadata["resourceVersion"] = json!(lease.resource_version);
+    }
+    let body = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
+        "spec": {"holderIdentity": lease.holder, "leaseDurationSeconds": lease.duration_s,
+                 "renewTime": lease.renew_time, "acquireTime": lease.renew_time, "leaseTransitions": lease.transitions},
+    });
+    let (method, path) = if lease.resource_version.is_empty() {
+        (Method::POST, format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"))
+    } else {
+        (Method::PUT, lease_path(namespace, name))
+    };
+    let (status, body) = kube.call(method, &path, "application/json", Some(body)).await?;
+    match status {
+        200 | 201 => Ok(true),
+        409 => Ok(false),
+        _ => Err(failure(&format!("writing lease {namespace}/{name}"), status, &body)),
+    }
+}

@@ -8,6 +8,8 @@
 //! - [`source`]: the watched config directory, merged, validated and published;
 //! - [`state`]: the config in force — the base config with feedback demotions applied — and
 //!   its change history;
+//! - [`election`]: one leader among replicas (a Kubernetes Lease, conditional writes) for the
+//!   fleet-wide arithmetic; its epoch orders lease grants;
 //! - [`leases`]: dividing each PT pool among sidecars by demand (floor, reserve, expiry);
 //! - [`snapshot`]: immutable, content-versioned routing snapshots;
 //! - [`ads`]: `RoutingDiscovery.Stream`, the ACK/NACK push of snapshots to sidecars, and what
@@ -31,6 +33,7 @@
 pub mod admin;
 pub mod ads;
 pub mod check;
+pub mod election;
 pub mod feedback;
 pub mod fleet;
 pub mod health;

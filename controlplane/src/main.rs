@@ -1,6 +1,8 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use spillway_controlplane::inject::InjectOptions;
-use spillway_controlplane::{admin, ads, health, identity, inject, kube, listen, source, state, telemetry, webhook};
+use spillway_controlplane::{
+    admin, ads, election, health, identity, inject, kube, listen, source, state, telemetry, webhook,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +70,14 @@ struct Serve {
     /// Namespaces whose sidecars may connect (comma-separated; default any).
     #[arg(long, value_delimiter = ',')]
     sidecar_namespaces: Vec<String>,
+    /// Elect one leader among replicas with this Kubernetes Lease (in the pod's namespace): only
+    /// the leader takes telemetry, divides PT pools and judges the fleet. Without it this process
+    /// leads alone — right for one replica only.
+    #[arg(long)]
+    leader_election_lease: Option<String>,
+    /// This replica's name in the election (the pod's name).
+    #[arg(long, env = "POD_NAME", default_value = "spillway-control")]
+    pod_name: String,
     /// Admin HTTP API address; served only with a JWT key below.
     #[arg(long, default_value = "127.0.0.1:7001")]
     admin_listen: SocketAddr,
@@ -254,6 +264,26 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let policy = telemetry::TelemetryPolicy { tick: Duration::from_secs(a.tick_s.max(1)), ..Default::default() };
     let telemetry = telemetry::Telemetry::new(state.clone(), policy);
     let _ticks = telemetry.start();
+    let _election = match &a.leader_election_lease {
+        Some(lease) => {
+            telemetry.set_leading(None);
+            let kube = Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("leader election: {e}"))?);
+            let config = election::ElectionConfig::new(&a.injector.webhook_namespace, lease, &a.pod_name);
+            let (mut leadership, task) = election::run(kube, config);
+            let t = telemetry.clone();
+            tokio::spawn(async move {
+                loop {
+                    let epoch = *leadership.borrow_and_update();
+                    t.set_leading(epoch);
+                    if leadership.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Some(task)
+        }
+        None => None,
+    };
 
     let health = tokio::net::TcpListener::bind(a.health_listen).await?;
     let health_router = health::router(discovery.clone());

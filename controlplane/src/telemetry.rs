@@ -62,6 +62,8 @@ pub struct Telemetry {
     metrics: Arc<Metrics>,
     /// One answer channel per connected sidecar; a reconnect replaces the old one.
     streams: Mutex<HashMap<String, (u64, Sender)>>,
+    /// The epoch while this replica leads (see `election`); alone, it always leads.
+    leading: Mutex<Option<u64>>,
     next_stream: std::sync::atomic::AtomicU64,
     /// Zones the fleet had evicted when last looked at, to count new evictions.
     zones_evicted: std::sync::atomic::AtomicUsize,
@@ -86,6 +88,7 @@ impl Telemetry {
             policy,
             state,
             streams: Mutex::new(HashMap::new()),
+            leading: Mutex::new(Some(crate::ads::now_ms())),
             next_stream: Default::default(),
             zones_evicted: Default::default(),
             changes: watch::Sender::new(0),
@@ -199,8 +202,42 @@ impl Telemetry {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// The fleet-wide work of one tick; see the module docs.
+    /// Takes leadership in `epoch` (a fresh lease book: what an earlier leader granted is not
+    /// known, see `leases`), or gives it up: then every telemetry stream is ended, so its sidecar
+    /// reconnects — to the leader, eventually — and nothing more is granted here.
+    pub fn set_leading(&self, epoch: Option<u64>) {
+        let mut leading = lock(&self.leading);
+        if *leading == epoch {
+            return;
+        }
+        *leading = epoch;
+        if let Some(e) = epoch {
+            let pools: Vec<(String, u64)> = self
+                .state
+                .subscribe()
+                .borrow()
+                .as_ref()
+                .map(|c| c.pools.iter().map(|(n, p)| (n.clone(), p.tokens_per_minute())).collect())
+                .unwrap_or_default();
+            let mut book = LeaseBook::new(self.policy.leases.clone(), e, Instant::now());
+            book.set_pools(pools);
+            *lock(&self.leases) = book;
+        } else {
+            for (_, (_, tx)) in lock(&self.streams).drain() {
+                let _ = tx.try_send(Err(Status::unavailable("this control-plane replica no longer leads; reconnect")));
+            }
+        }
+    }
+
+    pub fn leading(&self) -> Option<u64> {
+        *lock(&self.leading)
+    }
+
+    /// The fleet-wide work of one tick; see the module docs. Only the leader does it.
     pub fn tick(&self, now: Instant) {
+        if self.leading().is_none() {
+            return;
+        }
         let directives = {
             let mut fleet = lock(&self.fleet);
             fleet.evaluate(now);
@@ -298,6 +335,10 @@ impl TelemetryApi for TelemetryService {
     type ReportStream = ResponseStream;
 
     async fn report(&self, req: Request<Streaming<TelemetryReport>>) -> Result<Response<ResponseStream>, Status> {
+        if self.0.leading().is_none() {
+            // The sidecar reconnects with backoff; through the Service it reaches the leader.
+            return Err(Status::unavailable("this control-plane replica does not lead; reconnect"));
+        }
         let mut peer = self.1.authenticate(req.metadata()).await?;
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
@@ -306,6 +347,12 @@ impl TelemetryApi for TelemetryService {
         tokio::spawn(async move {
             let mut node: Option<String> = None;
             while let Ok(Some(r)) = inbound.message().await {
+                if me.leading().is_none() {
+                    let _ = tx
+                        .send(Err(Status::unavailable("this control-plane replica no longer leads; reconnect")))
+                        .await;
+                    break;
+                }
                 let declared = r.node.clone().unwrap_or_default();
                 let refused = match peer.check_declared(&declared.id) {
                     Err(s) => Some(s),

@@ -79,6 +79,16 @@ else:
          "node zones cannot be read")
     need(pod["automountServiceAccountToken"] is True, "TokenReview needs the service-account token")
 
+# Leader election: the Lease it is told to use is the one its Role may renew; replicas are named.
+if "leader-election-lease" in args:
+    role = by.get(("Role", deploy["metadata"]["name"] + "-leader"))
+    need(role is not None and any(args["leader-election-lease"] in r.get("resourceNames", []) and "update" in r["verbs"]
+                                  for r in role["rules"]), "RBAC does not cover the leader Lease")
+    need(any(e["name"] == "POD_NAME" for e in c["env"]), "replicas have no POD_NAME to campaign with")
+    need(pod["automountServiceAccountToken"] is True, "leader election needs the service-account token")
+elif deploy["spec"]["replicas"] > 1:
+    problems.append("several replicas without leader election would each lease the whole pool")
+
 with open(sys.argv[2], "w") as f:
     f.write(routing["data"]["routing.yaml"])
 if problems:

@@ -1,7 +1,10 @@
 //! A fake Kubernetes API server for sidecar authentication: HTTPS on 127.0.0.1 with its own CA,
 //! the caller's service-account token checked, `TokenReview` answered the way the API server
 //! answers for projected tokens (audiences, `authentication.kubernetes.io/pod-name` and
-//! `node-name` extras), and nodes with their `topology.kubernetes.io/zone` label.
+//! `node-name` extras), nodes with their `topology.kubernetes.io/zone` label, and
+//! `coordination.k8s.io/v1` Leases with the API server's optimistic concurrency: every write
+//! bumps `resourceVersion`, and a replace naming an older one (or a create of an existing Lease)
+//! is refused with 409 Conflict.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -30,6 +33,8 @@ struct Api {
     tokens: HashMap<String, PodToken>,
     zones: HashMap<String, String>,
     reviews: usize,
+    leases: HashMap<String, Value>,
+    next_version: u64,
 }
 
 type Shared = Arc<Mutex<Api>>;
@@ -47,6 +52,8 @@ impl FakeKube {
         let router = Router::new()
             .route("/apis/authentication.k8s.io/v1/tokenreviews", post(review))
             .route("/api/v1/nodes/{name}", get(node))
+            .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", post(create_lease))
+            .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", get(get_lease).put(replace_lease))
             .with_state(api.clone());
         let cert = webhook::generate(&["127.0.0.1".into()]).expect("a test certificate");
         let key = webhook::certified_key(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).expect("its key");
@@ -78,6 +85,11 @@ impl FakeKube {
 
     pub fn set_zone(&self, node: &str, zone: &str) {
         self.api.lock().unwrap().zones.insert(node.into(), zone.into());
+    }
+
+    /// A Lease as stored (for a test to look at its holder and transitions).
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.api.lock().unwrap().leases.get(&format!("{namespace}/{name}")).cloned()
     }
 
     /// TokenReviews answered so far.
@@ -145,4 +157,74 @@ async fn node(State(api): State<Shared>, h: HeaderMap, Path(name): Path<String>)
             axum::Json(json!({"kind": "Status", "message": format!("nodes \"{name}\" not found")})),
         ),
     }
+}
+
+fn status(code: StatusCode, message: &str) -> (StatusCode, axum::Json<Value>) {
+    (code, axum::Json(json!({"kind": "Status", "message": message, "code": code.as_u16()})))
+}
+
+async fn get_lease(
+    State(api): State<Shared>,
+    h: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> (StatusCode, axum::Json<Value>) {
+    if let Some(denied) = unauthorized(&h) {
+        return denied;
+    }
+    match api.lock().unwrap().leases.get(&format!("{ns}/{name}")) {
+        Some(l) => (StatusCode::OK, axum::Json(l.clone())),
+        None => status(StatusCode::NOT_FOUND, &format!("leases.coordination.k8s.io \"{name}\" not found")),
+    }
+}
+
+/// Stores `lease` at the next resourceVersion.
+fn store(api: &mut Api, key: String, mut lease: Value) -> Value {
+    api.next_version += 1;
+    lease["metadata"]["resourceVersion"] = json!(api.next_version.to_string());
+    api.leases.insert(key, lease.clone());
+    lease
+}
+
+async fn create_lease(
+    State(api): State<Shared>,
+    h: HeaderMap,
+    Path(ns): Path<String>,
+    body: axum::body::Bytes,
+) -> (StatusCode, axum::Json<Value>) {
+    if let Some(denied) = unauthorized(&h) {
+        return denied;
+    }
+    let lease: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let key = format!("{ns}/{}", lease["metadata"]["name"].as_str().unwrap_or_default());
+    let mut api = api.lock().unwrap();
+    if api.leases.contains_key(&key) {
+        return status(StatusCode::CONFLICT, "leases.coordination.k8s.io already exists");
+    }
+    let stored = store(&mut api, key, lease);
+    (StatusCode::CREATED, axum::Json(stored))
+}
+
+async fn replace_lease(
+    State(api): State<Shared>,
+    h: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> (StatusCode, axum::Json<Value>) {
+    if let Some(denied) = unauthorized(&h) {
+        return denied;
+    }
+    let lease: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let key = format!("{ns}/{name}");
+    let mut api = api.lock().unwrap();
+    let Some(current) = api.leases.get(&key) else {
+        return status(StatusCode::NOT_FOUND, "not found");
+    };
+    if current["metadata"]["resourceVersion"] != lease["metadata"]["resourceVersion"] {
+        return status(
+            StatusCode::CONFLICT,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        );
+    }
+    let stored = store(&mut api, key, lease);
+    (StatusCode::OK, axum::Json(stored))
 }
