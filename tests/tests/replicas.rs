@@ -1,0 +1,194 @@
+//! Two control-plane replicas behind one address (a round-robin TCP balancer standing in for the
+//! Kubernetes Service), leader election on a fake Kubernetes API, and four real managed sidecars.
+//! The regression: two replicas each leased the whole pool (1.9× it in total), and a restart
+//! briefly 1.58×. Now one leader grants, and at every sample the grants the sidecars hold fit in
+//! the pool — before, during and after the leader dies.
+//!
+//! Real time with short leases; every wait is for an observable change, bounded.
+
+use serde_json::Value;
+use spillway_api::config::load_str;
+use spillway_controlplane::ads::{Discovery, DiscoveryService};
+use spillway_controlplane::election::{self, ElectionConfig};
+use spillway_controlplane::identity::Authenticator;
+use spillway_controlplane::leases::LeasePolicy;
+use spillway_controlplane::state::ConfigState;
+use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
+use spillway_tests::fake::kube::FakeKube;
+use spillway_tests::fake::{FakeConfig, FakeProvider};
+use spillway_tests::harness::{TestClient, TestSidecar};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const POOL: u64 = 100_000;
+
+/// Forwards each connection to the next backend that accepts it, like a Service.
+async fn balancer(backends: Arc<Mutex<Vec<SocketAddr>>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let candidates = backends.lock().unwrap().clone();
+            let first = next.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                for i in 0..candidates.len() {
+                    let to = candidates[(first + i) % candidates.len()];
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+struct Replica {
+    telemetry: Arc<Telemetry>,
+    addr: SocketAddr,
+    leadership: election::Leadership,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Replica {
+    async fn start(yaml: &str, kube: &FakeKube, name: &str) -> Replica {
+        let discovery = Discovery::new();
+        let state = ConfigState::new(discovery.clone());
+        state.set_base(load_str(yaml, "t.yaml").unwrap(), "test", "file").unwrap();
+        let leases = LeasePolicy {
+            ttl: Duration::from_millis(600),
+            delivery_margin: Duration::from_millis(100),
+            ..LeasePolicy::default()
+        };
+        let telemetry =
+            Telemetry::new(state, TelemetryPolicy { tick: Duration::from_millis(50), leases, ..Default::default() });
+        let ticks = telemetry.start();
+        telemetry.set_leading(None);
+        let config = ElectionConfig {
+            duration: Duration::from_millis(1500),
+            renew_deadline: Duration::from_millis(1000),
+            retry: Duration::from_millis(200),
+            ..ElectionConfig::new("spillway", "spillway-leader", name)
+        };
+        let (leadership, elector) = election::run(Arc::new(kube.client()), config);
+        let follow = {
+            let (t, mut l) = (telemetry.clone(), leadership.clone());
+            tokio::spawn(async move {
+                loop {
+                    let epoch = *l.borrow_and_update();
+                    t.set_leading(epoch);
+                    if l.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let auth = Arc::new(Authenticator::SelfDeclared);
+        let (d, t) = (discovery.clone(), telemetry.clone());
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(DiscoveryService::server(d, auth.clone()))
+                .add_service(TelemetryService::server(t, auth))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        Replica { telemetry, addr, leadership, tasks: vec![ticks, elector, follow, server] }
+    }
+
+    fn leading(&self) -> Option<u64> {
+        *self.leadership.borrow()
+    }
+
+    /// The process dies: nothing renews its lease, its streams break.
+    fn kill(self) {
+        self.tasks.iter().for_each(|t| t.abort());
+        self.telemetry.set_leading(None);
+    }
+}
+
+/// What each sidecar holds now: its valid lease's tokens per minute (0 when it holds none).
+async fn held(sidecars: &[TestSidecar]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for sc in sidecars {
+        let v: Value = TestClient::default().get(&sc.url("/debug/pools")).await.unwrap().json();
+        let p = &v["pools"][0];
+        let valid = p["lease"].is_object() && p["lease"]["lapsed"] == false;
+        out.push(if valid { p["budget_tpm"].as_u64().unwrap() } else { 0 });
+    }
+    out
+}
+
+/// Samples the sidecars until `done` holds, checking the pool at every sample.
+async fn sample_until(sidecars: &[TestSidecar], what: &str, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = held(sidecars).await;
+        let total: u64 = h.iter().sum();
+        assert!(total <= POOL, "{total} held by {h:?}: more than the pool ({what})");
+        if done(&h) {
+            return h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: still {h:?}");
+        // Sampling, not waiting for a result: each sample is checked.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_lease_the_pool_once_and_a_new_leader_never_over_grants() {
+    let fake = FakeProvider::start(FakeConfig::named("pt")).await.unwrap();
+    let yaml = format!(
+        "endpoints:
+  pt: {{ provider: openai_compatible, base_url: \"{0}\", model: m, capacity: {{ pool: p, spill_to: od }} }}
+  od: {{ provider: openai_compatible, base_url: \"{0}\", model: m }}
+pools:
+  p: {{ model_units: 1, tokens_per_minute_per_unit: {POOL} }}
+features:
+  chat: {{ hierarchy: [pt] }}
+",
+        fake.base_url()
+    );
+    let kube = FakeKube::start().await;
+    let a = Replica::start(&yaml, &kube, "control-a").await;
+    let b = Replica::start(&yaml, &kube, "control-b").await;
+    let backends = Arc::new(Mutex::new(vec![a.addr, b.addr]));
+    let url = format!("http://{}", balancer(backends.clone()).await);
+    let mut sidecars = Vec::new();
+    for i in 0..4 {
+        let url = url.clone();
+        sidecars.push(
+            TestSidecar::start_with("unused: true", move |o| {
+                o.control_plane = Some(url);
+                o.node_id = format!("shop/pod-{i}");
+                o.report_interval = Duration::from_millis(100);
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    // Every sidecar is leased a share by whichever replica leads; never more than the pool.
+    sample_until(&sidecars, "every sidecar leased", |h| h.iter().all(|t| *t > 0)).await;
+    let leaders: Vec<_> = [&a, &b].iter().map(|r| r.leading()).collect();
+    assert_eq!(leaders.iter().filter(|l| l.is_some()).count(), 1, "{leaders:?}");
+    let (leader, follower) = if a.leading().is_some() { (a, b) } else { (b, a) };
+    let first_epoch = leader.leading().unwrap();
+
+    // The leader dies. The follower takes over once the lease lapses; the sidecars reconnect to
+    // it; at every sample in between, what they hold fits in the pool.
+    backends.lock().unwrap().retain(|addr| *addr != leader.addr);
+    leader.kill();
+    let mut l = follower.leadership.clone();
+    tokio::time::timeout(Duration::from_secs(20), l.wait_for(|e| e.is_some())).await.unwrap().unwrap();
+    let second_epoch = follower.leading().unwrap();
+    assert!(second_epoch > first_epoch);
+    sample_until(&sidecars, "leases from the new leader", |h| h.iter().all(|t| *t > 0)).await;
+    // And they are the new leader's: held grants carry its epoch once the old ones lapsed.
+    let view = follower.telemetry.view();
+    assert_eq!(view["pools"][0]["sidecars"], 4, "{view}");
+}
