@@ -258,3 +258,52 @@ pub async fn write_lease(kube: &Kube, namespace: &str, name: &str, lease: &Lease
         _ => Err(failure(&format!("writing lease {namespace}/{name}"), status, &body)),
     }
 }
+
+/// The text under `key` in ConfigMap `namespace/name` and its `resourceVersion`, or `None` if the
+/// ConfigMap does not exist.
+pub async fn get_configmap(
+    kube: &Kube,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<(String, String)>, String> {
+    let path = format!("/api/v1/namespaces/{namespace}/configmaps/{name}");
+    let (status, body) = kube.call(Method::GET, &path, "application/json", None).await?;
+    match status {
+        200 => Ok(Some((
+            body["data"][key].as_str().unwrap_or_default().to_owned(),
+            body["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned(),
+        ))),
+        404 => Ok(None),
+        _ => Err(failure(&format!("reading configmap {namespace}/{name}"), status, &body)),
+    }
+}
+
+/// Creates the ConfigMap (`resource_version` empty) or replaces it only if it is still at
+/// `resource_version`; `Ok(false)` on a conflict (someone wrote in between).
+pub async fn write_configmap(
+    kube: &Kube,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    text: &str,
+    resource_version: &str,
+) -> Result<bool, String> {
+    let mut metadata = json!({"name": name, "namespace": namespace,
+        "labels": {"app.kubernetes.io/managed-by": "spillway-control"}});
+    if !resource_version.is_empty() {
+        metadata["resourceVersion"] = json!(resource_version);
+    }
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {key: text}});
+    let (method, path) = if resource_version.is_empty() {
+        (Method::POST, format!("/api/v1/namespaces/{namespace}/configmaps"))
+    } else {
+        (Method::PUT, format!("/api/v1/namespaces/{namespace}/configmaps/{name}"))
+    };
+    let (status, body) = kube.call(method, &path, "application/json", Some(body)).await?;
+    match status {
+        200 | 201 => Ok(true),
+        409 => Ok(false),
+        _ => Err(failure(&format!("writing configmap {namespace}/{name}"), status, &body)),
+    }
+}

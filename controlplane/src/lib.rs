@@ -17,6 +17,7 @@
 //! - [`telemetry`]: `Telemetry.Report`, merging sidecar reports and answering with lease grants
 //!   and fleet-wide breaker directives, on a tick;
 //! - [`report`]: the bounds a sidecar's report must keep before any of it is merged;
+//! - [`shared`]: the feedback demotions every replica applies, kept in one ConfigMap;
 //! - [`fleet`]: the merged fleet view and its fleet-wide breaker judgement;
 //! - [`feedback`]: user-feedback trends and the drops that demote an endpoint;
 //! - [`inject`]: the sidecar-injecting mutating admission webhook (`POST /inject`);
@@ -44,6 +45,7 @@ pub mod leases;
 pub mod listen;
 pub mod metrics;
 pub mod report;
+pub mod shared;
 pub mod snapshot;
 pub mod source;
 pub mod state;

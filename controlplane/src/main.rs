@@ -75,6 +75,10 @@ struct Serve {
     /// leads alone — right for one replica only.
     #[arg(long)]
     leader_election_lease: Option<String>,
+    /// Keep the feedback demotions in this ConfigMap (in the pod's namespace), so that every
+    /// replica applies the same ones and a restart keeps them.
+    #[arg(long)]
+    shared_state_configmap: Option<String>,
     /// This replica's name in the election (the pod's name).
     #[arg(long, env = "POD_NAME", default_value = "spillway-control")]
     pod_name: String,
@@ -264,6 +268,14 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let policy = telemetry::TelemetryPolicy { tick: Duration::from_secs(a.tick_s.max(1)), ..Default::default() };
     let telemetry = telemetry::Telemetry::new(state.clone(), policy);
     let _ticks = telemetry.start();
+    let _shared = match &a.shared_state_configmap {
+        Some(name) => {
+            let kube = Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("shared state: {e}"))?);
+            let (ns, name, state) = (a.injector.webhook_namespace.clone(), name.clone(), state.clone());
+            Some(tokio::spawn(spillway_controlplane::shared::run(kube, ns, name, state, Duration::from_secs(2))))
+        }
+        None => None,
+    };
     let _election = match &a.leader_election_lease {
         Some(lease) => {
             telemetry.set_leading(None);

@@ -27,7 +27,7 @@ pub struct Change {
     pub diff: String,
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Demotion {
     pub id: u64,
     pub feature: String,
@@ -58,6 +58,8 @@ pub struct ConfigState {
     effective: watch::Sender<Option<Arc<RoutingConfig>>>,
     /// Who may write the base config (see [`Owner`]).
     owner: Mutex<Owner>,
+    /// Bumped when a demotion is made or undone here, for `shared` to write it out.
+    demotions_changed: watch::Sender<u64>,
 }
 
 /// Who writes the base config. One owner, so that no edit silently undoes another: a change made
@@ -103,6 +105,7 @@ impl ConfigState {
             inner: Mutex::new(Inner::default()),
             effective: watch::Sender::new(None),
             owner: Mutex::new(Owner::Admin),
+            demotions_changed: watch::Sender::new(0),
         })
     }
 
@@ -211,10 +214,30 @@ impl ConfigState {
             }
         }
         let d = inner.demotions.last().cloned()?;
+        self.demotions_changed.send_modify(|n| *n += 1);
         if !d.applies {
             tracing::info!(feature, endpoint, "demotion recorded; the endpoint is already last in the hierarchy");
         }
         Some(d)
+    }
+
+    /// Fires when a demotion is made or undone on this replica.
+    pub fn subscribe_demotions(&self) -> watch::Receiver<u64> {
+        self.demotions_changed.subscribe()
+    }
+
+    /// Takes the demotions every replica shares (see `shared`), re-applying them to the base.
+    pub fn set_demotions(&self, demotions: Vec<Demotion>, who: &str) {
+        let mut inner = self.lock();
+        if inner.demotions == demotions {
+            return;
+        }
+        let old = std::mem::replace(&mut inner.demotions, demotions);
+        inner.next_id = inner.demotions.iter().map(|d| d.id).max().unwrap_or(0).max(inner.next_id);
+        if let Err(e) = self.publish(&mut inner, who, "demotions shared by another replica") {
+            tracing::error!(error = %e, "shared demotions would make the config invalid; keeping ours");
+            inner.demotions = old;
+        }
     }
 
     /// Undoes a demotion: the hierarchy is the base config's again.
@@ -232,6 +255,7 @@ impl ConfigState {
             inner.demotions[i].undone_by = None;
             return Err(e.to_string());
         }
+        self.demotions_changed.send_modify(|n| *n += 1);
         Ok(inner.demotions[i].clone())
     }
 }

@@ -85,6 +85,8 @@ if "leader-election-lease" in args:
     need(role is not None and any(args["leader-election-lease"] in r.get("resourceNames", []) and "update" in r["verbs"]
                                   for r in role["rules"]), "RBAC does not cover the leader Lease")
     need(any(e["name"] == "POD_NAME" for e in c["env"]), "replicas have no POD_NAME to campaign with")
+    need(role is not None and any(args.get("shared-state-configmap") in r.get("resourceNames", []) and "update" in r["verbs"]
+                                  for r in role["rules"]), "replicas cannot share their demotions (RBAC or flag missing)")
     need(pod["automountServiceAccountToken"] is True, "leader election needs the service-account token")
 elif deploy["spec"]["replicas"] > 1:
     problems.append("several replicas without leader election would each lease the whole pool")

@@ -192,3 +192,65 @@ features:
     let view = follower.telemetry.view();
     assert_eq!(view["pools"][0]["sidecars"], 4, "{view}");
 }
+
+/// Feedback demotions are the leader's to make, an editor's to undo through any replica, and every
+/// replica's to apply — also after a restart. They are kept in one ConfigMap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demotions_are_shared_by_every_replica_and_survive_a_restart() {
+    let yaml = "endpoints:
+  a: { provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }
+  b: { provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }
+features:
+  search: { hierarchy: [a, b] }
+";
+    let kube = FakeKube::start().await;
+    let replica = || {
+        let d = Discovery::new();
+        let s = ConfigState::new(d.clone());
+        s.set_base(load_str(yaml, "t.yaml").unwrap(), "test", "file").unwrap();
+        let task = tokio::spawn(spillway_controlplane::shared::run(
+            Arc::new(kube.client()),
+            "spillway".into(),
+            "spillway-state".into(),
+            s.clone(),
+            Duration::from_millis(100),
+        ));
+        (d, s, task)
+    };
+    let hierarchy = |s: &ConfigState| s.subscribe().borrow().as_ref().unwrap().features["search"].hierarchy.clone();
+    // Waits on the config in force, which is what the check reads.
+    let until = |s: Arc<ConfigState>, what: &'static str, check: Box<dyn Fn() -> bool + Send>| async move {
+        let mut rx = s.subscribe();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !check() {
+                rx.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+    };
+    let (_, leader, _t1) = replica();
+    let (_, follower, _t2) = replica();
+    // The leader demotes `a`; the follower's snapshots carry it too.
+    let dem = leader.demote("search", "a", "feedback fell").unwrap();
+    let f = follower.clone();
+    until(follower.clone(), "the follower to apply the demotion", Box::new(move || hierarchy(&f) == ["b", "a"])).await;
+    assert_eq!(follower.demotions()[0].id, dem.id);
+
+    // A restarted replica starts from the store.
+    let (_, restarted, _t3) = replica();
+    let r = restarted.clone();
+    until(restarted.clone(), "the restarted replica to apply it", Box::new(move || hierarchy(&r) == ["b", "a"])).await;
+
+    // An editor undoes it through the follower; the leader's snapshots follow.
+    follower.undo(dem.id, "bob").unwrap();
+    let l = leader.clone();
+    until(leader.clone(), "the undo to reach the leader", Box::new(move || hierarchy(&l) == ["a", "b"])).await;
+    let stored = kube.configmap("spillway", "spillway-state").unwrap();
+    let list: Value = serde_json::from_str(stored["data"]["demotions.json"].as_str().unwrap()).unwrap();
+    assert_eq!(list[0]["active"], false);
+    assert_eq!(list[0]["undone_by"], "bob");
+    // A new demotion never reuses an id.
+    let again = leader.demote("search", "a", "fell again").unwrap();
+    assert!(again.id > dem.id);
+}

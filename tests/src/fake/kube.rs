@@ -33,7 +33,8 @@ struct Api {
     tokens: HashMap<String, PodToken>,
     zones: HashMap<String, String>,
     reviews: usize,
-    leases: HashMap<String, Value>,
+    /// `leases/ns/name`, `configmaps/ns/name` → the object.
+    objects: HashMap<String, Value>,
     next_version: u64,
 }
 
@@ -52,8 +53,19 @@ impl FakeKube {
         let router = Router::new()
             .route("/apis/authentication.k8s.io/v1/tokenreviews", post(review))
             .route("/api/v1/nodes/{name}", get(node))
-            .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", post(create_lease))
-            .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", get(get_lease).put(replace_lease))
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+                post(|s, h, p, b| create(s, h, p, b, "leases")),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+                get(|s, h, p| read(s, h, p, "leases")).put(|s, h, p, b| replace(s, h, p, b, "leases")),
+            )
+            .route("/api/v1/namespaces/{ns}/configmaps", post(|s, h, p, b| create(s, h, p, b, "configmaps")))
+            .route(
+                "/api/v1/namespaces/{ns}/configmaps/{name}",
+                get(|s, h, p| read(s, h, p, "configmaps")).put(|s, h, p, b| replace(s, h, p, b, "configmaps")),
+            )
             .with_state(api.clone());
         let cert = webhook::generate(&["127.0.0.1".into()]).expect("a test certificate");
         let key = webhook::certified_key(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).expect("its key");
@@ -89,7 +101,12 @@ impl FakeKube {
 
     /// A Lease as stored (for a test to look at its holder and transitions).
     pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
-        self.api.lock().unwrap().leases.get(&format!("{namespace}/{name}")).cloned()
+        self.api.lock().unwrap().objects.get(&format!("leases/{namespace}/{name}")).cloned()
+    }
+
+    /// A ConfigMap as stored.
+    pub fn configmap(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.api.lock().unwrap().objects.get(&format!("configmaps/{namespace}/{name}")).cloned()
     }
 
     /// TokenReviews answered so far.
@@ -163,68 +180,71 @@ fn status(code: StatusCode, message: &str) -> (StatusCode, axum::Json<Value>) {
     (code, axum::Json(json!({"kind": "Status", "message": message, "code": code.as_u16()})))
 }
 
-async fn get_lease(
+async fn read(
     State(api): State<Shared>,
     h: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
+    kind: &str,
 ) -> (StatusCode, axum::Json<Value>) {
     if let Some(denied) = unauthorized(&h) {
         return denied;
     }
-    match api.lock().unwrap().leases.get(&format!("{ns}/{name}")) {
-        Some(l) => (StatusCode::OK, axum::Json(l.clone())),
-        None => status(StatusCode::NOT_FOUND, &format!("leases.coordination.k8s.io \"{name}\" not found")),
+    match api.lock().unwrap().objects.get(&format!("{kind}/{ns}/{name}")) {
+        Some(o) => (StatusCode::OK, axum::Json(o.clone())),
+        None => status(StatusCode::NOT_FOUND, &format!("{kind} \"{name}\" not found")),
     }
 }
 
-/// Stores `lease` at the next resourceVersion.
-fn store(api: &mut Api, key: String, mut lease: Value) -> Value {
+/// Stores `object` at the next resourceVersion.
+fn store(api: &mut Api, key: String, mut object: Value) -> Value {
     api.next_version += 1;
-    lease["metadata"]["resourceVersion"] = json!(api.next_version.to_string());
-    api.leases.insert(key, lease.clone());
-    lease
+    object["metadata"]["resourceVersion"] = json!(api.next_version.to_string());
+    api.objects.insert(key, object.clone());
+    object
 }
 
-async fn create_lease(
+async fn create(
     State(api): State<Shared>,
     h: HeaderMap,
     Path(ns): Path<String>,
     body: axum::body::Bytes,
+    kind: &str,
 ) -> (StatusCode, axum::Json<Value>) {
     if let Some(denied) = unauthorized(&h) {
         return denied;
     }
-    let lease: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let key = format!("{ns}/{}", lease["metadata"]["name"].as_str().unwrap_or_default());
+    let object: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let key = format!("{kind}/{ns}/{}", object["metadata"]["name"].as_str().unwrap_or_default());
     let mut api = api.lock().unwrap();
-    if api.leases.contains_key(&key) {
-        return status(StatusCode::CONFLICT, "leases.coordination.k8s.io already exists");
+    if api.objects.contains_key(&key) {
+        return status(StatusCode::CONFLICT, &format!("{kind} already exists"));
     }
-    let stored = store(&mut api, key, lease);
+    let stored = store(&mut api, key, object);
     (StatusCode::CREATED, axum::Json(stored))
 }
 
-async fn replace_lease(
+async fn replace(
     State(api): State<Shared>,
     h: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
     body: axum::body::Bytes,
+    kind: &str,
 ) -> (StatusCode, axum::Json<Value>) {
     if let Some(denied) = unauthorized(&h) {
         return denied;
     }
-    let lease: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let key = format!("{ns}/{name}");
+    let object: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let key = format!("{kind}/{ns}/{name}");
     let mut api = api.lock().unwrap();
-    let Some(current) = api.leases.get(&key) else {
+    let Some(current) = api.objects.get(&key) else {
         return status(StatusCode::NOT_FOUND, "not found");
     };
-    if current["metadata"]["resourceVersion"] != lease["metadata"]["resourceVersion"] {
+    if current["metadata"]["resourceVersion"] != object["metadata"]["resourceVersion"] {
         return status(
             StatusCode::CONFLICT,
             "the object has been modified; please apply your changes to the latest version and try again",
         );
     }
-    let stored = store(&mut api, key, lease);
+    let stored = store(&mut api, key, object);
     (StatusCode::OK, axum::Json(stored))
 }
