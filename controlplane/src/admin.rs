@@ -7,6 +7,7 @@
 //! problem's path and never published.
 
 use crate::ads::Discovery;
+use crate::forward::ToLeader;
 use crate::snapshot::Snapshot;
 use crate::state::{Change, ConfigState};
 use crate::telemetry::Telemetry;
@@ -86,6 +87,8 @@ pub struct Admin {
     state: Arc<ConfigState>,
     telemetry: Arc<Telemetry>,
     auth: AdminAuth,
+    /// With several replicas: where the leader's views are.
+    leader: Option<ToLeader>,
 }
 
 fn err(status: StatusCode, message: impl Into<String>) -> Response {
@@ -99,7 +102,29 @@ impl Admin {
         telemetry: Arc<Telemetry>,
         auth: AdminAuth,
     ) -> Arc<Admin> {
-        Arc::new(Admin { discovery, state, telemetry, auth })
+        Arc::new(Admin { discovery, state, telemetry, auth, leader: None })
+    }
+
+    /// An admin API on one of several replicas: calls only the leader can answer go to it.
+    pub fn replica(
+        discovery: Arc<Discovery>,
+        state: Arc<ConfigState>,
+        telemetry: Arc<Telemetry>,
+        auth: AdminAuth,
+        leader_url: tokio::sync::watch::Receiver<Option<String>>,
+    ) -> Arc<Admin> {
+        Arc::new(Admin { discovery, state, telemetry, auth, leader: Some(ToLeader::new(leader_url)) })
+    }
+
+    /// The leader's answer when this replica does not lead; `None` when it does (or is alone).
+    async fn at_leader(&self, method: axum::http::Method, path: &str, headers: &HeaderMap) -> Option<Response> {
+        if self.telemetry.leading().is_some() {
+            return None;
+        }
+        Some(match &self.leader {
+            Some(l) => l.forward(method, path, headers).await,
+            None => err(StatusCode::SERVICE_UNAVAILABLE, "this control plane does not lead"),
+        })
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -255,6 +280,9 @@ async fn fleet(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
     }
+    if let Some(r) = a.at_leader(axum::http::Method::GET, "/v1/fleet", &headers).await {
+        return r;
+    }
     axum::Json(a.telemetry.view()).into_response()
 }
 
@@ -263,6 +291,10 @@ async fn release(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(endpoint)
         Ok(w) => w,
         Err(r) => return *r,
     };
+    let path = format!("/v1/fleet/release/{endpoint}");
+    if let Some(r) = a.at_leader(axum::http::Method::POST, &path, &headers).await {
+        return r;
+    }
     if a.telemetry.release(&endpoint) {
         tracing::info!(endpoint, who, "fleet-wide open released");
         axum::Json(json!({"released": endpoint, "who": who})).into_response()
@@ -274,6 +306,9 @@ async fn release(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(endpoint)
 async fn feedback(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
+    }
+    if let Some(r) = a.at_leader(axum::http::Method::GET, "/v1/feedback", &headers).await {
+        return r;
     }
     axum::Json(a.telemetry.feedback_view()).into_response()
 }

@@ -31,6 +31,8 @@ pub struct ElectionConfig {
     pub renew_deadline: Duration,
     /// How often everyone looks.
     pub retry: Duration,
+    /// Where this replica's admin API answers, told to the others while it leads.
+    pub advertise: String,
 }
 
 impl ElectionConfig {
@@ -42,6 +44,7 @@ impl ElectionConfig {
             duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry: Duration::from_secs(2),
+            advertise: String::new(),
         }
     }
 }
@@ -49,14 +52,33 @@ impl ElectionConfig {
 /// `Some(epoch)` while this replica leads.
 pub type Leadership = watch::Receiver<Option<u64>>;
 
-/// Campaigns until dropped; the receiver says whether this replica leads, and in which epoch.
-pub fn run(kube: Arc<Kube>, config: ElectionConfig) -> (Leadership, tokio::task::JoinHandle<()>) {
+/// A running campaign.
+pub struct Election {
+    pub leading: Leadership,
+    /// The current leader's admin URL, as its Lease says.
+    pub leader_url: watch::Receiver<Option<String>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Campaigns until the task is dropped.
+pub fn run(kube: Arc<Kube>, config: ElectionConfig) -> Election {
     let (tx, rx) = watch::channel(None);
+    let (url_tx, url_rx) = watch::channel(None);
     let task = tokio::spawn(async move {
         let mut elector = Elector { config, observed: None, renewed_at: None, epoch: None };
         loop {
             let now = Instant::now();
             let leading = elector.round(&kube, now).await;
+            let url = match leading {
+                Some(_) => Some(elector.config.advertise.clone()),
+                None => elector.observed.as_ref().map(|(r, _)| r.leader_url.clone()),
+            };
+            url_tx.send_if_modified(|cur| {
+                let url = url.filter(|u| !u.is_empty());
+                let changed = *cur != url;
+                *cur = url;
+                changed
+            });
             tx.send_if_modified(|cur| {
                 if *cur == leading {
                     return false;
@@ -71,7 +93,7 @@ pub fn run(kube: Arc<Kube>, config: ElectionConfig) -> (Leadership, tokio::task:
             tokio::time::sleep(elector.config.retry).await;
         }
     });
-    (rx, task)
+    Election { leading: rx, leader_url: url_rx, task }
 }
 
 struct Elector {
@@ -106,6 +128,7 @@ impl Elector {
                 renew_time: rfc3339_now(),
                 transitions: 1,
                 resource_version: String::new(),
+                leader_url: c.advertise.clone(),
             };
             return self.write(kube, &lease, now).await;
         };
@@ -116,7 +139,7 @@ impl Elector {
         let ours = record.holder == c.identity;
         if ours && self.epoch.is_some() {
             // Renew.
-            let lease = LeaseRecord { renew_time: rfc3339_now(), ..record };
+            let lease = LeaseRecord { renew_time: rfc3339_now(), leader_url: c.advertise.clone(), ..record };
             return self.write(kube, &lease, now).await;
         }
         let expired = now.saturating_duration_since(seen_at) >= Duration::from_secs(record.duration_s.max(1));
@@ -128,6 +151,7 @@ impl Elector {
                 renew_time: rfc3339_now(),
                 transitions: record.transitions + 1,
                 resource_version: record.resource_version,
+                leader_url: c.advertise.clone(),
             };
             return self.write(kube, &lease, now).await;
         }

@@ -212,7 +212,12 @@ pub struct LeaseRecord {
     pub transitions: u64,
     /// For the conditional replace: the write fails with 409 if someone wrote in between.
     pub resource_version: String,
+    /// Where the holder's admin API answers (annotation `spillway.dev/admin-url`): followers
+    /// send the leader's views there.
+    pub leader_url: String,
 }
+
+const ADMIN_URL: &str = "spillway.dev/admin-url";
 
 fn lease_path(namespace: &str, name: &str) -> String {
     format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
@@ -228,6 +233,7 @@ pub async fn get_lease(kube: &Kube, namespace: &str, name: &str) -> Result<Optio
             renew_time: body["spec"]["renewTime"].as_str().unwrap_or_default().to_owned(),
             transitions: body["spec"]["leaseTransitions"].as_u64().unwrap_or(0),
             resource_version: body["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned(),
+            leader_url: body["metadata"]["annotations"][ADMIN_URL].as_str().unwrap_or_default().to_owned(),
         })),
         404 => Ok(None),
         _ => Err(failure(&format!("reading lease {namespace}/{name}"), status, &body)),
@@ -237,7 +243,7 @@ pub async fn get_lease(kube: &Kube, namespace: &str, name: &str) -> Result<Optio
 /// Creates the Lease (`resource_version` empty) or replaces it only if it is still at
 /// `resource_version`. `Ok(false)`: someone else wrote first (409) — re-read and decide again.
 pub async fn write_lease(kube: &Kube, namespace: &str, name: &str, lease: &LeaseRecord) -> Result<bool, String> {
-    let mut metadata = json!({"name": name, "namespace": namespace});
+    let mut metadata = json!({"name": name, "namespace": namespace, "annotations": {ADMIN_URL: lease.leader_url}});
     if !lease.resource_version.is_empty() {
         metadata["resourceVersion"] = json!(lease.resource_version);
     }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`forward`]: a follower's admin API sending the calls only the leader can answer to it;
 //! - [`admin`]: the admin HTTP API (JWT roles): read, validate, replace, roll back, history, nodes;
 //! - [`check`]: offline validation of routing config files, the same validation the sidecar and
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
@@ -37,6 +38,7 @@ pub mod check;
 pub mod election;
 pub mod feedback;
 pub mod fleet;
+pub mod forward;
 pub mod health;
 pub mod identity;
 pub mod inject;

@@ -79,6 +79,10 @@ struct Serve {
     /// replica applies the same ones and a restart keeps them.
     #[arg(long)]
     shared_state_configmap: Option<String>,
+    /// Where this replica's admin API answers, for the others to forward the leader's views to
+    /// while it leads (e.g. http://$(POD_IP):7001).
+    #[arg(long, env = "SPILLWAY_ADVERTISE_ADMIN_URL", default_value = "")]
+    advertise_admin_url: String,
     /// This replica's name in the election (the pod's name).
     #[arg(long, env = "POD_NAME", default_value = "spillway-control")]
     pod_name: String,
@@ -276,12 +280,16 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let _election = match &a.leader_election_lease {
+    let election = match &a.leader_election_lease {
         Some(lease) => {
             telemetry.set_leading(None);
             let kube = Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("leader election: {e}"))?);
-            let config = election::ElectionConfig::new(&a.injector.webhook_namespace, lease, &a.pod_name);
-            let (mut leadership, task) = election::run(kube, config);
+            let config = election::ElectionConfig {
+                advertise: a.advertise_admin_url.clone(),
+                ..election::ElectionConfig::new(&a.injector.webhook_namespace, lease, &a.pod_name)
+            };
+            let e = election::run(kube, config);
+            let (mut leadership, leader_url, task) = (e.leading, e.leader_url, e.task);
             let t = telemetry.clone();
             tokio::spawn(async move {
                 loop {
@@ -292,7 +300,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
                     }
                 }
             });
-            Some(task)
+            Some((task, leader_url))
         }
         None => None,
     };
@@ -309,7 +317,13 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         (None, None) => None,
     };
     if let Some(auth) = auth {
-        let router = admin::Admin::new(discovery.clone(), state.clone(), telemetry.clone(), auth).router();
+        let admin = match &election {
+            Some((_, url)) => {
+                admin::Admin::replica(discovery.clone(), state.clone(), telemetry.clone(), auth, url.clone())
+            }
+            None => admin::Admin::new(discovery.clone(), state.clone(), telemetry.clone(), auth),
+        };
+        let router = admin.router();
         let admin = tokio::net::TcpListener::bind(a.admin_listen).await?;
         tracing::info!(admin_listen = %a.admin_listen, "admin API listening");
         tokio::spawn(listen::serve(admin, router, listen::Timeouts::API));

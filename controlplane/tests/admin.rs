@@ -231,3 +231,43 @@ async fn a_directory_owned_config_refuses_api_writes() {
     assert_eq!(api.call("POST", &format!("/v1/config/rollback/{first}"), Some(&editor), "").await.0, 409);
     assert_eq!(d.current().unwrap().version, owned, "the directory's config stays in force");
 }
+
+/// With several replicas the admin Service may pick a follower: the views only the leader has
+/// (it alone hears telemetry) come from the leader, with the caller's token checked there too.
+#[tokio::test]
+async fn a_follower_answers_with_the_leaders_fleet_and_feedback_views() {
+    let (leader_api, _, _) = start().await;
+    let d = Discovery::new();
+    let state = ConfigState::new(d.clone());
+    state.set_base(load_str(&config("chat"), "t").unwrap(), "test", "file").unwrap();
+    let telemetry = Telemetry::new(state.clone(), TelemetryPolicy::default());
+    telemetry.set_leading(None);
+    let (url_tx, url_rx) = tokio::sync::watch::channel(None);
+    let admin = Admin::replica(d, state, telemetry, AdminAuth::hs256(SECRET).unwrap(), url_rx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(spillway_controlplane::listen::serve(
+        listener,
+        admin.router(),
+        spillway_controlplane::listen::Timeouts::API,
+    ));
+    let follower = Api { base, client: Client::builder(TokioExecutor::new()).build_http() };
+    let viewer = token("ana", "viewer", 600, SECRET);
+    let editor = token("bo", "editor", 600, SECRET);
+
+    // No leader known yet: a clear, retryable 503, not an empty view.
+    let (status, v) = follower.call("GET", "/v1/fleet", Some(&viewer), "").await;
+    assert_eq!(status, 503, "{v}");
+    url_tx.send_replace(Some(leader_api.base.clone()));
+    let (status, from_follower) = follower.call("GET", "/v1/fleet", Some(&viewer), "").await;
+    let (_, from_leader) = leader_api.call("GET", "/v1/fleet", Some(&viewer), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(from_follower["endpoints"], from_leader["endpoints"]);
+    assert_eq!(follower.call("GET", "/v1/feedback", Some(&viewer), "").await.0, 200);
+    // A release goes to the leader, which says the endpoint is not open there.
+    let (status, v) = follower.call("POST", "/v1/fleet/release/e", Some(&editor), "").await;
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not open fleet-wide"));
+    // The leader checks the token itself; a viewer may not release.
+    assert_eq!(follower.call("POST", "/v1/fleet/release/e", Some(&viewer), "").await.0, 403);
+}

@@ -18,7 +18,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 fn elector(kube: &FakeKube, who: &str) -> (Leadership, tokio::task::JoinHandle<()>) {
-    election::run(Arc::new(kube.client()), ElectionConfig::new("spillway", "spillway-leader", who))
+    let config = ElectionConfig {
+        advertise: format!("http://{who}:7001"),
+        ..ElectionConfig::new("spillway", "spillway-leader", who)
+    };
+    let e = election::run(Arc::new(kube.client()), config);
+    (e.leading, e.task)
 }
 
 /// Waits (on paused time) until `l` says `want`.
@@ -65,6 +70,10 @@ async fn one_leader_at_a_time_and_every_new_one_a_later_epoch() {
     assert!(third > second);
     let lease = kube.lease("spillway", "spillway-leader").unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], third);
+    assert_eq!(
+        lease["metadata"]["annotations"]["spillway.dev/admin-url"], "http://control-a:7001",
+        "where its views are"
+    );
 }
 
 #[tokio::test(start_paused = true)]

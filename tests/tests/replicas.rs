@@ -74,7 +74,8 @@ impl Replica {
             retry: Duration::from_millis(200),
             ..ElectionConfig::new("spillway", "spillway-leader", name)
         };
-        let (leadership, elector) = election::run(Arc::new(kube.client()), config);
+        let e = election::run(Arc::new(kube.client()), config);
+        let (leadership, elector) = (e.leading, e.task);
         let follow = {
             let (t, mut l) = (telemetry.clone(), leadership.clone());
             tokio::spawn(async move {
