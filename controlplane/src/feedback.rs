@@ -47,6 +47,16 @@ struct Trend {
     demoted: bool,
 }
 
+/// What a new leader must not forget of a trend: its baseline and its streak of low windows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrendCheckpoint {
+    pub feature: String,
+    pub endpoint: String,
+    pub baseline: Option<(f64, f64)>,
+    pub low_streak: u32,
+    pub demoted: bool,
+}
+
 /// A sustained, significant drop: demote `endpoint` in `feature`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Drop {
@@ -148,6 +158,41 @@ impl Trends {
         out
     }
 
+    pub fn checkpoint(&self) -> Vec<TrendCheckpoint> {
+        let mut out: Vec<TrendCheckpoint> = self
+            .trends
+            .iter()
+            .filter(|(_, t)| t.baseline.is_some() || t.demoted)
+            .map(|((f, e), t)| TrendCheckpoint {
+                feature: f.clone(),
+                endpoint: e.clone(),
+                baseline: t.baseline,
+                low_streak: t.low_streak,
+                demoted: t.demoted,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.feature, &a.endpoint).cmp(&(&b.feature, &b.endpoint)));
+        out
+    }
+
+    /// Takes over a predecessor's baselines and streaks; windows start afresh now.
+    pub fn restore(&mut self, trends: &[TrendCheckpoint], now: Instant) {
+        for c in trends {
+            let t = self.trends.entry((c.feature.clone(), c.endpoint.clone())).or_insert_with(|| Trend {
+                started: now,
+                count: 0,
+                sum: 0.0,
+                baseline: None,
+                low_streak: 0,
+                recent: Vec::new(),
+                demoted: false,
+            });
+            t.baseline = t.baseline.or(c.baseline);
+            t.low_streak = t.low_streak.max(c.low_streak);
+            t.demoted |= c.demoted;
+        }
+    }
+
     /// A demotion was undone: the endpoint starts a fresh trend, so the windows that demoted it
     /// do not demote it again at once.
     pub fn reset(&mut self, feature: &str, endpoint: &str) {
@@ -202,6 +247,23 @@ mod tests {
         assert!(window(&mut t, 100, 0.5).await.is_empty(), "demoted once, not on every window");
         t.reset("search", "a");
         assert!(window(&mut t, 100, 0.5).await.is_empty(), "after an undo the trend starts over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_resumes_the_baseline_and_the_streak() {
+        let mut old = Trends::new(policy());
+        for _ in 0..3 {
+            window(&mut old, 100, 0.8).await;
+        }
+        window(&mut old, 100, 0.5).await;
+        window(&mut old, 100, 0.5).await;
+        let c = old.checkpoint();
+        assert_eq!((c.len(), c[0].low_streak), (1, 2));
+        // The new leader has heard none of it, and still demotes on the third low window.
+        let mut new = Trends::new(policy());
+        new.restore(&c, Instant::now());
+        let d = window(&mut new, 100, 0.5).await;
+        assert_eq!(d.len(), 1, "the streak carried over: {d:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -146,6 +146,15 @@ struct FleetOpen {
     reason: String,
 }
 
+/// A fleet-wide open (or a trip count) as a leader hands it to the next.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpenCheckpoint {
+    pub endpoint: String,
+    pub remaining_ms: u64,
+    pub reason: String,
+    pub trips: u32,
+}
+
 struct EndpointView {
     /// Per zone; the endpoint's fleet-wide figures are their sum.
     zones: HashMap<String, Stats>,
@@ -340,6 +349,47 @@ impl Fleet {
             opened.push(Opened { endpoint: name.clone(), reason, open_for });
         }
         opened
+    }
+
+    /// What a new leader must not forget: the fleet-wide opens in force and the trip counts that
+    /// double the next one.
+    pub fn checkpoint(&self, now: Instant) -> Vec<OpenCheckpoint> {
+        let mut out: Vec<OpenCheckpoint> = self
+            .endpoints
+            .iter()
+            .filter(|(_, v)| v.trips > 0 || v.open.as_ref().is_some_and(|o| o.until > now))
+            .map(|(name, v)| OpenCheckpoint {
+                endpoint: name.clone(),
+                remaining_ms: v.open.as_ref().map_or(0, |o| o.until.saturating_duration_since(now).as_millis() as u64),
+                reason: v.open.as_ref().map(|o| o.reason.clone()).unwrap_or_default(),
+                trips: v.trips,
+            })
+            .collect();
+        out.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        out
+    }
+
+    /// Takes over a predecessor's opens and trip counts, `elapsed` after it wrote them.
+    pub fn restore(&mut self, opens: &[OpenCheckpoint], elapsed: Duration, now: Instant) {
+        for o in opens {
+            if self.known.as_ref().is_none_or(|k| !k.contains(&o.endpoint)) {
+                continue;
+            }
+            let window_s = self.policies.get(&o.endpoint).map_or(30, |p| p.window_s);
+            let v = self.endpoints.entry(o.endpoint.clone()).or_insert_with(|| EndpointView {
+                zones: HashMap::new(),
+                window: Window::new(window_s, now),
+                reporters: Default::default(),
+                open: None,
+                trips: 0,
+                healthy_since: now,
+            });
+            v.trips = v.trips.max(o.trips);
+            let left = Duration::from_millis(o.remaining_ms).saturating_sub(elapsed);
+            if !left.is_zero() {
+                v.open = Some(FleetOpen { until: now + left, reason: o.reason.clone() });
+            }
+        }
     }
 
     /// Ends a fleet-wide open early (the platform team's call); sidecars start their ramp.

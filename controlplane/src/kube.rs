@@ -265,19 +265,18 @@ pub async fn write_lease(kube: &Kube, namespace: &str, name: &str, lease: &Lease
     }
 }
 
-/// The text under `key` in ConfigMap `namespace/name` and its `resourceVersion`, or `None` if the
-/// ConfigMap does not exist.
+/// The data of ConfigMap `namespace/name` and its `resourceVersion`, or `None` if it does not
+/// exist.
 pub async fn get_configmap(
     kube: &Kube,
     namespace: &str,
     name: &str,
-    key: &str,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(serde_json::Map<String, Value>, String)>, String> {
     let path = format!("/api/v1/namespaces/{namespace}/configmaps/{name}");
     let (status, body) = kube.call(Method::GET, &path, "application/json", None).await?;
     match status {
         200 => Ok(Some((
-            body["data"][key].as_str().unwrap_or_default().to_owned(),
+            body["data"].as_object().cloned().unwrap_or_default(),
             body["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned(),
         ))),
         404 => Ok(None),
@@ -285,14 +284,14 @@ pub async fn get_configmap(
     }
 }
 
-/// Creates the ConfigMap (`resource_version` empty) or replaces it only if it is still at
-/// `resource_version`; `Ok(false)` on a conflict (someone wrote in between).
+/// Creates the ConfigMap with `data` (`resource_version` empty) or replaces its data only if it
+/// is still at `resource_version`; `Ok(false)` on a conflict (someone wrote in between). Writers
+/// of different keys read the whole map and write it back, so none erases another's key.
 pub async fn write_configmap(
     kube: &Kube,
     namespace: &str,
     name: &str,
-    key: &str,
-    text: &str,
+    data: &serde_json::Map<String, Value>,
     resource_version: &str,
 ) -> Result<bool, String> {
     let mut metadata = json!({"name": name, "namespace": namespace,
@@ -300,7 +299,7 @@ pub async fn write_configmap(
     if !resource_version.is_empty() {
         metadata["resourceVersion"] = json!(resource_version);
     }
-    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {key: text}});
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data});
     let (method, path) = if resource_version.is_empty() {
         (Method::POST, format!("/api/v1/namespaces/{namespace}/configmaps"))
     } else {

@@ -276,7 +276,8 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         Some(name) => {
             let kube = Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("shared state: {e}"))?);
             let (ns, name, state) = (a.injector.webhook_namespace.clone(), name.clone(), state.clone());
-            Some(tokio::spawn(spillway_controlplane::shared::run(kube, ns, name, state, Duration::from_secs(2))))
+            let t = Some(telemetry.clone());
+            Some(tokio::spawn(spillway_controlplane::shared::run(kube, ns, name, state, t, Duration::from_secs(2))))
         }
         None => None,
     };

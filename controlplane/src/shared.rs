@@ -10,10 +10,13 @@
 
 use crate::kube::{self, Kube};
 use crate::state::{ConfigState, Demotion};
+use crate::telemetry::Telemetry;
 use std::sync::Arc;
 use tokio::time::Duration;
 
 const KEY: &str = "demotions.json";
+/// The leader's checkpoint of fleet-wide opens and feedback baselines.
+const LEADER_KEY: &str = "leader.json";
 
 /// `ours` and `stored` as one list: every demotion either side knows, undone if either undid it.
 pub fn merge(stored: &[Demotion], ours: &[Demotion]) -> Vec<Demotion> {
@@ -39,10 +42,20 @@ fn same(a: &[Demotion], b: &[Demotion]) -> bool {
 
 /// Keeps this replica's demotions and the ConfigMap `namespace/name` in step, until dropped:
 /// at once when a demotion is made or undone here, and every `every` to take others' changes.
-pub async fn run(kube: Arc<Kube>, namespace: String, name: String, state: Arc<ConfigState>, every: Duration) {
+///
+/// With `telemetry`, the leader also writes its checkpoint there each round, and a follower keeps
+/// the latest one to resume from if it takes over.
+pub async fn run(
+    kube: Arc<Kube>,
+    namespace: String,
+    name: String,
+    state: Arc<ConfigState>,
+    telemetry: Option<Arc<Telemetry>>,
+    every: Duration,
+) {
     let mut local = state.subscribe_demotions();
     loop {
-        match sync(&kube, &namespace, &name, &state).await {
+        match sync(&kube, &namespace, &name, &state, telemetry.as_deref()).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => {
@@ -57,23 +70,40 @@ pub async fn run(kube: Arc<Kube>, namespace: String, name: String, state: Arc<Co
 }
 
 /// One round; `Ok(true)` when a conflicting write calls for another at once.
-async fn sync(kube: &Kube, namespace: &str, name: &str, state: &ConfigState) -> Result<bool, String> {
-    let (stored, version) = match kube::get_configmap(kube, namespace, name, KEY).await? {
-        Some((text, version)) if text.is_empty() => (Vec::new(), version),
-        Some((text, version)) => {
-            let list: Vec<Demotion> =
-                serde_json::from_str(&text).map_err(|e| format!("{KEY} is not a demotion list: {e}"))?;
-            (list, version)
+async fn sync(
+    kube: &Kube,
+    namespace: &str,
+    name: &str,
+    state: &ConfigState,
+    telemetry: Option<&Telemetry>,
+) -> Result<bool, String> {
+    let (mut data, version) = kube::get_configmap(kube, namespace, name).await?.unwrap_or_default();
+    let stored: Vec<Demotion> = match data.get(KEY).and_then(|v| v.as_str()) {
+        Some(text) if !text.is_empty() => {
+            serde_json::from_str(text).map_err(|e| format!("{KEY} is not a demotion list: {e}"))?
         }
-        None => (Vec::new(), String::new()),
+        _ => Vec::new(),
     };
     let ours = state.demotions();
     let merged = merge(&stored, &ours);
-    if !same(&merged, &stored) || version.is_empty() {
-        let text = serde_json::to_string(&merged).map_err(|e| e.to_string())?;
-        if !kube::write_configmap(kube, namespace, name, KEY, &text, &version).await? {
-            return Ok(true);
+    let mut write = !same(&merged, &stored) || version.is_empty();
+    if !same(&merged, &stored) {
+        data.insert(KEY.into(), serde_json::to_string(&merged).map_err(|e| e.to_string())?.into());
+    }
+    if let Some(t) = telemetry {
+        if t.leading().is_some() {
+            let checkpoint = serde_json::to_string(&t.checkpoint()).map_err(|e| e.to_string())?;
+            data.insert(LEADER_KEY.into(), checkpoint.into());
+            write = true;
+        } else if let Some(c) = data.get(LEADER_KEY).and_then(|v| v.as_str()) {
+            match serde_json::from_str(c) {
+                Ok(c) => t.observe_checkpoint(c),
+                Err(e) => tracing::warn!(error = %e, "the leader's checkpoint does not parse"),
+            }
         }
+    }
+    if write && !kube::write_configmap(kube, namespace, name, &data, &version).await? {
+        return Ok(true);
     }
     if !same(&merged, &ours) {
         state.set_demotions(merged, "shared");

@@ -29,6 +29,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 type Sender = mpsc::Sender<Result<TelemetryResponse, Status>>;
 
+/// The leader's state a successor resumes from (`shared` keeps it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LeaderCheckpoint {
+    pub written_unix_ms: u64,
+    pub opens: Vec<crate::fleet::OpenCheckpoint>,
+    pub trends: Vec<crate::feedback::TrendCheckpoint>,
+}
+
 /// Tunables of the fleet-wide work.
 #[derive(Debug, Clone)]
 pub struct TelemetryPolicy {
@@ -64,6 +72,8 @@ pub struct Telemetry {
     streams: Mutex<HashMap<String, (u64, Sender)>>,
     /// The epoch while this replica leads (see `election`); alone, it always leads.
     leading: Mutex<Option<u64>>,
+    /// The last leader's checkpoint seen in the shared state, to resume from on taking over.
+    inherited: Mutex<Option<LeaderCheckpoint>>,
     next_stream: std::sync::atomic::AtomicU64,
     /// Zones the fleet had evicted when last looked at, to count new evictions.
     zones_evicted: std::sync::atomic::AtomicUsize,
@@ -89,6 +99,7 @@ impl Telemetry {
             state,
             streams: Mutex::new(HashMap::new()),
             leading: Mutex::new(Some(crate::ads::now_ms())),
+            inherited: Mutex::default(),
             next_stream: Default::default(),
             zones_evicted: Default::default(),
             changes: watch::Sender::new(0),
@@ -222,6 +233,17 @@ impl Telemetry {
             let mut book = LeaseBook::new(self.policy.leases.clone(), e, Instant::now());
             book.set_pools(pools);
             *lock(&self.leases) = book;
+            if let Some(c) = lock(&self.inherited).take() {
+                let now = Instant::now();
+                let elapsed = Duration::from_millis(crate::ads::now_ms().saturating_sub(c.written_unix_ms));
+                lock(&self.fleet).restore(&c.opens, elapsed, now);
+                lock(&self.trends).restore(&c.trends, now);
+                tracing::info!(
+                    opens = c.opens.len(),
+                    trends = c.trends.len(),
+                    "resuming the previous leader's fleet state"
+                );
+            }
         } else {
             for (_, (_, tx)) in lock(&self.streams).drain() {
                 let _ = tx.try_send(Err(Status::unavailable("this control-plane replica no longer leads; reconnect")));
@@ -231,6 +253,26 @@ impl Telemetry {
 
     pub fn leading(&self) -> Option<u64> {
         *lock(&self.leading)
+    }
+
+    /// What the next leader needs to carry on: fleet-wide opens and feedback baselines.
+    pub fn checkpoint(&self) -> LeaderCheckpoint {
+        let now = Instant::now();
+        LeaderCheckpoint {
+            written_unix_ms: crate::ads::now_ms(),
+            opens: lock(&self.fleet).checkpoint(now),
+            trends: lock(&self.trends).checkpoint(),
+        }
+    }
+
+    /// The checkpoint this replica would resume from if it took over now.
+    pub fn inherited(&self) -> Option<LeaderCheckpoint> {
+        lock(&self.inherited).clone()
+    }
+
+    /// A leader's checkpoint seen in the shared state, kept for the day this replica leads.
+    pub fn observe_checkpoint(&self, c: LeaderCheckpoint) {
+        *lock(&self.inherited) = Some(c);
     }
 
     /// The fleet-wide work of one tick; see the module docs. Only the leader does it.

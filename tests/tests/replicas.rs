@@ -214,6 +214,7 @@ features:
             "spillway".into(),
             "spillway-state".into(),
             s.clone(),
+            None,
             Duration::from_millis(100),
         ));
         (d, s, task)
@@ -254,4 +255,80 @@ features:
     // A new demotion never reuses an id.
     let again = leader.demote("search", "a", "fell again").unwrap();
     assert!(again.id > dem.id);
+}
+
+/// A new leader resumes what the last one decided: a fleet-wide open stays open for the rest of
+/// its time instead of being forgotten with the process that judged it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_keeps_the_fleet_wide_opens_of_the_last() {
+    use spillway_api::v1::{EndpointReport, OutcomeCounts, TelemetryReport};
+    let yaml = "endpoints:
+  flaky: { provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }
+  backup: { provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }
+breakers:
+  b: { window_s: 30, min_requests: 6, error_rate: 0.5, open_for_s: 300 }
+features:
+  chat: { hierarchy: [flaky, backup], breaker: b }
+";
+    let kube = FakeKube::start().await;
+    let replica = || {
+        let d = Discovery::new();
+        let s = ConfigState::new(d.clone());
+        s.set_base(load_str(yaml, "t.yaml").unwrap(), "test", "file").unwrap();
+        let t = Telemetry::new(s.clone(), TelemetryPolicy::default());
+        t.set_config(&load_str(yaml, "t.yaml").unwrap());
+        let task = tokio::spawn(spillway_controlplane::shared::run(
+            Arc::new(kube.client()),
+            "spillway".into(),
+            "spillway-state".into(),
+            s.clone(),
+            Some(t.clone()),
+            Duration::from_millis(50),
+        ));
+        (t, s, task)
+    };
+    let (leader, leader_state, leader_task) = replica();
+    let (follower, _, _follower_task) = replica();
+    // A demotion too: its key and the checkpoint's share the ConfigMap, neither erasing the other.
+    leader_state.demote("chat", "flaky", "feedback fell").unwrap();
+    follower.set_leading(None);
+    // Three sidecars' errors: the leader opens `flaky` fleet-wide for five minutes.
+    for i in 0..3 {
+        let r = TelemetryReport {
+            interval_ms: 10_000,
+            endpoints: vec![EndpointReport {
+                endpoint: "flaky".into(),
+                outcomes: Some(OutcomeCounts { server_error: 4, ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        leader.ingest(&format!("ns/p-{i}"), "z", &r, tokio::time::Instant::now());
+    }
+    leader.tick(tokio::time::Instant::now());
+    let open = |t: &Telemetry| {
+        let v = t.view();
+        v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["endpoint"] == "flaky" && e["fleet_breaker"]["state"] == "open")
+    };
+    assert!(open(&leader));
+    // The checkpoint reaches the follower through the shared state (polled: the rounds run every
+    // 50 ms; bounded); then the leader dies and the follower takes over.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !follower.inherited().is_some_and(|c| c.opens.iter().any(|o| o.endpoint == "flaky")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the follower to read the leader's checkpoint");
+    let stored = kube.configmap("spillway", "spillway-state").unwrap();
+    let demotions = stored["data"]["demotions.json"].as_str().unwrap_or_default();
+    assert!(demotions.contains("flaky"), "one key does not erase the other: {stored}");
+    leader_task.abort();
+    leader.set_leading(None);
+    follower.set_leading(Some(2));
+    assert!(open(&follower), "the new leader keeps the open: {}", follower.view());
 }
