@@ -9,9 +9,12 @@
 //! different nodes need not agree. A leader that cannot renew within `renew_deadline` steps down
 //! before anyone else may take over (`renew_deadline` < `duration`).
 //!
-//! The leader's **epoch** is the Lease's `leaseTransitions` after its acquisition. Every
-//! acquisition by a new process bumps it — even by the same pod after a restart — so lease grants
-//! stamped with it always order after every grant of an earlier leader (see `leases`).
+//! The leader's **epoch**, kept in the Lease (annotation `spillway.dev/epoch`), is set at every
+//! acquisition by a new process — even by the same pod after a restart — to the later of the
+//! wall clock in milliseconds and the previous epoch plus one. Lease grants stamped with it thus
+//! order after every grant of an earlier leader (see `leases`), and after those of a control
+//! plane that ran without election (whose epoch is its start time), or of a Lease deleted and
+//! made anew.
 
 use crate::kube::{self, Kube, LeaseRecord};
 use std::sync::Arc;
@@ -127,6 +130,7 @@ impl Elector {
                 duration_s: c.duration.as_secs(),
                 renew_time: rfc3339_now(),
                 transitions: 1,
+                epoch: crate::ads::now_ms(),
                 resource_version: String::new(),
                 leader_url: c.advertise.clone(),
             };
@@ -150,6 +154,7 @@ impl Elector {
                 duration_s: c.duration.as_secs(),
                 renew_time: rfc3339_now(),
                 transitions: record.transitions + 1,
+                epoch: crate::ads::now_ms().max(record.epoch + 1),
                 resource_version: record.resource_version,
                 leader_url: c.advertise.clone(),
             };
@@ -163,7 +168,7 @@ impl Elector {
         match kube::write_lease(kube, &c.namespace, &c.name, lease).await {
             Ok(true) => {
                 self.renewed_at = Some(now);
-                self.epoch = Some(lease.transitions);
+                self.epoch = Some(lease.epoch);
                 self.epoch
             }
             // Someone wrote first: it may lead now. Follow until the next look says otherwise.

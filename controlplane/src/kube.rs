@@ -208,8 +208,10 @@ pub struct LeaseRecord {
     pub duration_s: u64,
     /// RFC 3339 with microseconds, as the API server writes `renewTime`.
     pub renew_time: String,
-    /// Bumped on every change of holder: the leader's epoch.
+    /// Bumped on every change of holder.
     pub transitions: u64,
+    /// The holder's epoch (annotation `spillway.dev/epoch`): it stamps lease grants.
+    pub epoch: u64,
     /// For the conditional replace: the write fails with 409 if someone wrote in between.
     pub resource_version: String,
     /// Where the holder's admin API answers (annotation `spillway.dev/admin-url`): followers
@@ -218,6 +220,7 @@ pub struct LeaseRecord {
 }
 
 const ADMIN_URL: &str = "spillway.dev/admin-url";
+const EPOCH: &str = "spillway.dev/epoch";
 
 fn lease_path(namespace: &str, name: &str) -> String {
     format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
@@ -234,6 +237,7 @@ pub async fn get_lease(kube: &Kube, namespace: &str, name: &str) -> Result<Optio
             transitions: body["spec"]["leaseTransitions"].as_u64().unwrap_or(0),
             resource_version: body["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned(),
             leader_url: body["metadata"]["annotations"][ADMIN_URL].as_str().unwrap_or_default().to_owned(),
+            epoch: body["metadata"]["annotations"][EPOCH].as_str().and_then(|e| e.parse().ok()).unwrap_or(0),
         })),
         404 => Ok(None),
         _ => Err(failure(&format!("reading lease {namespace}/{name}"), status, &body)),
@@ -243,7 +247,8 @@ pub async fn get_lease(kube: &Kube, namespace: &str, name: &str) -> Result<Optio
 /// Creates the Lease (`resource_version` empty) or replaces it only if it is still at
 /// `resource_version`. `Ok(false)`: someone else wrote first (409) — re-read and decide again.
 pub async fn write_lease(kube: &Kube, namespace: &str, name: &str, lease: &LeaseRecord) -> Result<bool, String> {
-    let mut metadata = json!({"name": name, "namespace": namespace, "annotations": {ADMIN_URL: lease.leader_url}});
+    let mut metadata = json!({"name": name, "namespace": namespace,
+        "annotations": {ADMIN_URL: lease.leader_url, EPOCH: lease.epoch.to_string()}});
     if !lease.resource_version.is_empty() {
         metadata["resourceVersion"] = json!(lease.resource_version);
     }

@@ -69,7 +69,8 @@ async fn one_leader_at_a_time_and_every_new_one_a_later_epoch() {
     let third = until_leading(&mut a2, |e| e.is_some()).await.unwrap();
     assert!(third > second);
     let lease = kube.lease("spillway", "spillway-leader").unwrap();
-    assert_eq!(lease["spec"]["leaseTransitions"], third);
+    assert_eq!(lease["spec"]["leaseTransitions"], 3);
+    assert_eq!(lease["metadata"]["annotations"]["spillway.dev/epoch"], third.to_string());
     assert_eq!(
         lease["metadata"]["annotations"]["spillway.dev/admin-url"], "http://control-a:7001",
         "where its views are"
@@ -165,4 +166,27 @@ features:
     .await
     .unwrap();
     assert_eq!(ended.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+/// Epochs only grow, whatever the Lease says of transitions: a leader after one whose epoch came
+/// from the wall clock (a control plane that ran without election) or from a far-off clock
+/// still stamps later grants.
+#[tokio::test(start_paused = true)]
+async fn a_new_epoch_is_always_after_the_last() {
+    use spillway_controlplane::kube::{LeaseRecord, write_lease};
+    let kube = FakeKube::start().await;
+    let far = 9_000_000_000_000_000;
+    let old = LeaseRecord {
+        holder: "gone".into(),
+        duration_s: 15,
+        renew_time: "2026-12-03T00:00:00.000000Z".into(),
+        transitions: 1,
+        epoch: far,
+        resource_version: String::new(),
+        leader_url: String::new(),
+    };
+    assert!(write_lease(&kube.client(), "spillway", "spillway-leader", &old).await.unwrap());
+    let (mut l, _task) = elector(&kube, "control-a");
+    let epoch = until_leading(&mut l, |e| e.is_some()).await.unwrap();
+    assert_eq!(epoch, far + 1);
 }
