@@ -47,6 +47,13 @@ struct Trend {
     demoted: bool,
 }
 
+impl Trend {
+    /// A trend with no scores yet, its first window starting `now`.
+    fn new(now: Instant) -> Self {
+        Trend { started: now, count: 0, sum: 0.0, baseline: None, low_streak: 0, recent: Vec::new(), demoted: false }
+    }
+}
+
 /// What a new leader must not forget of a trend: its baseline and its streak of low windows.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrendCheckpoint {
@@ -76,15 +83,7 @@ impl Trends {
     }
 
     pub fn record(&mut self, feature: &str, endpoint: &str, count: u64, score_sum: f64, now: Instant) {
-        let t = self.trends.entry((feature.to_owned(), endpoint.to_owned())).or_insert_with(|| Trend {
-            started: now,
-            count: 0,
-            sum: 0.0,
-            baseline: None,
-            low_streak: 0,
-            recent: Vec::new(),
-            demoted: false,
-        });
+        let t = self.trends.entry((feature.to_owned(), endpoint.to_owned())).or_insert_with(|| Trend::new(now));
         t.count += count;
         t.sum += score_sum.clamp(0.0, count as f64);
     }
@@ -178,15 +177,7 @@ impl Trends {
     /// Takes over a predecessor's baselines and streaks; windows start afresh now.
     pub fn restore(&mut self, trends: &[TrendCheckpoint], now: Instant) {
         for c in trends {
-            let t = self.trends.entry((c.feature.clone(), c.endpoint.clone())).or_insert_with(|| Trend {
-                started: now,
-                count: 0,
-                sum: 0.0,
-                baseline: None,
-                low_streak: 0,
-                recent: Vec::new(),
-                demoted: false,
-            });
+            let t = self.trends.entry((c.feature.clone(), c.endpoint.clone())).or_insert_with(|| Trend::new(now));
             t.baseline = t.baseline.or(c.baseline);
             t.low_streak = t.low_streak.max(c.low_streak);
             t.demoted |= c.demoted;

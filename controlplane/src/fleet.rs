@@ -171,6 +171,20 @@ struct EndpointView {
     healthy_since: Instant,
 }
 
+impl EndpointView {
+    /// An endpoint the fleet has not heard of yet, judged over `window_s` seconds.
+    fn new(window_s: u32, now: Instant) -> Self {
+        EndpointView {
+            zones: HashMap::new(),
+            window: Window::new(window_s, now),
+            reporters: Default::default(),
+            open: None,
+            trips: 0,
+            healthy_since: now,
+        }
+    }
+}
+
 pub struct Fleet {
     /// Percentiles cover the last one to two periods.
     period: Duration,
@@ -278,14 +292,7 @@ impl Fleet {
             slow_tpot: 0,
         };
         let window_s = policy.map_or(30, |p| p.window_s);
-        let v = self.endpoints.entry(r.endpoint.clone()).or_insert_with(|| EndpointView {
-            zones: HashMap::new(),
-            window: Window::new(window_s, now),
-            reporters: Default::default(),
-            open: None,
-            trips: 0,
-            healthy_since: now,
-        });
+        let v = self.endpoints.entry(r.endpoint.clone()).or_insert_with(|| EndpointView::new(window_s, now));
         let zone = if v.zones.contains_key(zone) || v.zones.len() < MAX_ZONES - 1 { zone } else { OVERFLOW_ZONE };
         match v.zones.get_mut(zone) {
             Some(z) => z.add(&o, &hists),
@@ -376,14 +383,7 @@ impl Fleet {
                 continue;
             }
             let window_s = self.policies.get(&o.endpoint).map_or(30, |p| p.window_s);
-            let v = self.endpoints.entry(o.endpoint.clone()).or_insert_with(|| EndpointView {
-                zones: HashMap::new(),
-                window: Window::new(window_s, now),
-                reporters: Default::default(),
-                open: None,
-                trips: 0,
-                healthy_since: now,
-            });
+            let v = self.endpoints.entry(o.endpoint.clone()).or_insert_with(|| EndpointView::new(window_s, now));
             v.trips = v.trips.max(o.trips);
             let left = Duration::from_millis(o.remaining_ms).saturating_sub(elapsed);
             if !left.is_zero() {
