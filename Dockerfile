@@ -6,6 +6,9 @@
 # sidecar's exec probes run `spillway-proxy --probe-ready`, so the binary is on PATH.
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# protoc and its well-known types, for etcd-client's generated code (scripts/build-deps.sh).
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p spillway-controlplane -p spillway-dataplane \
  && cp target/release/spillway-control target/release/spillway-proxy /usr/local/bin/

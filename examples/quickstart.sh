@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+bash scripts/build-deps.sh
 cargo build --release --locked -p spillway-dataplane -p spillway-tests --bins
 bin=target/release
 

@@ -2,11 +2,14 @@
 # spillway's whole test suite, as CI runs it (.ci/run calls exactly this):
 # formatting, lints, the supply chain (cargo-deny), every unit and end-to-end test (the official SDK
 # tests and the proptest fuzzers included), and the helm chart's lint and schema checks.
-# Installs what it needs: cargo-nextest if missing, the SDK virtualenv (tests/python/setup.sh),
-# and helm + kubernetes-validate for the chart checks (tests/k8s/setup.sh).
+# Installs what it needs: protoc (scripts/build-deps.sh), etcd (tests/etcd/setup.sh), cargo-nextest
+# if missing, the SDK virtualenv (tests/python/setup.sh), and helm + kubernetes-validate for the
+# chart checks (tests/k8s/setup.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+bash scripts/build-deps.sh
+bash tests/etcd/setup.sh
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest…" >&2
   cargo install cargo-nextest --locked

@@ -7,6 +7,7 @@
 //! problem's path and never published.
 
 use crate::ads::Discovery;
+use crate::etcd::config::{EtcdConfig, WriteError, Written};
 use crate::forward::ToLeader;
 use crate::snapshot::Snapshot;
 use crate::state::{Change, ConfigState};
@@ -89,6 +90,8 @@ pub struct Admin {
     auth: AdminAuth,
     /// With several replicas: where the leader's views are.
     leader: Option<ToLeader>,
+    /// The shared store the config is written through to, when one owns it.
+    store: std::sync::OnceLock<Arc<EtcdConfig>>,
 }
 
 fn err(status: StatusCode, message: impl Into<String>) -> Response {
@@ -102,7 +105,7 @@ impl Admin {
         telemetry: Arc<Telemetry>,
         auth: AdminAuth,
     ) -> Arc<Admin> {
-        Arc::new(Admin { discovery, state, telemetry, auth, leader: None })
+        Arc::new(Admin { discovery, state, telemetry, auth, leader: None, store: Default::default() })
     }
 
     /// An admin API on one of several replicas: calls only the leader can answer go to it.
@@ -113,7 +116,19 @@ impl Admin {
         auth: AdminAuth,
         leader_url: tokio::sync::watch::Receiver<Option<String>>,
     ) -> Arc<Admin> {
-        Arc::new(Admin { discovery, state, telemetry, auth, leader: Some(ToLeader::new(leader_url)) })
+        Arc::new(Admin {
+            discovery,
+            state,
+            telemetry,
+            auth,
+            leader: Some(ToLeader::new(leader_url)),
+            store: Default::default(),
+        })
+    }
+
+    /// Writes (replace, rollback) go through `store`, which every replica follows.
+    pub fn write_through(&self, store: Arc<EtcdConfig>) {
+        let _ = self.store.set(store);
     }
 
     /// The leader's answer when this replica does not lead; `None` when it does (or is alone).
@@ -204,7 +219,16 @@ async fn read(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
         Some(s) => {
             let config: Value = serde_json::from_slice(&s.config_json).unwrap_or_default();
             let rollout = a.discovery.rollout(&s.version);
-            axum::Json(json!({"version": s.version, "config": config, "sidecars": rollout})).into_response()
+            let mut body = json!({"version": s.version, "config": config, "sidecars": rollout});
+            match a.store.get() {
+                // The revision an edit is based on: send it back as If-Match.
+                Some(store) => {
+                    let revision = store.revision();
+                    body["revision"] = json!(revision);
+                    ([(axum::http::header::ETAG, format!("\"{revision}\""))], axum::Json(body)).into_response()
+                }
+                None => axum::Json(body).into_response(),
+            }
         }
         None => err(StatusCode::NOT_FOUND, "no config yet"),
     }
@@ -223,7 +247,7 @@ async fn validate(State(a): State<Arc<Admin>>, headers: HeaderMap, body: String)
 /// A write through the API, refused while a watched directory owns the config.
 fn owned_elsewhere(a: &Admin) -> Option<Response> {
     match a.state.owner() {
-        crate::state::Owner::Admin => None,
+        crate::state::Owner::Admin | crate::state::Owner::Store(_) => None,
         crate::state::Owner::Directory(dir) => Some(err(
             StatusCode::CONFLICT,
             format!(
@@ -242,9 +266,56 @@ async fn replace(State(a): State<Arc<Admin>>, headers: HeaderMap, body: String) 
     if let Some(refused) = owned_elsewhere(&a) {
         return refused;
     }
-    match check(&body).and_then(|(config, _)| a.state.set_base(config, &who, "replace")) {
+    let action = action("replace", &headers);
+    let config = match check(&body) {
+        Ok((config, _)) => config,
+        Err(e) => return problems(e),
+    };
+    if let Some(store) = a.store.get() {
+        let expected = match if_match(&headers) {
+            Ok(e) => e,
+            Err(r) => return *r,
+        };
+        return written(store.write(config, &who, &action, expected).await);
+    }
+    match a.state.set_base(config, &who, &action) {
         Ok(c) => changed(c),
         Err(e) => problems(e),
+    }
+}
+
+/// The action recorded in the history: the operation, and the editor's reason when the request
+/// gives one (`x-spillway-reason`).
+fn action(op: &str, headers: &HeaderMap) -> String {
+    match headers.get("x-spillway-reason").and_then(|v| v.to_str().ok()).map(str::trim) {
+        Some(why) if !why.is_empty() => format!("{op}: {}", why.chars().take(500).collect::<String>()),
+        _ => op.to_owned(),
+    }
+}
+
+/// The revision an edit was based on, from `If-Match` (a revision, quoted or not).
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Box<Response>> {
+    let Some(v) = headers.get(axum::http::header::IF_MATCH) else { return Ok(None) };
+    let text = v.to_str().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
+    text.parse::<i64>().map(Some).map_err(|_| {
+        Box::new(err(
+            StatusCode::BAD_REQUEST,
+            format!("If-Match must be the config revision from GET /v1/config (its ETag), not {text:?}"),
+        ))
+    })
+}
+
+/// What a write through the store answers.
+fn written(r: Result<Written, WriteError>) -> Response {
+    match r {
+        Ok(w) => axum::Json(json!(w)).into_response(),
+        Err(WriteError::Conflict { current, .. }) => {
+            let message = r.err().map(|e| e.to_string()).unwrap_or_default();
+            (StatusCode::CONFLICT, axum::Json(json!({"error": message, "revision": current}))).into_response()
+        }
+        Err(WriteError::Invalid(e)) => problems(e),
+        Err(e @ WriteError::UnknownVersion(_)) => err(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ WriteError::Store(_)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
@@ -256,6 +327,13 @@ async fn rollback(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(version)
     if let Some(refused) = owned_elsewhere(&a) {
         return refused;
     }
+    if let Some(store) = a.store.get() {
+        let expected = match if_match(&headers) {
+            Ok(e) => e,
+            Err(r) => return *r,
+        };
+        return written(store.rollback(&version, &who, expected).await);
+    }
     match a.state.rollback(&version, &who) {
         Ok(c) => changed(c),
         Err(e) => err(StatusCode::NOT_FOUND, e),
@@ -266,7 +344,13 @@ async fn history(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
     }
-    axum::Json(json!({"changes": a.state.history()})).into_response()
+    match a.store.get() {
+        Some(store) => match store.history(false).await {
+            Ok(changes) => axum::Json(json!({"changes": changes})).into_response(),
+            Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e),
+        },
+        None => axum::Json(json!({"changes": a.state.history()})).into_response(),
+    }
 }
 
 async fn nodes(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {

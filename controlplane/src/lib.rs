@@ -11,6 +11,8 @@
 //!   its change history;
 //! - [`election`]: one leader among replicas (a Kubernetes Lease, conditional writes) for the
 //!   fleet-wide arithmetic; its epoch orders lease grants;
+//! - [`etcd`]: the store off Kubernetes — the config with compare-and-swap, its history, the
+//!   shared state and the election on a real etcd cluster;
 //! - [`leases`]: dividing each PT pool among sidecars by demand (floor, reserve, expiry);
 //! - [`snapshot`]: immutable, content-versioned routing snapshots;
 //! - [`ads`]: `RoutingDiscovery.Stream`, the ACK/NACK push of snapshots to sidecars, and what
@@ -18,7 +20,8 @@
 //! - [`telemetry`]: `Telemetry.Report`, merging sidecar reports and answering with lease grants
 //!   and fleet-wide breaker directives, on a tick;
 //! - [`report`]: the bounds a sidecar's report must keep before any of it is merged;
-//! - [`shared`]: the feedback demotions every replica applies, kept in one ConfigMap;
+//! - [`shared`]: the feedback demotions every replica applies and the leader's checkpoint, kept
+//!   in one ConfigMap or etcd key;
 //! - [`fleet`]: the merged fleet view and its fleet-wide breaker judgement;
 //! - [`feedback`]: user-feedback trends and the drops that demote an endpoint;
 //! - [`inject`]: the sidecar-injecting mutating admission webhook (`POST /inject`);
@@ -36,6 +39,7 @@ pub mod admin;
 pub mod ads;
 pub mod check;
 pub mod election;
+pub mod etcd;
 pub mod feedback;
 pub mod fleet;
 pub mod forward;

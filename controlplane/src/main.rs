@@ -1,7 +1,8 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use spillway_controlplane::inject::InjectOptions;
 use spillway_controlplane::{
-    admin, ads, election, health, identity, inject, kube, listen, source, state, telemetry, webhook,
+    admin, ads, election, etcd, health, identity, inject, kube, leases, listen, shared, source, state, telemetry,
+    webhook,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,9 +42,33 @@ enum Command {
 #[derive(ClapArgs)]
 struct Serve {
     /// Routing config: a YAML file, or a directory of YAML files merged into one and watched
-    /// for changes. Validated before anything is pushed.
+    /// for changes. Validated before anything is pushed. With --etcd-endpoints it only seeds an
+    /// empty store: etcd then holds the config, and the admin API writes it there.
+    #[arg(long, required_unless_present = "etcd_endpoints")]
+    config: Option<PathBuf>,
+    /// Keep the routing config, its history, the shared state and the leader election in this
+    /// etcd cluster (comma-separated client URLs): every replica serves the config etcd holds.
+    #[arg(long, env = "SPILLWAY_ETCD_ENDPOINTS", value_delimiter = ',',
+          conflicts_with_all = ["leader_election_lease", "shared_state_configmap"])]
+    etcd_endpoints: Vec<String>,
+    /// Every key this control plane keeps in etcd starts with it.
+    #[arg(long, default_value = "/spillway")]
+    etcd_prefix: String,
+    /// CA (PEM) the etcd members' certificates chain to (turns on TLS to etcd).
     #[arg(long)]
-    config: PathBuf,
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for an etcd cluster that requires mutual TLS.
+    #[arg(long, requires_all = ["etcd_key", "etcd_ca"])]
+    etcd_cert: Option<PathBuf>,
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// Seconds a leader that stops renewing keeps its leadership (Kubernetes Lease or etcd
+    /// lease); it steps down on its own after two thirds of it.
+    #[arg(long = "leader-lease-s", default_value_t = 15)]
+    leader_lease_s: u64,
+    /// Seconds a sidecar's PT lease grant lasts without a new one.
+    #[arg(long = "grant-ttl-s", default_value_t = 30)]
+    grant_ttl_s: u64,
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
     /// TLS certificate and key (PEM); without them the server speaks plaintext.
@@ -262,34 +287,88 @@ fn main() -> ExitCode {
 async fn serve(a: Serve) -> anyhow::Result<()> {
     let discovery = ads::Discovery::new();
     let state = state::ConfigState::new(discovery.clone());
-    let _source = if a.config.is_dir() {
-        Some(source::DirSource::start(a.config.clone(), state.clone()).map_err(anyhow::Error::msg)?)
-    } else {
-        let cfg = spillway_api::config::load_file(&a.config)?;
-        state.set_base(cfg, &format!("file:{}", a.config.display()), "file")?;
-        None
+    let etcd = match a.etcd_endpoints.is_empty() {
+        true => None,
+        false => Some(
+            etcd::Etcd::connect(&etcd::EtcdOptions {
+                endpoints: a.etcd_endpoints.clone(),
+                prefix: a.etcd_prefix.clone(),
+                ca: a.etcd_ca.clone(),
+                cert: a.etcd_cert.clone(),
+                key: a.etcd_key.clone(),
+            })
+            .await
+            .map_err(anyhow::Error::msg)?,
+        ),
     };
-    let policy = telemetry::TelemetryPolicy { tick: Duration::from_secs(a.tick_s.max(1)), ..Default::default() };
+    let mut _source = None;
+    let mut config_store = None;
+    match (&etcd, &a.config) {
+        (Some(etcd), seed) => {
+            let seed = match seed {
+                Some(p) if p.is_dir() => Some((source::load_dir(p)?, format!("directory:{}", p.display()))),
+                Some(p) => Some((spillway_api::config::load_file(p)?, format!("file:{}", p.display()))),
+                None => None,
+            };
+            let store = etcd::config::EtcdConfig::start(etcd.clone(), state.clone(), seed);
+            config_store = Some(store.await.map_err(anyhow::Error::msg)?);
+        }
+        (None, Some(dir)) if dir.is_dir() => {
+            _source = Some(source::DirSource::start(dir.clone(), state.clone()).map_err(anyhow::Error::msg)?)
+        }
+        (None, Some(file)) => {
+            let cfg = spillway_api::config::load_file(file)?;
+            state.set_base(cfg, &format!("file:{}", file.display()), "file")?;
+        }
+        (None, None) => anyhow::bail!("--config or --etcd-endpoints is required"),
+    }
+    let grant_ttl = Duration::from_secs(a.grant_ttl_s.max(1));
+    let leases = leases::LeasePolicy {
+        ttl: grant_ttl,
+        delivery_margin: (grant_ttl / 6).min(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let policy =
+        telemetry::TelemetryPolicy { tick: Duration::from_secs(a.tick_s.max(1)), leases, ..Default::default() };
     let telemetry = telemetry::Telemetry::new(state.clone(), policy);
     let _ticks = telemetry.start();
-    let _shared = match &a.shared_state_configmap {
-        Some(name) => {
-            let kube = Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("shared state: {e}"))?);
-            let (ns, name, state) = (a.injector.webhook_namespace.clone(), name.clone(), state.clone());
-            let t = Some(telemetry.clone());
-            Some(tokio::spawn(spillway_controlplane::shared::run(kube, ns, name, state, t, Duration::from_secs(2))))
-        }
-        None => None,
+    let shared = match (&etcd, &a.shared_state_configmap) {
+        (Some(etcd), _) => Some(shared::SharedDoc::Etcd(etcd.clone())),
+        (None, Some(name)) => Some(shared::SharedDoc::ConfigMap {
+            kube: Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("shared state: {e}"))?),
+            namespace: a.injector.webhook_namespace.clone(),
+            name: name.clone(),
+        }),
+        (None, None) => None,
     };
-    let election = match &a.leader_election_lease {
-        Some(lease) => {
-            telemetry.set_leading(None);
+    let _shared = shared.map(|doc| {
+        let t = Some(telemetry.clone());
+        tokio::spawn(shared::run(doc, state.clone(), t, Duration::from_secs(2)))
+    });
+    let lease_s = Duration::from_secs(a.leader_lease_s.max(1));
+    let timing = |config: election::ElectionConfig| election::ElectionConfig {
+        advertise: a.advertise_admin_url.clone(),
+        duration: lease_s,
+        renew_deadline: lease_s * 2 / 3,
+        retry: (lease_s / 5).max(Duration::from_millis(100)),
+        ..config
+    };
+    let campaign = match (&etcd, &a.leader_election_lease) {
+        (Some(etcd), _) => {
+            Some(etcd::election::run(etcd.clone(), timing(election::ElectionConfig::new("", "leader", &a.pod_name))))
+        }
+        (None, Some(lease)) => {
             let kube = Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("leader election: {e}"))?);
-            let config = election::ElectionConfig {
-                advertise: a.advertise_admin_url.clone(),
-                ..election::ElectionConfig::new(&a.injector.webhook_namespace, lease, &a.pod_name)
-            };
-            let e = election::run(kube, config);
+            Some(election::run(
+                kube,
+                timing(election::ElectionConfig::new(&a.injector.webhook_namespace, lease, &a.pod_name)),
+            ))
+        }
+        (None, None) => None,
+    };
+    let election = match campaign {
+        Some(e) => {
+            telemetry.set_leading(None);
             let (mut leadership, leader_url, task) = (e.leading, e.leader_url, e.task);
             let t = telemetry.clone();
             tokio::spawn(async move {
@@ -307,6 +386,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     };
 
     let health = tokio::net::TcpListener::bind(a.health_listen).await?;
+    tracing::info!(health_listen = %health.local_addr()?, "health checks listening");
     let health_router = health::router(discovery.clone());
     tokio::spawn(listen::serve(health, health_router, listen::Timeouts::API));
 
@@ -324,9 +404,12 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
             }
             None => admin::Admin::new(discovery.clone(), state.clone(), telemetry.clone(), auth),
         };
+        if let Some(store) = &config_store {
+            admin.write_through(store.clone());
+        }
         let router = admin.router();
         let admin = tokio::net::TcpListener::bind(a.admin_listen).await?;
-        tracing::info!(admin_listen = %a.admin_listen, "admin API listening");
+        tracing::info!(admin_listen = %admin.local_addr()?, "admin API listening");
         tokio::spawn(listen::serve(admin, router, listen::Timeouts::API));
     } else {
         tracing::warn!("no JWT key given: the admin API is off");
@@ -371,13 +454,13 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let auth = Arc::new(auth);
 
     let version = discovery.current().map(|s| s.version.clone()).unwrap_or_default();
-    tracing::info!(%version, listen = %a.listen, tls = tls.is_some(), "serving routing snapshots");
+    let incoming = tonic::transport::server::TcpIncoming::bind(a.listen)?.with_keepalive(Some(Duration::from_secs(60)));
+    tracing::info!(%version, listen = %incoming.local_addr()?, tls = tls.is_some(), "serving routing snapshots");
     // Dead peers are found by pings; a connection lives at most half an hour (sidecars resume by
     // version, and a scaled-out control plane gets its share of them); a TLS handshake gets 10 s.
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
         .max_concurrent_streams(Some(16))
         .max_connection_age(Duration::from_secs(1800))
         .max_connection_age_grace(Duration::from_secs(30));
@@ -387,7 +470,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     server
         .add_service(ads::DiscoveryService::server(discovery, auth.clone()))
         .add_service(telemetry::TelemetryService::server(telemetry, auth))
-        .serve(a.listen)
+        .serve_with_incoming(incoming)
         .await?;
     Ok(())
 }

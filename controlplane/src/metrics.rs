@@ -84,6 +84,7 @@ pub struct Metrics {
     evicted: Family<MapLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    leader_epoch: Gauge,
 }
 
 impl Default for Metrics {
@@ -101,7 +102,13 @@ impl Default for Metrics {
             "gRPC streams refused before their first message, by reason",
             auth_failures.clone(),
         );
-        Metrics { registry, tracked, evicted, refused, auth_failures }
+        let leader_epoch = Gauge::default();
+        registry.register(
+            "leader_epoch",
+            "The epoch this replica leads the fleet-wide work with; 0 while it follows",
+            leader_epoch.clone(),
+        );
+        Metrics { registry, tracked, evicted, refused, auth_failures, leader_epoch }
     }
 }
 
@@ -122,6 +129,10 @@ impl Metrics {
 
     pub fn auth_failure(&self, reason: AuthFailure) {
         self.auth_failures.get_or_create(&ReasonLabels { reason: reason.label() }).inc();
+    }
+
+    pub fn set_leading(&self, epoch: Option<u64>) {
+        self.leader_epoch.set(epoch.map_or(0, |e| i64::try_from(e).unwrap_or(i64::MAX)));
     }
 
     pub fn encode(&self) -> String {

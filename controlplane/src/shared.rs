@@ -3,7 +3,8 @@
 //! undo one through any replica; every replica must serve snapshots with the same ones applied,
 //! and a restart must not forget them.
 //!
-//! They live in one ConfigMap, written only with `resourceVersion` preconditions. Each replica
+//! They live in one document — a ConfigMap, or an etcd key — written only with preconditions on
+//! its version (`resourceVersion`, `mod_revision`). Each replica
 //! merges what it has with what is stored — by id; an undo is final, whichever side has it — and
 //! writes back if the store lacks something, or takes what the store adds. New ids are never
 //! reused: a new demotion takes the next id after every one the replica has seen.
@@ -11,12 +12,51 @@
 use crate::kube::{self, Kube};
 use crate::state::{ConfigState, Demotion};
 use crate::telemetry::Telemetry;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::time::Duration;
 
 const KEY: &str = "demotions.json";
 /// The leader's checkpoint of fleet-wide opens and feedback baselines.
 const LEADER_KEY: &str = "leader.json";
+
+/// Where the shared document is kept.
+pub enum SharedDoc {
+    ConfigMap { kube: Arc<Kube>, namespace: String, name: String },
+    Etcd(crate::etcd::Etcd),
+}
+
+/// The etcd key, under the store's prefix.
+const ETCD_KEY: &str = "shared";
+
+impl SharedDoc {
+    fn describe(&self) -> String {
+        match self {
+            SharedDoc::ConfigMap { namespace, name, .. } => format!("configmap {namespace}/{name}"),
+            SharedDoc::Etcd(e) => format!("etcd {}", e.key(ETCD_KEY)),
+        }
+    }
+
+    /// The document and the version to write against ("" when it does not exist).
+    async fn get(&self) -> Result<(Map<String, Value>, String), String> {
+        match self {
+            SharedDoc::ConfigMap { kube, namespace, name } => {
+                Ok(kube::get_configmap(kube, namespace, name).await?.unwrap_or_default())
+            }
+            SharedDoc::Etcd(e) => e.get_doc(ETCD_KEY).await,
+        }
+    }
+
+    /// `Ok(false)` when someone wrote since `version`.
+    async fn put(&self, data: &Map<String, Value>, version: &str) -> Result<bool, String> {
+        match self {
+            SharedDoc::ConfigMap { kube, namespace, name } => {
+                kube::write_configmap(kube, namespace, name, data, version).await
+            }
+            SharedDoc::Etcd(e) => e.put_doc(ETCD_KEY, data, version).await,
+        }
+    }
+}
 
 /// `ours` and `stored` as one list: every demotion either side knows, undone if either undid it.
 pub fn merge(stored: &[Demotion], ours: &[Demotion]) -> Vec<Demotion> {
@@ -40,27 +80,18 @@ fn same(a: &[Demotion], b: &[Demotion]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Demotion { applies: y.applies, ..x.clone() } == *y)
 }
 
-/// Keeps this replica's demotions and the ConfigMap `namespace/name` in step, until dropped:
+/// Keeps this replica's demotions and the shared document in step, until dropped:
 /// at once when a demotion is made or undone here, and every `every` to take others' changes.
 ///
 /// With `telemetry`, the leader also writes its checkpoint there each round, and a follower keeps
 /// the latest one to resume from if it takes over.
-pub async fn run(
-    kube: Arc<Kube>,
-    namespace: String,
-    name: String,
-    state: Arc<ConfigState>,
-    telemetry: Option<Arc<Telemetry>>,
-    every: Duration,
-) {
+pub async fn run(doc: SharedDoc, state: Arc<ConfigState>, telemetry: Option<Arc<Telemetry>>, every: Duration) {
     let mut local = state.subscribe_demotions();
     loop {
-        match sync(&kube, &namespace, &name, &state, telemetry.as_deref()).await {
+        match sync(&doc, &state, telemetry.as_deref()).await {
             Ok(true) => continue,
             Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, configmap = %format!("{namespace}/{name}"), "cannot share demotions now")
-            }
+            Err(e) => tracing::warn!(error = %e, store = %doc.describe(), "cannot share demotions now"),
         }
         tokio::select! {
             changed = local.changed() => if changed.is_err() { return },
@@ -70,14 +101,8 @@ pub async fn run(
 }
 
 /// One round; `Ok(true)` when a conflicting write calls for another at once.
-async fn sync(
-    kube: &Kube,
-    namespace: &str,
-    name: &str,
-    state: &ConfigState,
-    telemetry: Option<&Telemetry>,
-) -> Result<bool, String> {
-    let (mut data, version) = kube::get_configmap(kube, namespace, name).await?.unwrap_or_default();
+async fn sync(doc: &SharedDoc, state: &ConfigState, telemetry: Option<&Telemetry>) -> Result<bool, String> {
+    let (mut data, version) = doc.get().await?;
     let stored: Vec<Demotion> = match data.get(KEY).and_then(|v| v.as_str()) {
         Some(text) if !text.is_empty() => {
             serde_json::from_str(text).map_err(|e| format!("{KEY} is not a demotion list: {e}"))?
@@ -102,7 +127,7 @@ async fn sync(
             }
         }
     }
-    if write && !kube::write_configmap(kube, namespace, name, &data, &version).await? {
+    if write && !doc.put(&data, &version).await? {
         return Ok(true);
     }
     if !same(&merged, &ours) {

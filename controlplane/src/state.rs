@@ -71,6 +71,9 @@ pub enum Owner {
     Admin,
     /// A watched directory (GitOps, a ConfigMap): edit its files.
     Directory(std::path::PathBuf),
+    /// A shared store every replica watches (etcd): the admin API writes through to it, with a
+    /// precondition on the revision the edit was based on. Named for messages.
+    Store(String),
 }
 
 fn pretty(s: &Snapshot) -> String {
@@ -161,6 +164,13 @@ impl ConfigState {
         self.effective.send_replace(Some(Arc::new(config)));
         tracing::info!(version = %change.version, who, action, "routing config published");
         Ok(Some(change))
+    }
+
+    /// Whether `config` would publish as the base: the checks [`ConfigState::set_base`] makes,
+    /// demotions applied, without publishing.
+    pub fn check_base(&self, config: &RoutingConfig) -> Result<(), ConfigErrors> {
+        let mut demotions = self.lock().demotions.clone();
+        Snapshot::build(&effective(config, &mut demotions)).map(|_| ())
     }
 
     /// Replaces the base config (directory change, admin `PUT`).

@@ -88,17 +88,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Telemetry {
     pub fn new(state: Arc<ConfigState>, policy: TelemetryPolicy) -> Arc<Telemetry> {
         let now = Instant::now();
+        let epoch = crate::ads::now_ms();
+        state.metrics().set_leading(Some(epoch));
         Arc::new(Telemetry {
             fleet: Mutex::new(Fleet::new(policy.period, now)),
             // Until leader election, each process is its own epoch; a restarted one a later one.
-            leases: Mutex::new(LeaseBook::new(policy.leases.clone(), crate::ads::now_ms(), now)),
+            leases: Mutex::new(LeaseBook::new(policy.leases.clone(), epoch, now)),
             trends: Mutex::new(Trends::new(policy.feedback.clone())),
             routed: Mutex::default(),
             metrics: state.metrics().clone(),
             policy,
             state,
             streams: Mutex::new(HashMap::new()),
-            leading: Mutex::new(Some(crate::ads::now_ms())),
+            leading: Mutex::new(Some(epoch)),
             inherited: Mutex::default(),
             next_stream: Default::default(),
             zones_evicted: Default::default(),
@@ -222,6 +224,7 @@ impl Telemetry {
             return;
         }
         *leading = epoch;
+        self.metrics.set_leading(epoch);
         if let Some(e) = epoch {
             let pools: Vec<(String, u64)> = self
                 .state
@@ -372,14 +375,21 @@ impl TelemetryService {
     }
 }
 
+/// `UNAVAILABLE`, marked so that the sidecar reconnects without backing off.
+fn not_leader(message: &str) -> Status {
+    let mut meta = tonic::metadata::MetadataMap::new();
+    meta.insert(spillway_api::NOT_LEADER, tonic::metadata::MetadataValue::from_static("1"));
+    Status::with_metadata(tonic::Code::Unavailable, message, meta)
+}
+
 #[tonic::async_trait]
 impl TelemetryApi for TelemetryService {
     type ReportStream = ResponseStream;
 
     async fn report(&self, req: Request<Streaming<TelemetryReport>>) -> Result<Response<ResponseStream>, Status> {
         if self.0.leading().is_none() {
-            // The sidecar reconnects with backoff; through the Service it reaches the leader.
-            return Err(Status::unavailable("this control-plane replica does not lead; reconnect"));
+            // The sidecar reconnects at once; through the Service it reaches the leader.
+            return Err(not_leader("this control-plane replica does not lead; reconnect"));
         }
         let mut peer = self.1.authenticate(req.metadata()).await?;
         let mut inbound = req.into_inner();
@@ -391,7 +401,7 @@ impl TelemetryApi for TelemetryService {
             while let Ok(Some(r)) = inbound.message().await {
                 if me.leading().is_none() {
                     let _ = tx
-                        .send(Err(Status::unavailable("this control-plane replica no longer leads; reconnect")))
+                        .send(Err(not_leader("this control-plane replica no longer leads; reconnect")))
                         .await;
                     break;
                 }

@@ -131,28 +131,73 @@ pub async fn run(m: Arc<Managed>, routing: Arc<Routing>, metrics: Arc<Metrics>) 
     reconnecting("discovery", &m.url, || session(&m, &routing, &metrics)).await
 }
 
+/// Why a control-plane stream ended.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Connection, protocol or server failure: reconnect with backoff.
+    Failed(String),
+    /// A replica that does not lead refused it: reconnect soon, through the Service again.
+    NotLeader(String),
+}
+
+impl From<String> for StreamError {
+    fn from(e: String) -> Self {
+        StreamError::Failed(e)
+    }
+}
+
+impl From<tonic::Status> for StreamError {
+    fn from(s: tonic::Status) -> Self {
+        if s.metadata().get(spillway_api::NOT_LEADER).is_some() {
+            StreamError::NotLeader(s.message().to_owned())
+        } else {
+            StreamError::Failed(s.to_string())
+        }
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A stream that stayed up this long was healthy: a break after it starts the backoff afresh.
+const HEALTHY: Duration = Duration::from_secs(10);
+
 /// Runs `session` again whenever it ends, after a jittered exponential backoff.
 pub async fn reconnecting<F, Fut>(what: &str, url: &str, mut session: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), StreamError>>,
 {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        match session().await {
-            Ok(()) => backoff = Duration::from_millis(250),
-            Err(e) => {
-                tracing::warn!(control_plane = %url, stream = what, error = %e, "control-plane stream down; serving on")
-            }
+        let started = tokio::time::Instant::now();
+        let result = session().await;
+        if started.elapsed() >= HEALTHY {
+            backoff = FIRST_BACKOFF;
         }
+        let wait = match result {
+            Ok(()) => {
+                backoff = FIRST_BACKOFF;
+                backoff
+            }
+            // Not an outage: the next connection may land on the leader. A short jittered pause
+            // only, so that a fleet does not spin against a control plane without a leader.
+            Err(StreamError::NotLeader(e)) => {
+                tracing::debug!(control_plane = %url, stream = what, reason = %e, "replica does not lead; reconnecting");
+                FIRST_BACKOFF
+            }
+            Err(StreamError::Failed(e)) => {
+                tracing::warn!(control_plane = %url, stream = what, error = %e, "control-plane stream down; serving on");
+                let b = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                b
+            }
+        };
         // Full jitter keeps a fleet from reconnecting in lockstep after a control-plane restart.
-        let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-        tokio::time::sleep(wait).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        tokio::time::sleep(wait.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
     }
 }
 
-async fn session(m: &Managed, routing: &Routing, metrics: &Metrics) -> Result<(), String> {
+async fn session(m: &Managed, routing: &Routing, metrics: &Metrics) -> Result<(), StreamError> {
     let mut client = RoutingDiscoveryClient::new(channel(m).await?);
     let (tx, rx) = mpsc::channel(4);
     let version = routing.load().version.clone();

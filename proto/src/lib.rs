@@ -10,6 +10,11 @@
 
 pub mod config;
 pub mod histogram;
+
+/// gRPC metadata key on the `UNAVAILABLE` status of a telemetry stream refused by a replica that
+/// does not lead. The sidecar reconnects at once rather than backing off: the control plane is
+/// up, and another connection through the Service may reach the leader.
+pub const NOT_LEADER: &str = "spillway-not-leader";
 pub mod window;
 
 /// Generated protobuf and gRPC types of the control-plane protocol.

@@ -126,3 +126,56 @@ where
     .await;
     assert!(waited.is_ok(), "still waiting after 20 s for: {what}");
 }
+
+/// Forwards each connection to the next backend that accepts it, like a Service.
+pub async fn balancer(backends: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let candidates = backends.lock().unwrap().clone();
+            let first = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                for i in 0..candidates.len() {
+                    let to = candidates[(first + i) % candidates.len()];
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// What each sidecar holds of its first PT pool now: its valid lease's tokens per minute (0 when
+/// it holds none).
+pub async fn held(sidecars: &[TestSidecar]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for sc in sidecars {
+        let v: serde_json::Value = TestClient::default().get(&sc.url("/debug/pools")).await.unwrap().json();
+        let p = &v["pools"][0];
+        let valid = p["lease"].is_object() && p["lease"]["lapsed"] == false;
+        out.push(if valid { p["budget_tpm"].as_u64().unwrap() } else { 0 });
+    }
+    out
+}
+
+/// Samples the sidecars until `done` holds (bounded at 30 s), checking at every sample that
+/// what they hold together fits in `pool`.
+pub async fn sample_until(sidecars: &[TestSidecar], pool: u64, what: &str, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let h = held(sidecars).await;
+        let total: u64 = h.iter().sum();
+        assert!(total <= pool, "{total} held by {h:?}: more than the pool ({what})");
+        if done(&h) {
+            return h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: still {h:?}");
+        // Sampling, not waiting for a result: each sample is checked.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

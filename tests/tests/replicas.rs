@@ -12,40 +12,17 @@ use spillway_controlplane::ads::{Discovery, DiscoveryService};
 use spillway_controlplane::election::{self, ElectionConfig};
 use spillway_controlplane::identity::Authenticator;
 use spillway_controlplane::leases::LeasePolicy;
+use spillway_controlplane::shared::SharedDoc;
 use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
 use spillway_tests::fake::kube::FakeKube;
 use spillway_tests::fake::{FakeConfig, FakeProvider};
-use spillway_tests::harness::{TestClient, TestSidecar};
+use spillway_tests::harness::{TestSidecar, balancer, sample_until};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const POOL: u64 = 100_000;
-
-/// Forwards each connection to the next backend that accepts it, like a Service.
-async fn balancer(backends: Arc<Mutex<Vec<SocketAddr>>>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let next = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let candidates = backends.lock().unwrap().clone();
-            let first = next.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                for i in 0..candidates.len() {
-                    let to = candidates[(first + i) % candidates.len()];
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 struct Replica {
     telemetry: Arc<Telemetry>,
@@ -113,34 +90,6 @@ impl Replica {
     }
 }
 
-/// What each sidecar holds now: its valid lease's tokens per minute (0 when it holds none).
-async fn held(sidecars: &[TestSidecar]) -> Vec<u64> {
-    let mut out = Vec::new();
-    for sc in sidecars {
-        let v: Value = TestClient::default().get(&sc.url("/debug/pools")).await.unwrap().json();
-        let p = &v["pools"][0];
-        let valid = p["lease"].is_object() && p["lease"]["lapsed"] == false;
-        out.push(if valid { p["budget_tpm"].as_u64().unwrap() } else { 0 });
-    }
-    out
-}
-
-/// Samples the sidecars until `done` holds, checking the pool at every sample.
-async fn sample_until(sidecars: &[TestSidecar], what: &str, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let h = held(sidecars).await;
-        let total: u64 = h.iter().sum();
-        assert!(total <= POOL, "{total} held by {h:?}: more than the pool ({what})");
-        if done(&h) {
-            return h;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: still {h:?}");
-        // Sampling, not waiting for a result: each sample is checked.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_lease_the_pool_once_and_a_new_leader_never_over_grants() {
     let fake = FakeProvider::start(FakeConfig::named("pt")).await.unwrap();
@@ -174,7 +123,7 @@ features:
         );
     }
     // Every sidecar is leased a share by whichever replica leads; never more than the pool.
-    sample_until(&sidecars, "every sidecar leased", |h| h.iter().all(|t| *t > 0)).await;
+    sample_until(&sidecars, POOL, "every sidecar leased", |h| h.iter().all(|t| *t > 0)).await;
     let leaders: Vec<_> = [&a, &b].iter().map(|r| r.leading()).collect();
     assert_eq!(leaders.iter().filter(|l| l.is_some()).count(), 1, "{leaders:?}");
     let (leader, follower) = if a.leading().is_some() { (a, b) } else { (b, a) };
@@ -188,7 +137,7 @@ features:
     tokio::time::timeout(Duration::from_secs(20), l.wait_for(|e| e.is_some())).await.unwrap().unwrap();
     let second_epoch = follower.leading().unwrap();
     assert!(second_epoch > first_epoch);
-    sample_until(&sidecars, "leases from the new leader", |h| h.iter().all(|t| *t > 0)).await;
+    sample_until(&sidecars, POOL, "leases from the new leader", |h| h.iter().all(|t| *t > 0)).await;
     // And they are the new leader's: held grants carry its epoch once the old ones lapsed.
     let view = follower.telemetry.view();
     assert_eq!(view["pools"][0]["sidecars"], 4, "{view}");
@@ -210,9 +159,11 @@ features:
         let s = ConfigState::new(d.clone());
         s.set_base(load_str(yaml, "t.yaml").unwrap(), "test", "file").unwrap();
         let task = tokio::spawn(spillway_controlplane::shared::run(
-            Arc::new(kube.client()),
-            "spillway".into(),
-            "spillway-state".into(),
+            SharedDoc::ConfigMap {
+                kube: Arc::new(kube.client()),
+                namespace: "spillway".into(),
+                name: "spillway-state".into(),
+            },
             s.clone(),
             None,
             Duration::from_millis(100),
@@ -278,9 +229,11 @@ features:
         let t = Telemetry::new(s.clone(), TelemetryPolicy::default());
         t.set_config(&load_str(yaml, "t.yaml").unwrap());
         let task = tokio::spawn(spillway_controlplane::shared::run(
-            Arc::new(kube.client()),
-            "spillway".into(),
-            "spillway-state".into(),
+            SharedDoc::ConfigMap {
+                kube: Arc::new(kube.client()),
+                namespace: "spillway".into(),
+                name: "spillway-state".into(),
+            },
             s.clone(),
             Some(t.clone()),
             Duration::from_millis(50),

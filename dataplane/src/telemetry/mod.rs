@@ -14,7 +14,7 @@
 
 pub mod feedback;
 
-use crate::managed::{Managed, channel, reconnecting};
+use crate::managed::{Managed, StreamError, channel, reconnecting};
 use crate::metrics::Metrics;
 use crate::routing::{Routing, RoutingTable};
 use feedback::Feedback;
@@ -71,7 +71,7 @@ pub fn report(r: &Reporter, table: &RoutingTable, since: Instant) -> TelemetryRe
     }
 }
 
-async fn session(r: &Reporter, last: &std::sync::Mutex<Instant>) -> Result<(), String> {
+async fn session(r: &Reporter, last: &std::sync::Mutex<Instant>) -> Result<(), StreamError> {
     let mut client = TelemetryClient::new(channel(&r.managed).await?);
     let (tx, rx) = mpsc::channel(2);
     // The first report is sent at once, so the control plane knows this sidecar's pools and can
@@ -84,7 +84,7 @@ async fn session(r: &Reporter, last: &std::sync::Mutex<Instant>) -> Result<(), S
     };
     tx.send(take()).await.map_err(|e| e.to_string())?;
     let stream = r.managed.request(ReceiverStream::new(rx))?;
-    let mut responses = client.report(stream).await.map_err(|e| e.to_string())?.into_inner();
+    let mut responses = client.report(stream).await?.into_inner();
     let mut ticks = tokio::time::interval_at(Instant::now() + r.interval, r.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -93,7 +93,7 @@ async fn session(r: &Reporter, last: &std::sync::Mutex<Instant>) -> Result<(), S
                 tx.send(take()).await.map_err(|e| e.to_string())?;
             }
             msg = responses.message() => {
-                let Some(resp) = msg.map_err(|e| e.to_string())? else { return Ok(()) };
+                let Some(resp) = msg? else { return Ok(()) };
                 apply(&r.routing.load(), &resp, &r.metrics);
                 r.applied.send_modify(|n| *n += 1);
             }
