@@ -13,7 +13,7 @@ use crate::snapshot::Snapshot;
 use crate::state::{Change, ConfigState};
 use crate::telemetry::Telemetry;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,6 +92,20 @@ pub struct Admin {
     leader: Option<ToLeader>,
     /// The shared store the config is written through to, when one owns it.
     store: std::sync::OnceLock<Arc<EtcdConfig>>,
+    /// The other live replicas, whose sidecars `/v1/nodes` and the rollout include.
+    peers: std::sync::OnceLock<crate::forward::Peers>,
+}
+
+/// `?scope=replica`: this replica's own share only (what a peer asks when it gathers).
+#[derive(serde::Deserialize, Default)]
+struct Scope {
+    scope: Option<ScopeKind>,
+}
+
+#[derive(serde::Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ScopeKind {
+    Replica,
 }
 
 fn err(status: StatusCode, message: impl Into<String>) -> Response {
@@ -105,7 +119,15 @@ impl Admin {
         telemetry: Arc<Telemetry>,
         auth: AdminAuth,
     ) -> Arc<Admin> {
-        Arc::new(Admin { discovery, state, telemetry, auth, leader: None, store: Default::default() })
+        Arc::new(Admin {
+            discovery,
+            state,
+            telemetry,
+            auth,
+            leader: None,
+            store: Default::default(),
+            peers: Default::default(),
+        })
     }
 
     /// An admin API on one of several replicas: calls only the leader can answer go to it.
@@ -123,12 +145,23 @@ impl Admin {
             auth,
             leader: Some(ToLeader::new(leader_url)),
             store: Default::default(),
+            peers: Default::default(),
         })
     }
 
     /// Writes (replace, rollback) go through `store`, which every replica follows.
     pub fn write_through(&self, store: Arc<EtcdConfig>) {
         let _ = self.store.set(store);
+    }
+
+    /// `/v1/nodes` and the rollout gather every live replica's share from `peers`.
+    pub fn merge_views(&self, peers: crate::forward::Peers) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The peers to gather from, unless the caller asked for this replica's share only.
+    fn gathering(&self, scope: &Scope) -> Option<&crate::forward::Peers> {
+        self.peers.get().filter(|_| scope.scope != Some(ScopeKind::Replica))
     }
 
     /// The leader's answer when this replica does not lead; `None` when it does (or is alone).
@@ -211,14 +244,21 @@ fn check(text: &str) -> Result<(RoutingConfig, Arc<Snapshot>), spillway_api::con
     Ok((config, snapshot))
 }
 
-async fn read(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+async fn read(State(a): State<Arc<Admin>>, headers: HeaderMap, Query(scope): Query<Scope>) -> Response {
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
     }
     match a.discovery.current() {
         Some(s) => {
             let config: Value = serde_json::from_slice(&s.config_json).unwrap_or_default();
-            let rollout = a.discovery.rollout(&s.version);
+            let mut rollout = json!(a.discovery.rollout(&s.version));
+            if let Some(peers) = a.gathering(&scope) {
+                let mine = json!({"version": s.version, "sidecars": rollout});
+                match peers.gather("/v1/config?scope=replica", &headers, mine).await {
+                    Ok(all) => rollout = merge_rollouts(&s.version, &all),
+                    Err(e) => rollout["error"] = json!(format!("only this replica's sidecars: {e}")),
+                }
+            }
             let mut body = json!({"version": s.version, "config": config, "sidecars": rollout});
             match a.store.get() {
                 // The revision an edit is based on: send it back as If-Match.
@@ -353,11 +393,67 @@ async fn history(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn nodes(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+async fn nodes(State(a): State<Arc<Admin>>, headers: HeaderMap, Query(scope): Query<Scope>) -> Response {
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
     }
-    axum::Json(json!({"nodes": a.discovery.nodes()})).into_response()
+    let mine = json!({"nodes": a.discovery.nodes()});
+    let Some(peers) = a.gathering(&scope) else { return axum::Json(mine).into_response() };
+    match peers.gather("/v1/nodes?scope=replica", &headers, mine).await {
+        Ok(all) => axum::Json(merge_nodes(&all)).into_response(),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, format!("cannot list the replicas: {e}")),
+    }
+}
+
+type Gathered = [(String, Result<Value, String>)];
+
+/// Every replica's sidecars as one map, each marked with its replica; a sidecar known to two
+/// (it moved) is shown where it is connected. Replicas that did not answer are named.
+fn merge_nodes(all: &Gathered) -> Value {
+    let mut nodes = serde_json::Map::new();
+    let mut replicas = Vec::new();
+    for (name, answer) in all {
+        match answer {
+            Ok(v) => {
+                let theirs = v["nodes"].as_object().cloned().unwrap_or_default();
+                replicas.push(json!({"replica": name, "nodes": theirs.len()}));
+                for (id, mut status) in theirs {
+                    status["replica"] = json!(name);
+                    let keep =
+                        nodes.get(&id).is_some_and(|n: &Value| n["connected"] == true && status["connected"] != true);
+                    if !keep {
+                        nodes.insert(id, status);
+                    }
+                }
+            }
+            Err(e) => replicas.push(json!({"replica": name, "error": e})),
+        }
+    }
+    json!({"nodes": nodes, "replicas": replicas})
+}
+
+/// The rollout of `version` over every replica's connected sidecars; those of a replica still
+/// serving another version count as on another version.
+fn merge_rollouts(version: &str, all: &Gathered) -> Value {
+    let (mut acked, mut nacked, mut other) = (0, 0, 0);
+    let mut unanswered = Vec::new();
+    for (name, answer) in all {
+        let Ok(v) = answer else {
+            unanswered.push(json!(name));
+            continue;
+        };
+        let n = |k: &str| v["sidecars"][k].as_u64().unwrap_or(0);
+        if v["version"] == version {
+            (acked, nacked, other) = (acked + n("acked"), nacked + n("nacked"), other + n("other_version"));
+        } else {
+            other += n("acked") + n("nacked") + n("other_version");
+        }
+    }
+    let mut r = json!({"acked": acked, "nacked": nacked, "other_version": other});
+    if !unanswered.is_empty() {
+        r["replicas_not_answering"] = json!(unanswered);
+    }
+    r
 }
 
 async fn fleet(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {

@@ -1,7 +1,10 @@
-//! The leader's views through any replica. Only the leader hears telemetry, so only it can answer
-//! `/v1/fleet` and `/v1/feedback` or release a fleet-wide open; the admin API sits behind a
-//! Service that picks any replica. A follower forwards those calls — with the caller's token,
-//! which the leader checks again — to the admin URL the leader advertises in its Lease.
+//! Calls to other replicas' admin APIs, with the caller's token (which they check again).
+//!
+//! - [`ToLeader`]: only the leader hears telemetry, so only it can answer `/v1/fleet` and
+//!   `/v1/feedback` or release a fleet-wide open; the admin API sits behind a Service that picks
+//!   any replica. A follower forwards those calls to the admin URL the leader advertises.
+//! - [`Peers`]: each replica knows only the sidecars connected to it; `/v1/nodes` and the
+//!   rollout in `/v1/config` gather every live replica's share (etcd's replica list).
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -10,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -42,28 +45,88 @@ impl ToLeader {
         let Some(base) = self.url.borrow().clone() else {
             return unavailable("this replica does not lead and no leader is known yet; retry");
         };
-        let mut req = hyper::Request::builder().method(method).uri(format!("{}{path}", base.trim_end_matches('/')));
-        if let Some(token) = headers.get("authorization") {
-            req = req.header("authorization", token);
+        match call(&self.client, &base, method, path, headers).await {
+            Ok((status, content_type, body)) => {
+                let mut out = (status, body).into_response();
+                if let Some(ct) = content_type {
+                    out.headers_mut().insert("content-type", ct);
+                }
+                out
+            }
+            Err(e) => unavailable(&format!("the leader: {e}")),
         }
-        let Ok(req) = req.header(FORWARDED, "1").body(Full::new(Bytes::new())) else {
-            return unavailable("the leader's address is not a URL");
-        };
-        let answer = tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await;
-        let resp = match answer {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return unavailable(&format!("the leader at {base} cannot be reached: {e}")),
-            Err(_) => return unavailable(&format!("the leader at {base} did not answer within 10 s")),
-        };
-        let status = resp.status();
-        let content_type = resp.headers().get("content-type").cloned();
-        let Ok(body) = resp.into_body().collect().await.map(|b| b.to_bytes()) else {
-            return unavailable("the leader's answer broke off");
-        };
-        let mut out = (status, body).into_response();
-        if let Some(ct) = content_type {
-            out.headers_mut().insert("content-type", ct);
+    }
+}
+
+type Answer = (StatusCode, Option<HeaderValue>, Bytes);
+
+/// `method base+path` with the caller's token, marked as forwarded, bounded at 10 s.
+async fn call(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    base: &str,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Answer, String> {
+    let mut req = hyper::Request::builder().method(method).uri(format!("{}{path}", base.trim_end_matches('/')));
+    if let Some(token) = headers.get("authorization") {
+        req = req.header("authorization", token);
+    }
+    let req = req.header(FORWARDED, "1").body(Full::new(Bytes::new())).map_err(|_| format!("{base} is not a URL"))?;
+    let resp = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(format!("{base} cannot be reached: {e}")),
+        Err(_) => return Err(format!("{base} did not answer within 10 s")),
+    };
+    let status = resp.status();
+    let content_type = resp.headers().get("content-type").cloned();
+    let body =
+        resp.into_body().collect().await.map(|b| b.to_bytes()).map_err(|_| format!("{base}'s answer broke off"))?;
+    Ok((status, content_type, body))
+}
+
+/// The other live replicas, as etcd lists them.
+pub struct Peers {
+    etcd: crate::etcd::Etcd,
+    me: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Peers {
+    pub fn new(etcd: crate::etcd::Etcd, me: &str) -> Self {
+        Peers { etcd, me: me.to_owned(), client: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    /// Every live replica's JSON answer to `GET path` (`mine` for this one), by replica name; a
+    /// replica that cannot answer is listed with its error.
+    pub async fn gather(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        mine: Value,
+    ) -> Result<Vec<(String, Result<Value, String>)>, String> {
+        let replicas = crate::etcd::replicas::list(&self.etcd).await?;
+        let mut out = vec![(self.me.clone(), Ok(mine))];
+        let mut calls = tokio::task::JoinSet::new();
+        for r in replicas.into_iter().filter(|r| r.name != self.me) {
+            let (client, headers, path) = (self.client.clone(), headers.clone(), path.to_owned());
+            calls.spawn(async move {
+                let answer = match call(&client, &r.url, Method::GET, &path, &headers).await {
+                    Ok((status, _, body)) if status.is_success() => {
+                        serde_json::from_slice::<Value>(&body).map_err(|e| format!("{}: not JSON: {e}", r.url))
+                    }
+                    Ok((status, _, body)) => Err(format!("{}: {status}: {}", r.url, String::from_utf8_lossy(&body))),
+                    Err(e) => Err(e),
+                };
+                (r.name, answer)
+            });
         }
-        out
+        while let Some(done) = calls.join_next().await {
+            if let Ok(answer) = done {
+                out.push(answer);
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 }

@@ -1,8 +1,8 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use spillway_controlplane::inject::InjectOptions;
 use spillway_controlplane::{
-    admin, ads, election, etcd, health, identity, inject, kube, leases, listen, shared, source, state, telemetry,
-    webhook,
+    admin, ads, election, etcd, forward, health, identity, inject, kube, leases, listen, shared, source, state,
+    telemetry, webhook,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -105,7 +105,8 @@ struct Serve {
     #[arg(long)]
     shared_state_configmap: Option<String>,
     /// Where this replica's admin API answers, for the others to forward the leader's views to
-    /// while it leads (e.g. http://$(POD_IP):7001).
+    /// while it leads (e.g. http://$(POD_IP):7001). Default: the admin listen address, when it
+    /// is a specific one (not 0.0.0.0).
     #[arg(long, env = "SPILLWAY_ADVERTISE_ADMIN_URL", default_value = "")]
     advertise_admin_url: String,
     /// This replica's name in the election (the pod's name).
@@ -345,9 +346,27 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         let t = Some(telemetry.clone());
         tokio::spawn(shared::run(doc, state.clone(), t, Duration::from_secs(2)))
     });
+    let auth = match (&a.jwt_hs256_secret_file, &a.jwt_rs256_public_key) {
+        (Some(f), _) => {
+            Some(admin::AdminAuth::hs256(&std::fs::read(f)?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
+        }
+        (None, Some(f)) => Some(admin::AdminAuth::rs256_pem(&std::fs::read(f)?).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+    };
+    // Bound before the campaign, so that the address the leader advertises is the real one.
+    let admin_listener = match auth {
+        Some(_) => Some(tokio::net::TcpListener::bind(a.admin_listen).await?),
+        None => None,
+    };
+    let advertise = match (&admin_listener, a.advertise_admin_url.as_str()) {
+        (_, url) if !url.is_empty() => url.to_owned(),
+        // A specific address (not 0.0.0.0) is where the others can reach it.
+        (Some(l), _) if !l.local_addr()?.ip().is_unspecified() => format!("http://{}", l.local_addr()?),
+        _ => String::new(),
+    };
     let lease_s = Duration::from_secs(a.leader_lease_s.max(1));
     let timing = |config: election::ElectionConfig| election::ElectionConfig {
-        advertise: a.advertise_admin_url.clone(),
+        advertise: advertise.clone(),
         duration: lease_s,
         renew_deadline: lease_s * 2 / 3,
         retry: (lease_s / 5).max(Duration::from_millis(100)),
@@ -365,6 +384,20 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
             ))
         }
         (None, None) => None,
+    };
+    // Live replicas, for the admin views merged across them.
+    let _registered = match (&etcd, advertise.is_empty()) {
+        (Some(etcd), false) => {
+            let me = etcd::replicas::Replica { name: a.pod_name.clone(), url: advertise.clone() };
+            Some(etcd::replicas::register(etcd.clone(), me, lease_s))
+        }
+        (Some(_), true) => {
+            tracing::warn!(
+                "no admin URL to advertise (--advertise-admin-url): /v1/nodes shows this replica's sidecars only"
+            );
+            None
+        }
+        _ => None,
     };
     let election = match campaign {
         Some(e) => {
@@ -390,14 +423,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let health_router = health::router(discovery.clone());
     tokio::spawn(listen::serve(health, health_router, listen::Timeouts::API));
 
-    let auth = match (&a.jwt_hs256_secret_file, &a.jwt_rs256_public_key) {
-        (Some(f), _) => {
-            Some(admin::AdminAuth::hs256(&std::fs::read(f)?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
-        }
-        (None, Some(f)) => Some(admin::AdminAuth::rs256_pem(&std::fs::read(f)?).map_err(anyhow::Error::msg)?),
-        (None, None) => None,
-    };
-    if let Some(auth) = auth {
+    if let (Some(auth), Some(admin_listener)) = (auth, admin_listener) {
         let admin = match &election {
             Some((_, url)) => {
                 admin::Admin::replica(discovery.clone(), state.clone(), telemetry.clone(), auth, url.clone())
@@ -407,10 +433,12 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         if let Some(store) = &config_store {
             admin.write_through(store.clone());
         }
+        if let Some(etcd) = &etcd {
+            admin.merge_views(forward::Peers::new(etcd.clone(), &a.pod_name));
+        }
         let router = admin.router();
-        let admin = tokio::net::TcpListener::bind(a.admin_listen).await?;
-        tracing::info!(admin_listen = %admin.local_addr()?, "admin API listening");
-        tokio::spawn(listen::serve(admin, router, listen::Timeouts::API));
+        tracing::info!(admin_listen = %admin_listener.local_addr()?, "admin API listening");
+        tokio::spawn(listen::serve(admin_listener, router, listen::Timeouts::API));
     } else {
         tracing::warn!("no JWT key given: the admin API is off");
     }

@@ -400,9 +400,7 @@ impl TelemetryApi for TelemetryService {
             let mut node: Option<String> = None;
             while let Ok(Some(r)) = inbound.message().await {
                 if me.leading().is_none() {
-                    let _ = tx
-                        .send(Err(not_leader("this control-plane replica no longer leads; reconnect")))
-                        .await;
+                    let _ = tx.send(Err(not_leader("this control-plane replica no longer leads; reconnect"))).await;
                     break;
                 }
                 let declared = r.node.clone().unwrap_or_default();

@@ -23,17 +23,36 @@ use tokio::time::Instant;
 const POOL: u64 = 120_000;
 const LEADER_LEASE: Duration = Duration::from_secs(2);
 
+/// `flaky` always fails; its breaker needs 10 requests, so no sidecar (2 failures each) nor any
+/// one replica's share of them (2 sidecars, 4 failures) can open it: only all six together.
 fn routing(base_url: &str, extra_feature: &str) -> String {
     format!(
         "endpoints:
   pt: {{ provider: openai_compatible, base_url: \"{base_url}\", model: m, capacity: {{ pool: p, spill_to: od }} }}
   od: {{ provider: openai_compatible, base_url: \"{base_url}\", model: m }}
+  flaky: {{ provider: openai_compatible, base_url: \"{base_url}\", model: m, headers: {{ x-fake-status: \"500\" }} }}
 pools:
   p: {{ model_units: 1, tokens_per_minute_per_unit: {POOL} }}
+breakers:
+  b: {{ window_s: 60, min_requests: 10, error_rate: 0.5, open_for_s: 60 }}
 features:
   chat: {{ hierarchy: [pt] }}
+  probe: {{ hierarchy: [flaky, od], breaker: b }}
 {extra_feature}"
     )
+}
+
+/// The leader's fleet view of `endpoint`, asked through `via` (a follower forwards it).
+async fn fleet_view(via: &ControlPlane, endpoint: &str) -> Value {
+    let v = via.admin(Method::GET, "/v1/fleet", &[], "").await;
+    assert!(v.status.is_success(), "{}", v.text());
+    v.json()["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["endpoint"] == endpoint)
+        .cloned()
+        .unwrap_or_default()
 }
 
 struct Fleet {
@@ -170,6 +189,23 @@ async fn three_replicas_on_etcd_grant_within_the_pool_share_every_edit_and_survi
     assert!(put.status.is_success(), "{}", put.text());
     let version = put.json()["version"].as_str().unwrap().to_owned();
     every_sidecar_serves(&sidecars, &version).await;
+    // Each replica serves some of the sidecars; any replica's views count all of them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = follower.admin(Method::GET, "/v1/config", &[], "").await.json();
+        if c["sidecars"]["acked"] == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rollout does not count every replica's sidecars: {}", c["sidecars"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nodes = fleet.replicas[leader].admin(Method::GET, "/v1/nodes", &[], "").await.json();
+    let ids: std::collections::BTreeSet<&str> =
+        nodes["nodes"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(ids.len(), 6, "{nodes}");
+    assert_eq!(nodes["replicas"].as_array().unwrap().len(), 3, "{nodes}");
+    let mine = fleet.replicas[leader].admin(Method::GET, "/v1/nodes?scope=replica", &[], "").await.json();
+    assert!(mine["nodes"].as_object().unwrap().len() < 6, "one replica alone does not serve every sidecar: {mine}");
     let race = fleet.replicas[leader].admin(Method::PUT, "/v1/config", &headers, &routing(&fake.base_url(), "")).await;
     assert_eq!(race.status, 409, "{}", race.text());
     assert!(race.text().contains("editor-ana"), "{}", race.text());
@@ -180,6 +216,26 @@ async fn three_replicas_on_etcd_grant_within_the_pool_share_every_edit_and_survi
     for r in &fleet.replicas[1..] {
         assert_eq!(history(r).await, h0, "{} shows another history", r.name);
     }
+
+    // A fleet-wide open judged on every sidecar's reports, whichever replica each one reaches.
+    for s in &sidecars {
+        for _ in 0..2 {
+            let body = r#"{"model":"probe","messages":[{"role":"user","content":"hi"}]}"#;
+            let r = TestClient::default().post_json(&s.url("/v1/chat/completions"), &[], body).await.unwrap();
+            assert_eq!(r.header("x-spillway-endpoint"), "od", "each failure falls back: {}", r.text());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        let e = fleet_view(follower, "flaky").await;
+        if e["fleet_breaker"]["state"] == "open" {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "the fleet did not open `flaky`: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(view["sidecars_reporting"], 6, "{view}");
+    assert_eq!(view["outcomes"]["server_error"], 12, "{view}");
 
     // One etcd member dies: the leader keeps leading, grants stay within the pool and keep
     // being renewed, and edits still go through.

@@ -144,8 +144,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Renews `lease` every `every`; records when the last renewal that succeeded was sent.
-async fn keep_alive(etcd: Etcd, lease: i64, every: Duration, renewed: Arc<Mutex<Instant>>) {
+/// Renews `lease` every `every`; records when the last renewal that succeeded was sent. Returns
+/// only when the lease has expired on the server.
+pub(super) async fn keep_alive(etcd: Etcd, lease: i64, every: Duration, renewed: Arc<Mutex<Instant>>) {
     loop {
         let (mut keeper, mut answers) = match etcd.waiting().lease_client().keep_alive(lease).await {
             Ok(k) => k,

@@ -9,7 +9,8 @@
 //!   [`config::HISTORY_KEPT`] kept, written in the same transaction as the config;
 //! - `<prefix>/shared` — the feedback demotions and the leader's checkpoint (`shared`);
 //! - `<prefix>/leader` — the etcd election ([`election`]), the leader's key bound to its lease,
-//!   and `<prefix>/epoch`, the leader epochs.
+//!   and `<prefix>/epoch`, the leader epochs;
+//! - `<prefix>/replicas/<name>` — each live replica's admin URL, bound to its lease ([`replicas`]).
 //!
 //! # Layout
 //!
@@ -17,10 +18,12 @@
 //!   one JSON document that `shared` builds on;
 //! - [`config`]: the routing config, its history, and the watch that gives every replica the
 //!   same snapshot without a leader;
-//! - [`election`]: one leader, through etcd's election API and a kept-alive lease.
+//! - [`election`]: one leader, through etcd's election API and a kept-alive lease;
+//! - [`replicas`]: the live replicas, for views merged across them.
 
 pub mod config;
 pub mod election;
+pub mod replicas;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
 use serde_json::{Map, Value};
