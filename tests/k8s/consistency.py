@@ -88,6 +88,13 @@ if "leader-election-lease" in args:
     need(role is not None and any(args.get("shared-state-configmap") in r.get("resourceNames", []) and "update" in r["verbs"]
                                   for r in role["rules"]), "replicas cannot share their demotions (RBAC or flag missing)")
     need(pod["automountServiceAccountToken"] is True, "leader election needs the service-account token")
+elif "etcd-endpoints" in args:
+    # etcd holds the election and the shared state: no Lease or ConfigMap RBAC is needed.
+    need(not any(k[0] == "Role" and k[1].endswith("-leader") for k in by), "a Lease Role granted that etcd mode does not use")
+    need(any(e["name"] == "POD_NAME" for e in c["env"]), "replicas have no POD_NAME to campaign with")
+    need("advertise-admin-url" in args, "replicas do not advertise their admin URL (merged views, forwarding)")
+    if "etcd-ca" in args:
+        need(any(m["mountPath"] == "/etc/spillway/etcd-tls" for m in c["volumeMounts"]), "etcd TLS files are not mounted")
 elif deploy["spec"]["replicas"] > 1:
     problems.append("several replicas without leader election would each lease the whole pool")
 
