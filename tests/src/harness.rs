@@ -179,3 +179,19 @@ pub async fn sample_until(sidecars: &[TestSidecar], pool: u64, what: &str, done:
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// `n` managed sidecars (`shop/pod-0`, …) taking their config from the control plane at `url`,
+/// reporting every 100 ms.
+pub async fn managed_sidecars(url: &str, n: usize) -> Vec<TestSidecar> {
+    let mut sidecars = Vec::new();
+    for i in 0..n {
+        let url = url.to_owned();
+        let sidecar = TestSidecar::start_with("unused: true", move |o| {
+            o.control_plane = Some(url);
+            o.node_id = format!("shop/pod-{i}");
+            o.report_interval = std::time::Duration::from_millis(100);
+        });
+        sidecars.push(sidecar.await.expect("a managed sidecar starts"));
+    }
+    sidecars
+}

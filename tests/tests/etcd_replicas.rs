@@ -14,7 +14,7 @@ use serde_json::Value;
 use spillway_tests::control::ControlPlane;
 use spillway_tests::etcd::EtcdCluster;
 use spillway_tests::fake::{FakeConfig, FakeProvider};
-use spillway_tests::harness::{TestClient, TestSidecar, balancer, sample_until};
+use spillway_tests::harness::{TestClient, TestSidecar, balancer, managed_sidecars, sample_until};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -161,19 +161,7 @@ async fn three_replicas_on_etcd_grant_within_the_pool_share_every_edit_and_survi
         fleet.replicas.push(r);
     }
     let url = format!("http://{}", balancer(backends).await);
-    let mut sidecars = Vec::new();
-    for i in 0..6 {
-        let url = url.clone();
-        sidecars.push(
-            TestSidecar::start_with("unused: true", move |o| {
-                o.control_plane = Some(url);
-                o.node_id = format!("shop/pod-{i}");
-                o.report_interval = Duration::from_millis(100);
-            })
-            .await
-            .unwrap(),
-        );
-    }
+    let sidecars = managed_sidecars(&url, 6).await;
     sample_until(&sidecars, POOL, "every sidecar leased", |h| h.iter().all(|t| *t > 0)).await;
     let (leader, epoch) = fleet.one_leader(Duration::from_secs(10)).await;
 

@@ -17,7 +17,7 @@ use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
 use spillway_tests::fake::kube::FakeKube;
 use spillway_tests::fake::{FakeConfig, FakeProvider};
-use spillway_tests::harness::{TestSidecar, balancer, sample_until};
+use spillway_tests::harness::{balancer, managed_sidecars, sample_until};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -109,19 +109,7 @@ features:
     let b = Replica::start(&yaml, &kube, "control-b").await;
     let backends = Arc::new(Mutex::new(vec![a.addr, b.addr]));
     let url = format!("http://{}", balancer(backends.clone()).await);
-    let mut sidecars = Vec::new();
-    for i in 0..4 {
-        let url = url.clone();
-        sidecars.push(
-            TestSidecar::start_with("unused: true", move |o| {
-                o.control_plane = Some(url);
-                o.node_id = format!("shop/pod-{i}");
-                o.report_interval = Duration::from_millis(100);
-            })
-            .await
-            .unwrap(),
-        );
-    }
+    let sidecars = managed_sidecars(&url, 4).await;
     // Every sidecar is leased a share by whichever replica leads; never more than the pool.
     sample_until(&sidecars, POOL, "every sidecar leased", |h| h.iter().all(|t| *t > 0)).await;
     let leaders: Vec<_> = [&a, &b].iter().map(|r| r.leading()).collect();

@@ -169,7 +169,11 @@ impl EtcdConfig {
     }
 
     fn apply(&self, value: &[u8], revision: i64) {
-        self.applied.fetch_max(revision, Ordering::AcqRel);
+        // A lagging watch may deliver an event older than a write this replica made and applied
+        // itself; publishing it would briefly turn the config back.
+        if self.applied.fetch_max(revision, Ordering::AcqRel) > revision {
+            return;
+        }
         let record: Record = match serde_json::from_slice(value) {
             Ok(r) => r,
             Err(e) => {
@@ -282,14 +286,7 @@ impl EtcdConfig {
         ]);
         // Conditional: if a first attempt did commit, a repeat fails its compare and is reported
         // as a conflict, never applied twice.
-        let r = self
-            .etcd
-            .retry(|c| {
-                let txn = txn.clone();
-                async move { c.kv_client().txn(txn).await }
-            })
-            .await
-            .map_err(store_err)?;
+        let r = self.etcd.txn(txn).await.map_err(store_err)?;
         if !r.succeeded() {
             // Written between our read and our transaction: report the writer.
             let now = self.get(&key).await.map_err(store_err)?;

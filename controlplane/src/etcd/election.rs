@@ -196,13 +196,7 @@ fn owns(won: &LeaderKey) -> Compare {
 
 async fn still_ours(etcd: &Etcd, won: &LeaderKey) -> Result<bool, String> {
     let txn = Txn::new().when([owns(won)]);
-    let r = etcd
-        .retry(|c| {
-            let txn = txn.clone();
-            async move { c.kv_client().txn(txn).await }
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = etcd.txn(txn).await.map_err(|e| e.to_string())?;
     Ok(r.succeeded())
 }
 
@@ -230,13 +224,7 @@ async fn take_epoch(etcd: &Etcd, won: &LeaderKey) -> Result<u64, String> {
             r => Compare::mod_revision(key.as_str(), CompareOp::Equal, r),
         };
         let txn = Txn::new().when([owns(won), unchanged]).and_then([TxnOp::put(key.as_str(), epoch.to_string(), None)]);
-        let r = etcd
-            .retry(|c| {
-                let txn = txn.clone();
-                async move { c.kv_client().txn(txn).await }
-            })
-            .await
-            .map_err(|e| format!("epoch: {e}"))?;
+        let r = etcd.txn(txn).await.map_err(|e| format!("epoch: {e}"))?;
         if r.succeeded() {
             return Ok(epoch);
         }

@@ -170,6 +170,16 @@ impl Etcd {
         Err(last.unwrap_or_else(|| etcd_client::Error::Internal("no etcd member".into())))
     }
 
+    /// A transaction, on another member if the current one is unreachable. Only for conditional
+    /// ones: if a first attempt did commit, the repeat fails its compare instead of applying twice.
+    pub async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        self.retry(|c| {
+            let txn = txn.clone();
+            async move { c.kv_client().txn(txn).await }
+        })
+        .await
+    }
+
     /// The full key for `name` under this control plane's prefix.
     pub fn key(&self, name: &str) -> String {
         format!("{}/{name}", self.prefix)
@@ -209,14 +219,7 @@ impl Etcd {
         };
         let body = serde_json::to_vec(data).map_err(|e| e.to_string())?;
         let txn = Txn::new().when([unchanged]).and_then([TxnOp::put(key.as_str(), body, None)]);
-        // Conditional, so repeating it on another member cannot overwrite anything.
-        let r = self
-            .retry(|c| {
-                let txn = txn.clone();
-                async move { c.kv_client().txn(txn).await }
-            })
-            .await
-            .map_err(|e| format!("etcd write {key}: {e}"))?;
+        let r = self.txn(txn).await.map_err(|e| format!("etcd write {key}: {e}"))?;
         Ok(r.succeeded())
     }
 }
