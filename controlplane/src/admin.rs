@@ -108,6 +108,14 @@ enum ScopeKind {
     Replica,
 }
 
+type ScopeQuery = Result<Query<Scope>, axum::extract::rejection::QueryRejection>;
+
+/// The scope asked for, or a 400 in the admin API's JSON form naming what is accepted.
+fn scope_of(q: ScopeQuery) -> Result<Scope, Box<Response>> {
+    q.map(|Query(s)| s)
+        .map_err(|e| Box::new(err(StatusCode::BAD_REQUEST, format!("{}; scope may only be `replica`", e.body_text()))))
+}
+
 fn err(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
@@ -244,10 +252,14 @@ fn check(text: &str) -> Result<(RoutingConfig, Arc<Snapshot>), spillway_api::con
     Ok((config, snapshot))
 }
 
-async fn read(State(a): State<Arc<Admin>>, headers: HeaderMap, Query(scope): Query<Scope>) -> Response {
+async fn read(State(a): State<Arc<Admin>>, headers: HeaderMap, scope: ScopeQuery) -> Response {
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
     }
+    let scope = match scope_of(scope) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     match a.discovery.current() {
         Some(s) => {
             let config: Value = serde_json::from_slice(&s.config_json).unwrap_or_default();
@@ -284,7 +296,8 @@ async fn validate(State(a): State<Arc<Admin>>, headers: HeaderMap, body: String)
     }
 }
 
-/// A write through the API, refused while a watched directory owns the config.
+/// A write through the API, refused while a watched directory owns the config, or while several
+/// replicas each hold their own copy of a file.
 fn owned_elsewhere(a: &Admin) -> Option<Response> {
     match a.state.owner() {
         crate::state::Owner::Admin | crate::state::Owner::Store(_) => None,
@@ -293,6 +306,13 @@ fn owned_elsewhere(a: &Admin) -> Option<Response> {
             format!(
                 "the routing config is owned by the watched directory {}: edit the files there (a change made here would be overwritten by the next file change)",
                 dir.display()
+            ),
+        )),
+        crate::state::Owner::ReplicatedFile(file) => Some(err(
+            StatusCode::CONFLICT,
+            format!(
+                "the routing config is the file {} on each of several replicas: a change made here would reach only this one and be lost at its restart; edit the file (or its ConfigMap), or keep the config in etcd (--etcd-endpoints)",
+                file.display()
             ),
         )),
     }
@@ -393,10 +413,14 @@ async fn history(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn nodes(State(a): State<Arc<Admin>>, headers: HeaderMap, Query(scope): Query<Scope>) -> Response {
+async fn nodes(State(a): State<Arc<Admin>>, headers: HeaderMap, scope: ScopeQuery) -> Response {
     if let Err(r) = a.authorize(&headers, Role::Viewer) {
         return *r;
     }
+    let scope = match scope_of(scope) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     let mine = json!({"nodes": a.discovery.nodes()});
     let Some(peers) = a.gathering(&scope) else { return axum::Json(mine).into_response() };
     match peers.gather("/v1/nodes?scope=replica", &headers, mine).await {

@@ -320,6 +320,9 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         (None, Some(file)) => {
             let cfg = spillway_api::config::load_file(file)?;
             state.set_base(cfg, &format!("file:{}", file.display()), "file")?;
+            if a.leader_election_lease.is_some() {
+                state.set_owner(state::Owner::ReplicatedFile(file.clone()));
+            }
         }
         (None, None) => anyhow::bail!("--config or --etcd-endpoints is required"),
     }

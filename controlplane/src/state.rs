@@ -71,6 +71,9 @@ pub enum Owner {
     Admin,
     /// A watched directory (GitOps, a ConfigMap): edit its files.
     Directory(std::path::PathBuf),
+    /// A config file read once at start by one of several replicas: a write through one
+    /// replica's admin API would reach neither the others nor a restart, so none is taken.
+    ReplicatedFile(std::path::PathBuf),
     /// A shared store every replica watches (etcd): the admin API writes through to it, with a
     /// precondition on the revision the edit was based on. Named for messages.
     Store(String),

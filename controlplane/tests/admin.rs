@@ -232,6 +232,21 @@ async fn a_directory_owned_config_refuses_api_writes() {
     assert_eq!(d.current().unwrap().version, owned, "the directory's config stays in force");
 }
 
+/// Several replicas each reading the same file at start: an edit through one would reach neither
+/// the others nor its own restart, so it is refused, naming the ways that do work.
+#[tokio::test]
+async fn a_file_held_by_several_replicas_refuses_api_writes() {
+    let (api, d, state) = start().await;
+    let before = d.current().unwrap().version.clone();
+    state.set_owner(spillway_controlplane::state::Owner::ReplicatedFile("/etc/spillway/routing.yaml".into()));
+    let editor = token("bo", "editor", 600, SECRET);
+    let (status, v) = api.call("PUT", "/v1/config", Some(&editor), &config("from_api")).await;
+    assert_eq!(status, 409, "{v}");
+    let message = v["error"].as_str().unwrap();
+    assert!(message.contains("/etc/spillway/routing.yaml") && message.contains("--etcd-endpoints"), "{v}");
+    assert_eq!(d.current().unwrap().version, before);
+}
+
 /// With several replicas the admin Service may pick a follower: the views only the leader has
 /// (it alone hears telemetry) come from the leader, with the caller's token checked there too.
 #[tokio::test]

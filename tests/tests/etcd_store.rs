@@ -54,6 +54,10 @@ async fn edits_rollbacks_and_refusals_through_the_etcd_store() {
     assert_eq!(garbled.status, 400, "{}", garbled.text());
     assert!(garbled.text().contains("If-Match"), "{}", garbled.text());
 
+    let scope = a.admin(Method::GET, "/v1/nodes?scope=everything", &[], "").await;
+    assert_eq!(scope.status, 400, "{}", scope.text());
+    assert!(scope.json()["error"].as_str().unwrap().contains("replica"), "{}", scope.text());
+
     // An edit through `a`, a rollback to the seed through `b`: both land on both replicas.
     let put = a.admin(Method::PUT, "/v1/config", &[], &routing(&["chat", "recap"])).await;
     assert!(put.status.is_success(), "{}", put.text());
