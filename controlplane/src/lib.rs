@@ -6,6 +6,8 @@
 //! - [`admin`]: the admin HTTP API (JWT roles): read, validate, replace, roll back, history, nodes;
 //! - [`check`]: offline validation of routing config files, the same validation the sidecar and
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
+//! - [`crd`]: the `SpillwayRouting` custom resource (its spec is one routing file) and its
+//!   definition, derived from the config model;
 //! - [`source`]: the watched config directory, merged, validated and published;
 //! - [`state`]: the config in force — the base config with feedback demotions applied — and
 //!   its change history;
@@ -38,6 +40,7 @@
 pub mod admin;
 pub mod ads;
 pub mod check;
+pub mod crd;
 pub mod election;
 pub mod etcd;
 pub mod feedback;

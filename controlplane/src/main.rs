@@ -31,6 +31,9 @@ enum Command {
         #[command(flatten)]
         sidecar: Box<Sidecar>,
     },
+    /// Print the SpillwayRouting CustomResourceDefinition (the chart installs it from
+    /// helm/spillway/crds/).
+    Crd,
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
     /// any file is invalid.
     Check {
@@ -276,6 +279,10 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Crd => {
+            print!("{}", spillway_controlplane::crd::definition_yaml());
+            ExitCode::SUCCESS
         }
         Command::Check { files } => {
             let (report, ok) = spillway_controlplane::check::check(&files);

@@ -1,11 +1,12 @@
 //! The config model of docs/design.md §2. Unknown keys are errors (`deny_unknown_fields`) so a typo
 //! never silently falls back to a default.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     #[serde(default)]
@@ -25,7 +26,7 @@ pub struct RoutingConfig {
 /// second — may be at most `ratio` of the requests of the last `window_s` seconds, but
 /// `min_per_s` are always allowed so a quiet sidecar can still probe. Fallback to a healthy tier
 /// and capacity spillover are never budgeted: they add no load to anything that is failing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudget {
     #[serde(default = "default_budget_ratio")]
@@ -56,7 +57,7 @@ fn default_budget_window() -> u32 {
     10
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Openai,
@@ -81,7 +82,7 @@ impl Provider {
 }
 
 /// One concrete model at one provider, in one region.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub provider: Provider,
@@ -122,8 +123,9 @@ fn default_connect_timeout_ms() -> u64 {
 }
 
 /// Where an endpoint's credentials come from. Secrets themselves never appear in the config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(schema_with = "auth_schema")]
 pub enum Auth {
     /// No credentials (self-hosted models on a trusted network).
     None,
@@ -148,7 +150,7 @@ pub enum Auth {
     GcpDefault,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Capacity {
     /// The provisioned-throughput pool this endpoint draws from.
@@ -159,7 +161,7 @@ pub struct Capacity {
 }
 
 /// Provisioned throughput, in model units.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     pub model_units: u32,
@@ -179,7 +181,7 @@ fn default_spill_at() -> f64 {
     0.95
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureClass {
     /// Latency-sensitive: provisioned throughput first.
@@ -189,7 +191,7 @@ pub enum FeatureClass {
     Batch,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Feature {
     #[serde(default)]
@@ -232,15 +234,16 @@ fn default_deadline_ms() -> u64 {
     300_000
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(schema_with = "int_or_string")]
 pub enum HedgeAfter {
     Millis(u64),
     /// `p50` … `p99`: the endpoint's own observed TTFT percentile.
     Percentile(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerPolicy {
     #[serde(default = "default_window_s")]
@@ -283,7 +286,7 @@ fn default_open_for_s() -> u32 {
 }
 
 /// "More than `rate` of requests slower than `over_ms`" — a percentile trip without a percentile.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlowRule {
     pub over_ms: u64,
@@ -291,7 +294,7 @@ pub struct SlowRule {
 }
 
 /// The PARTIAL-OPEN ramp.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ramp {
     #[serde(default = "default_ramp_start")]
@@ -326,4 +329,25 @@ fn default_ramp_step_s() -> u32 {
 }
 fn default_ramp_max_s() -> u32 {
     300
+}
+
+/// A number of milliseconds or a percentile name, in the form Kubernetes accepts in a structural
+/// schema (`anyOf` of two types is refused there).
+fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+}
+
+/// `Auth` as one object whose `kind` names the source: a structural schema cannot give one
+/// property a different schema per variant. Which fields a kind takes is checked by the loader.
+fn auth_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Where an endpoint's credentials come from: kind none | api_key | bearer_token (with env or file) | aws_default | gcp_default.",
+        "required": ["kind"],
+        "properties": {
+            "kind": { "type": "string", "enum": ["none", "api_key", "bearer_token", "aws_default", "gcp_default"] },
+            "env": { "type": "string", "description": "The environment variable holding the secret." },
+            "file": { "type": "string", "description": "The file holding the secret (re-read when it changes)." }
+        }
+    })
 }
