@@ -7,6 +7,7 @@
 //! problem's path and never published.
 
 use crate::ads::Discovery;
+use crate::crd_source::{CrdConfig, CrdWriteError};
 use crate::etcd::config::{EtcdConfig, WriteError, Written};
 use crate::forward::ToLeader;
 use crate::snapshot::Snapshot;
@@ -94,6 +95,8 @@ pub struct Admin {
     store: std::sync::OnceLock<Arc<EtcdConfig>>,
     /// The other live replicas, whose sidecars `/v1/nodes` and the rollout include.
     peers: std::sync::OnceLock<crate::forward::Peers>,
+    /// The SpillwayRouting objects the config is written through to, when they own it.
+    crd: std::sync::OnceLock<Arc<CrdConfig>>,
 }
 
 /// `?scope=replica`: this replica's own share only (what a peer asks when it gathers).
@@ -135,6 +138,7 @@ impl Admin {
             leader: None,
             store: Default::default(),
             peers: Default::default(),
+            crd: Default::default(),
         })
     }
 
@@ -154,12 +158,18 @@ impl Admin {
             leader: Some(ToLeader::new(leader_url)),
             store: Default::default(),
             peers: Default::default(),
+            crd: Default::default(),
         })
     }
 
     /// Writes (replace, rollback) go through `store`, which every replica follows.
     pub fn write_through(&self, store: Arc<EtcdConfig>) {
         let _ = self.store.set(store);
+    }
+
+    /// Writes (replace, rollback) go to the admin API's own SpillwayRouting object.
+    pub fn write_through_crd(&self, crd: Arc<CrdConfig>) {
+        let _ = self.crd.set(crd);
     }
 
     /// `/v1/nodes` and the rollout gather every live replica's share from `peers`.
@@ -279,7 +289,13 @@ async fn read(State(a): State<Arc<Admin>>, headers: HeaderMap, scope: ScopeQuery
                     body["revision"] = json!(revision);
                     ([(axum::http::header::ETAG, format!("\"{revision}\""))], axum::Json(body)).into_response()
                 }
-                None => axum::Json(body).into_response(),
+                None => match a.crd.get().and_then(|c| c.revision()) {
+                    Some(rv) => {
+                        body["generation"] = json!(rv);
+                        ([(axum::http::header::ETAG, format!("\"{rv}\""))], axum::Json(body)).into_response()
+                    }
+                    None => axum::Json(body).into_response(),
+                },
             }
         }
         None => err(StatusCode::NOT_FOUND, "no config yet"),
@@ -338,6 +354,9 @@ async fn replace(State(a): State<Arc<Admin>>, headers: HeaderMap, body: String) 
         };
         return written(store.write(config, &who, &action, expected).await);
     }
+    if let Some(crd) = a.crd.get() {
+        return crd_written(crd.write(config, &who, &action, if_match_raw(&headers)).await);
+    }
     match a.state.set_base(config, &who, &action) {
         Ok(c) => changed(c),
         Err(e) => problems(e),
@@ -350,6 +369,24 @@ fn action(op: &str, headers: &HeaderMap) -> String {
     match headers.get("x-spillway-reason").and_then(|v| v.to_str().ok()).map(str::trim) {
         Some(why) if !why.is_empty() => format!("{op}: {}", why.chars().take(500).collect::<String>()),
         _ => op.to_owned(),
+    }
+}
+
+/// `If-Match` as given (a Kubernetes resourceVersion is opaque), unquoted.
+fn if_match_raw(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(axum::http::header::IF_MATCH)?.to_str().ok()?;
+    Some(v.trim().trim_start_matches("W/").trim_matches('"').to_owned())
+}
+
+/// What a write to the admin API's SpillwayRouting object answers. The watch publishes it on
+/// every replica, this one included.
+fn crd_written(r: Result<String, CrdWriteError>) -> Response {
+    match r {
+        Ok(generation) => axum::Json(json!({"written": format!("SpillwayRouting/{}", crate::crd_source::ADMIN_OBJECT), "generation": generation}))
+            .into_response(),
+        Err(e @ (CrdWriteError::Conflict(_) | CrdWriteError::OwnedElsewhere(_))) => err(StatusCode::CONFLICT, e.to_string()),
+        Err(CrdWriteError::Invalid(e)) => problems(e),
+        Err(e @ CrdWriteError::Api(_)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
@@ -393,6 +430,13 @@ async fn rollback(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(version)
             Err(r) => return *r,
         };
         return written(store.rollback(&version, &who, expected).await);
+    }
+    if let Some(crd) = a.crd.get() {
+        let Some(base) = a.state.base_of(&version) else {
+            return err(StatusCode::NOT_FOUND, format!("no known version {version}"));
+        };
+        let action = format!("rollback to {version}");
+        return crd_written(crd.write(base, &who, &action, if_match_raw(&headers)).await);
     }
     match a.state.rollback(&version, &who) {
         Ok(c) => changed(c),

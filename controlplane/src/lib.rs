@@ -8,6 +8,8 @@
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
 //! - [`crd`]: the `SpillwayRouting` custom resource (its spec is one routing file) and its
 //!   definition, derived from the config model;
+//! - [`crd_source`]: the routing config from the namespace's `SpillwayRouting` objects, watched
+//!   by every replica, their status conditions, and the admin API's own object;
 //! - [`source`]: the watched config directory, merged, validated and published;
 //! - [`state`]: the config in force — the base config with feedback demotions applied — and
 //!   its change history;
@@ -41,6 +43,7 @@ pub mod admin;
 pub mod ads;
 pub mod check;
 pub mod crd;
+pub mod crd_source;
 pub mod election;
 pub mod etcd;
 pub mod feedback;

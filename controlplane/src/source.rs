@@ -33,21 +33,32 @@ pub fn load_dir(dir: &Path) -> Result<RoutingConfig, ConfigErrors> {
     if files.is_empty() {
         return Err(ConfigErrors::single(&shown, "", "no *.yaml files"));
     }
-    let mut merged = RoutingConfig::default();
-    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut parts = Vec::new();
     let mut problems = Vec::new();
     for path in &files {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::single(&file, "", format!("cannot read the file: {e}")))?;
         // Each file must parse on its own; semantic checks wait for the merged whole.
-        let part: RoutingConfig = match serde_saphyr_parse(&text, &file) {
-            Ok(c) => c,
-            Err(e) => {
-                problems.extend(e.0);
-                continue;
-            }
-        };
+        match serde_saphyr_parse(&text, &file) {
+            Ok(c) => parts.push((file, c)),
+            Err(e) => problems.extend(e.0),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems));
+    }
+    merge(parts, &shown)
+}
+
+/// Merges named parts (files, custom resources) into one config and validates the whole; each
+/// problem names the part that defines the entry at fault, and a name defined in two parts is
+/// an error naming both.
+pub fn merge(parts: Vec<(String, RoutingConfig)>, shown: &str) -> Result<RoutingConfig, ConfigErrors> {
+    let mut merged = RoutingConfig::default();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (file, part) in parts {
         let mut claim = |section: &str, name: &String| {
             let key = format!("{section}.{name}");
             if let Some(first) = owner.get(&key) {
@@ -91,9 +102,9 @@ pub fn load_dir(dir: &Path) -> Result<RoutingConfig, ConfigErrors> {
     if !problems.is_empty() {
         return Err(ConfigErrors(problems));
     }
-    // Validate the whole, then attribute each problem to the file defining its entry.
+    // Validate the whole, then attribute each problem to the part defining its entry.
     let text = serde_json::to_string(&merged).unwrap_or_default();
-    load_str(&text, &shown).map_err(|ConfigErrors(list)| {
+    load_str(&text, shown).map_err(|ConfigErrors(list)| {
         ConfigErrors(
             list.into_iter()
                 .map(|mut e| {

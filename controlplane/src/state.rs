@@ -101,6 +101,10 @@ fn effective(base: &RoutingConfig, demotions: &mut [Demotion]) -> RoutingConfig 
 
 impl ConfigState {
     /// The control plane's metrics registry.
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
+    }
+
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         self.discovery.metrics()
     }
@@ -130,6 +134,16 @@ impl ConfigState {
     /// Fires with the config in force whenever it changes.
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<RoutingConfig>>> {
         self.effective.subscribe()
+    }
+
+    /// The version in force ("" before the first).
+    pub fn version(&self) -> String {
+        self.discovery.current().map(|s| s.version.clone()).unwrap_or_default()
+    }
+
+    /// The base config behind a published version, if this replica published it.
+    pub fn base_of(&self, version: &str) -> Option<RoutingConfig> {
+        self.lock().known.get(version).cloned()
     }
 
     pub fn history(&self) -> Vec<Change> {

@@ -29,16 +29,22 @@ pub struct PodToken {
 }
 
 #[derive(Default)]
-struct Api {
+pub(super) struct Api {
     tokens: HashMap<String, PodToken>,
     zones: HashMap<String, String>,
     reviews: usize,
     /// `leases/ns/name`, `configmaps/ns/name` → the object.
     objects: HashMap<String, Value>,
     next_version: u64,
+    /// Every write since `compacted`, for watches (`kube_watch`).
+    pub(super) events: Vec<super::kube_watch::Event>,
+    /// Watches from before this resourceVersion get 410 Gone.
+    pub(super) compacted: u64,
+    /// Wakes watches after every write.
+    pub(super) changed: Arc<tokio::sync::Notify>,
 }
 
-type Shared = Arc<Mutex<Api>>;
+pub(super) type Shared = Arc<Mutex<Api>>;
 
 pub struct FakeKube {
     api: Shared,
@@ -66,6 +72,7 @@ impl FakeKube {
                 "/api/v1/namespaces/{ns}/configmaps/{name}",
                 get(|s, h, p| read(s, h, p, "configmaps")).put(|s, h, p, b| replace(s, h, p, b, "configmaps")),
             )
+            .merge(super::kube_watch::routes())
             .with_state(api.clone());
         let cert = webhook::generate(&["127.0.0.1".into()]).expect("a test certificate");
         let key = webhook::certified_key(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).expect("its key");
@@ -80,6 +87,17 @@ impl FakeKube {
     /// A client for the control plane, with its service-account token.
     pub fn client(&self) -> Kube {
         Kube::new(&self.base, self.ca_pem.as_bytes(), self.dir.path().join("token")).expect("a client")
+    }
+
+    /// A kube-rs client for this server (its CA trusted, the control plane's token), as the
+    /// control plane's in-cluster client would be.
+    pub fn kube_client(&self) -> kube::Client {
+        use rustls::pki_types::pem::PemObject;
+        let ca = rustls::pki_types::CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).expect("the CA");
+        let mut config = kube::Config::new(self.base.parse().expect("the base URL"));
+        config.root_cert = Some(vec![ca.to_vec()]);
+        config.auth_info.token = Some(CONTROL_PLANE_TOKEN.to_owned().into());
+        kube::Client::try_from(config).expect("a kube client")
     }
 
     /// Mints a projected token for `namespace/pod` on `node`, for `audience`.
@@ -109,13 +127,48 @@ impl FakeKube {
         self.api.lock().unwrap().objects.get(&format!("configmaps/{namespace}/{name}")).cloned()
     }
 
+    /// Forgets the change history up to now: a watch from an older resourceVersion gets 410 Gone,
+    /// as after the API server's compaction.
+    /// Open watches end, as when an API server restarts; their clients resume from a version
+    /// that is now too old.
+    pub fn compact(&self) {
+        let mut api = self.api.lock().unwrap();
+        api.compacted = api.next_version;
+        api.events.clear();
+        api.changed.notify_waiters();
+    }
+
+    /// A SpillwayRouting as stored.
+    pub fn routing(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.api.lock().unwrap().objects.get(&format!("spillwayroutings/{namespace}/{name}")).cloned()
+    }
+
+    /// Writes a SpillwayRouting as kubectl apply would (create or replace), by `who`.
+    pub fn apply_routing(&self, namespace: &str, name: &str, spec: Value) -> Value {
+        let key = format!("spillwayroutings/{namespace}/{name}");
+        let mut api = self.api.lock().unwrap();
+        let mut object = api.objects.get(&key).cloned().unwrap_or_else(|| {
+            json!({"apiVersion": "spillway.dev/v1alpha1", "kind": "SpillwayRouting",
+                   "metadata": {"name": name, "namespace": namespace, "generation": 0, "uid": format!("uid-{name}")}})
+        });
+        object["spec"] = spec;
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+        object["metadata"]["generation"] = json!(generation);
+        store(&mut api, key, object)
+    }
+
+    /// Deletes a SpillwayRouting.
+    pub fn delete_routing(&self, namespace: &str, name: &str) {
+        remove(&mut self.api.lock().unwrap(), &format!("spillwayroutings/{namespace}/{name}"));
+    }
+
     /// TokenReviews answered so far.
     pub fn reviews(&self) -> usize {
         self.api.lock().unwrap().reviews
     }
 }
 
-fn unauthorized(h: &HeaderMap) -> Option<(StatusCode, axum::Json<Value>)> {
+pub(super) fn unauthorized(h: &HeaderMap) -> Option<(StatusCode, axum::Json<Value>)> {
     let ok = h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {CONTROL_PLANE_TOKEN}"));
     (!ok).then(|| (StatusCode::UNAUTHORIZED, axum::Json(json!({"kind": "Status", "message": "Unauthorized"}))))
 }
@@ -176,11 +229,20 @@ async fn node(State(api): State<Shared>, h: HeaderMap, Path(name): Path<String>)
     }
 }
 
-fn status(code: StatusCode, message: &str) -> (StatusCode, axum::Json<Value>) {
-    (code, axum::Json(json!({"kind": "Status", "message": message, "code": code.as_u16()})))
+/// A `Status` as the API server writes it (kube-rs reads `reason`: `get_opt` needs `NotFound`).
+pub(super) fn status(code: StatusCode, message: &str) -> (StatusCode, axum::Json<Value>) {
+    let reason = match code {
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::CONFLICT => "Conflict",
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        _ => "",
+    };
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+                      "reason": reason, "code": code.as_u16()});
+    (code, axum::Json(body))
 }
 
-async fn read(
+pub(super) async fn read(
     State(api): State<Shared>,
     h: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
@@ -195,15 +257,45 @@ async fn read(
     }
 }
 
-/// Stores `object` at the next resourceVersion.
-fn store(api: &mut Api, key: String, mut object: Value) -> Value {
+/// Stores `object` at the next resourceVersion, and records the change for watches.
+pub(super) fn store(api: &mut Api, key: String, mut object: Value) -> Value {
     api.next_version += 1;
     object["metadata"]["resourceVersion"] = json!(api.next_version.to_string());
-    api.objects.insert(key, object.clone());
+    let kind = if api.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+    api.objects.insert(key.clone(), object.clone());
+    api.events.push(super::kube_watch::Event { version: api.next_version, key, kind, object: object.clone() });
+    api.changed.notify_waiters();
     object
 }
 
-async fn create(
+/// Removes the object at `key`, recording the deletion for watches.
+pub(super) fn remove(api: &mut Api, key: &str) -> Option<Value> {
+    let mut object = api.objects.remove(key)?;
+    api.next_version += 1;
+    object["metadata"]["resourceVersion"] = json!(api.next_version.to_string());
+    let event = super::kube_watch::Event { version: api.next_version, key: key.to_owned(), kind: "DELETED", object };
+    api.events.push(event.clone());
+    api.changed.notify_waiters();
+    Some(event.object)
+}
+
+impl Api {
+    pub(super) fn version(&self) -> u64 {
+        self.next_version
+    }
+
+    pub(super) fn objects_under(&self, prefix: &str) -> Vec<Value> {
+        let mut out: Vec<(&String, &Value)> = self.objects.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out.into_iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    pub(super) fn object(&self, key: &str) -> Option<&Value> {
+        self.objects.get(key)
+    }
+}
+
+pub(super) async fn create(
     State(api): State<Shared>,
     h: HeaderMap,
     Path(ns): Path<String>,
@@ -219,11 +311,15 @@ async fn create(
     if api.objects.contains_key(&key) {
         return status(StatusCode::CONFLICT, &format!("{kind} already exists"));
     }
+    let mut object = object;
+    if object.get("spec").is_some() {
+        object["metadata"]["generation"] = json!(1);
+    }
     let stored = store(&mut api, key, object);
     (StatusCode::CREATED, axum::Json(stored))
 }
 
-async fn replace(
+pub(super) async fn replace(
     State(api): State<Shared>,
     h: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
@@ -244,6 +340,15 @@ async fn replace(
             StatusCode::CONFLICT,
             "the object has been modified; please apply your changes to the latest version and try again",
         );
+    }
+    // As with a status subresource: a replace keeps the stored status, and a changed spec is a
+    // new generation.
+    let mut object = object;
+    if object.get("spec").is_some() {
+        let generation = current["metadata"]["generation"].as_i64().unwrap_or(0);
+        let changed = current["spec"] != object["spec"];
+        object["metadata"]["generation"] = json!(if changed { generation + 1 } else { generation });
+        object["status"] = current["status"].clone();
     }
     let stored = store(&mut api, key, object);
     (StatusCode::OK, axum::Json(stored))

@@ -12,6 +12,7 @@ pub mod bedrock;
 mod body;
 pub mod cloud;
 pub mod kube;
+mod kube_watch;
 pub mod openai;
 mod script;
 pub mod vertex;

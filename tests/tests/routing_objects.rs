@@ -1,0 +1,186 @@
+//! The routing config as `SpillwayRouting` objects on a fake Kubernetes API server, driven by the
+//! real kube-rs client and kube-runtime watcher: two replicas serve the same merge of the
+//! objects; each object's status says whether it is in force and why not; a watch that the API
+//! server ends and that resumes from a compacted version (410 Gone) relists and misses nothing;
+//! the admin API writes only its own object, with resourceVersion preconditions, and never
+//! what a GitOps-owned object defines.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use spillway_controlplane::admin::{Admin, AdminAuth};
+use spillway_controlplane::ads::Discovery;
+use spillway_controlplane::crd_source::CrdConfig;
+use spillway_controlplane::state::ConfigState;
+use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy};
+use spillway_tests::fake::kube::FakeKube;
+use spillway_tests::harness::TestClient;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NS: &str = "spillway";
+const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes-long";
+
+struct Replica {
+    state: Arc<ConfigState>,
+    crd: Arc<CrdConfig>,
+}
+
+async fn replica(kube: &FakeKube) -> Replica {
+    let state = ConfigState::new(Discovery::new());
+    let crd = CrdConfig::start(kube.kube_client(), NS, state.clone()).await.expect("the objects are listed");
+    Replica { state, crd }
+}
+
+fn hierarchy(r: &Replica, feature: &str) -> Vec<String> {
+    r.state.subscribe().borrow().as_ref().and_then(|c| c.features.get(feature)).map(|f| f.hierarchy.clone()).unwrap_or_default()
+}
+
+/// Waits (bounded) until `check` holds on the config `r` serves.
+async fn until(r: &Replica, what: &str, check: impl Fn(&Replica) -> bool) {
+    let mut rx = r.state.subscribe();
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while !check(r) {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "still waiting for: {what}");
+}
+
+/// Waits (bounded) until object `name`'s Accepted condition has `status`; returns it.
+async fn accepted(kube: &FakeKube, name: &str, status: &str) -> Value {
+    for _ in 0..200 {
+        let o = kube.routing(NS, name).unwrap_or_default();
+        let c = o["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Accepted")).cloned();
+        if let Some(c) = c.filter(|c| c["status"] == status) {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name} never got Accepted={status}: {}", kube.routing(NS, name).unwrap_or_default());
+}
+
+fn models() -> Value {
+    json!({"endpoints": {"a": {"provider": "openai", "model": "gpt-4o"}, "b": {"provider": "anthropic", "model": "claude"}}})
+}
+
+fn features(h: &[&str]) -> Value {
+    json!({"features": {"chat": {"hierarchy": h}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_the_merge_of_the_objects_and_report_on_each() {
+    let kube = FakeKube::start().await;
+    kube.apply_routing(NS, "models", models());
+    kube.apply_routing(NS, "features", features(&["a", "b"]));
+    let (one, two) = (replica(&kube).await, replica(&kube).await);
+    assert_eq!(hierarchy(&one, "chat"), ["a", "b"]);
+    assert_eq!(one.state.version(), two.state.version(), "both replicas serve the same snapshot");
+    accepted(&kube, "models", "True").await;
+    accepted(&kube, "features", "True").await;
+
+    // An edit with kubectl reaches both.
+    kube.apply_routing(NS, "features", features(&["b", "a"]));
+    for r in [&one, &two] {
+        until(r, "the edit", |r| hierarchy(r, "chat") == ["b", "a"]).await;
+    }
+    let edited = one.state.version();
+
+    // An invalid object is not merged: the last good config stays; its status says why, and the
+    // others say they are held back by it.
+    kube.apply_routing(NS, "broken", json!({"features": {"recap": {"hierarchy": ["nowhere"]}}}));
+    let c = accepted(&kube, "broken", "False").await;
+    assert_eq!(c["reason"], "Invalid");
+    assert!(c["message"].as_str().unwrap().contains("nowhere"), "{c}");
+    let held = accepted(&kube, "models", "False").await;
+    assert_eq!(held["reason"], "OtherObjectInvalid");
+    assert_eq!(one.state.version(), edited);
+    kube.delete_routing(NS, "broken");
+    accepted(&kube, "models", "True").await;
+
+    // The API server ends every watch and forgets its history: the replicas resume, get 410 Gone,
+    // relist, and a change made meanwhile is not missed.
+    kube.compact();
+    kube.apply_routing(NS, "features", features(&["a"]));
+    for r in [&one, &two] {
+        until(r, "the change after the compaction", |r| hierarchy(r, "chat") == ["a"]).await;
+    }
+}
+
+struct Api {
+    base: String,
+    client: TestClient,
+}
+
+impl Api {
+    async fn start(r: &Replica) -> Api {
+        let telemetry = Telemetry::new(r.state.clone(), TelemetryPolicy::default());
+        let auth = AdminAuth::hs256(SECRET.as_bytes()).unwrap();
+        let admin = Admin::new(r.state.discovery().clone(), r.state.clone(), telemetry, auth);
+        admin.write_through_crd(r.crd.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(spillway_controlplane::listen::serve(
+            listener,
+            admin.router(),
+            spillway_controlplane::listen::Timeouts::API,
+        ));
+        Api { base, client: TestClient::default() }
+    }
+
+    async fn put(&self, body: &Value, if_match: Option<&str>) -> (StatusCode, Value) {
+        let token = spillway_tests::control::token("ana", "editor");
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("authorization", auth.as_str()), ("x-spillway-reason", "add recap")];
+        if let Some(m) = if_match {
+            headers.push(("if-match", m));
+        }
+        let req = headers.iter().fold(http::Request::put(format!("{}/v1/config", self.base)), |b, (k, v)| b.header(*k, *v));
+        let r = self.client.send(req.body(http_body_util::Full::new(body.to_string().into())).unwrap()).await.unwrap();
+        (r.status, r.json())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_writes_its_own_object_and_never_a_gitops_one() {
+    let kube = FakeKube::start().await;
+    kube.apply_routing(NS, "models", models());
+    kube.apply_routing(NS, "features", features(&["a", "b"]));
+    let (one, two) = (replica(&kube).await, replica(&kube).await);
+    let api = Api::start(&one).await;
+
+    // The whole config as read, plus a feature: only the new feature goes to the admin object.
+    let mut desired: Value = serde_json::to_value(one.state.subscribe().borrow().as_deref().unwrap()).unwrap();
+    desired["features"]["recap"] = json!({"hierarchy": ["b"]});
+    let (status, v) = api.put(&desired, None).await;
+    assert_eq!(status, 200, "{v}");
+    let admin = kube.routing(NS, "spillway-admin").expect("the admin object");
+    assert_eq!(admin["spec"]["features"].as_object().unwrap().keys().collect::<Vec<_>>(), ["recap"], "{admin}");
+    assert_eq!(admin["metadata"]["labels"]["spillway.dev/owner"], "admin-api");
+    assert_eq!(admin["metadata"]["annotations"]["spillway.dev/changed-by"], "ana");
+    for r in [&one, &two] {
+        until(r, "the admin edit", |r| hierarchy(r, "recap") == ["b"]).await;
+    }
+    let history = one.state.history();
+    assert_eq!(history.last().unwrap().who, "ana");
+    assert!(history.last().unwrap().action.contains("add recap"), "{:?}", history.last());
+
+    // Changing what the `features` object defines is refused, naming it.
+    let mut theirs = desired.clone();
+    theirs["features"]["chat"]["hierarchy"] = json!(["b", "a"]);
+    let (status, v) = api.put(&theirs, None).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("SpillwayRouting/features"), "{v}");
+
+    // Two edits based on the same generation (the ETag of GET /v1/config): the first wins, the
+    // second gets 409 and writes nothing. A status write in between is not a change.
+    let read = api.client.get(&format!("{}/v1/config", api.base)).await.unwrap();
+    assert_eq!(read.status, 401, "a token is needed");
+    let stale = admin["metadata"]["generation"].to_string();
+    desired["features"]["recap"] = json!({"hierarchy": ["a"]});
+    assert_eq!(api.put(&desired, Some(&stale)).await.0, 200);
+    desired["features"]["recap"] = json!({"hierarchy": ["a", "b"]});
+    let (status, v) = api.put(&desired, Some(&stale)).await;
+    assert_eq!(status, 409, "{v}");
+    until(&two, "the first of the two edits", |r| hierarchy(r, "recap") == ["a"]).await;
+}
