@@ -13,14 +13,14 @@
 use crate::crd::{Condition, RoutingStatus, SpillwayRouting, SpillwayRoutingSpec};
 use crate::state::{ConfigState, Owner};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use tokio_stream::StreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use spillway_api::config::{ConfigErrors, RoutingConfig};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 
 /// The object the admin API owns.
 pub const ADMIN_OBJECT: &str = "spillway-admin";
@@ -81,7 +81,11 @@ fn now() -> String {
 impl CrdConfig {
     /// Watches the SpillwayRouting objects of `namespace`; returns once the first complete list
     /// has been read and published (or found invalid).
-    pub async fn start(client: kube::Client, namespace: &str, state: Arc<ConfigState>) -> Result<Arc<CrdConfig>, String> {
+    pub async fn start(
+        client: kube::Client,
+        namespace: &str,
+        state: Arc<ConfigState>,
+    ) -> Result<Arc<CrdConfig>, String> {
         let api: Api<SpillwayRouting> = Api::namespaced(client, namespace);
         let this = Arc::new(CrdConfig {
             api: api.clone(),
@@ -127,6 +131,20 @@ impl CrdConfig {
         Ok(this)
     }
 
+    /// Writes `config` as the admin API's object when the namespace has no SpillwayRouting
+    /// objects at all (a first start); a replica that loses that race, or finds objects, keeps
+    /// what is there.
+    pub async fn seed(&self, config: RoutingConfig, who: &str) -> Result<(), String> {
+        if !self.lock().is_empty() {
+            tracing::info!(namespace = %self.namespace, "SpillwayRouting objects exist; --config only seeds an empty namespace");
+            return Ok(());
+        }
+        match self.write(config, who, "seed", Some("0".into())).await {
+            Ok(_) | Err(CrdWriteError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SpillwayRouting>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -141,7 +159,8 @@ impl CrdConfig {
         let parts = objects.iter().map(|(n, o)| (label(n), o.spec.config.clone())).collect();
         let merged = crate::source::merge(parts, &format!("namespace {}", self.namespace));
         // Who changed it last: the most recently written object.
-        let latest = objects.values().max_by_key(|o| o.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()));
+        let latest =
+            objects.values().max_by_key(|o| o.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()));
         let who = latest
             .and_then(|o| o.metadata.annotations.as_ref()?.get(CHANGED_BY).cloned())
             .unwrap_or_else(|| "kubernetes".into());
@@ -149,22 +168,36 @@ impl CrdConfig {
             let reason = o.metadata.annotations.as_ref().and_then(|a| a.get(REASON)).map(|r| format!(": {r}"));
             format!("{} changed{}", label(o.metadata.name.as_deref().unwrap_or_default()), reason.unwrap_or_default())
         });
-        let verdicts: BTreeMap<String, (bool, String, String)> = match merged.and_then(|c| self.state.set_base(c, &who, &action)) {
+        let verdicts: BTreeMap<String, (bool, String, String)> = match merged
+            .and_then(|c| self.state.set_base(c, &who, &action))
+        {
             Ok(published) => {
                 if let Some(c) = published {
                     tracing::info!(version = %c.version, %who, "routing config from SpillwayRouting objects published");
                 }
                 let version = self.state.version();
-                objects.keys().map(|n| (n.clone(), (true, "Merged".into(), format!("in force as part of version {version}")))).collect()
+                objects
+                    .keys()
+                    .map(|n| (n.clone(), (true, "Merged".into(), format!("in force as part of version {version}"))))
+                    .collect()
             }
             Err(errors) => {
                 tracing::error!("SpillwayRouting objects are invalid: {errors}; the last good snapshot stays");
                 objects
                     .keys()
                     .map(|n| {
-                        let own: Vec<String> = errors.0.iter().filter(|e| e.file == label(n)).map(|e| format!("{}: {}", e.path, e.message)).collect();
+                        let own: Vec<String> = errors
+                            .0
+                            .iter()
+                            .filter(|e| e.file == label(n))
+                            .map(|e| format!("{}: {}", e.path, e.message))
+                            .collect();
                         let verdict = if own.is_empty() {
-                            (false, "OtherObjectInvalid".into(), format!("not in force: the merge is invalid: {errors}"))
+                            (
+                                false,
+                                "OtherObjectInvalid".into(),
+                                format!("not in force: the merge is invalid: {errors}"),
+                            )
                         } else {
                             (false, "Invalid".into(), own.join("; "))
                         };
@@ -184,7 +217,9 @@ impl CrdConfig {
         let status = if accepted { "True" } else { "False" };
         let current = o.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.kind == "Accepted"));
         let generation = o.metadata.generation;
-        if current.is_some_and(|c| c.status == status && c.reason == reason && c.message == message && c.observed_generation == generation) {
+        if current.is_some_and(|c| {
+            c.status == status && c.reason == reason && c.message == message && c.observed_generation == generation
+        }) {
             return;
         }
         let since = current.filter(|c| c.status == status).map_or_else(now, |c| c.last_transition_time.clone());
@@ -264,7 +299,12 @@ impl CrdConfig {
 
 /// Removes from `mine` what `owned` (object `name`) defines, refusing if `desired` changes or
 /// drops any of it.
-fn take_owned(mine: &mut RoutingConfig, owned: &RoutingConfig, desired: &RoutingConfig, name: &str) -> Result<(), CrdWriteError> {
+fn take_owned(
+    mine: &mut RoutingConfig,
+    owned: &RoutingConfig,
+    desired: &RoutingConfig,
+    name: &str,
+) -> Result<(), CrdWriteError> {
     fn section<T: PartialEq>(
         mine: &mut BTreeMap<String, T>,
         owned: &BTreeMap<String, T>,

@@ -1,8 +1,8 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use spillway_controlplane::inject::InjectOptions;
 use spillway_controlplane::{
-    admin, ads, election, etcd, forward, health, identity, inject, kube, leases, listen, shared, source, state,
-    telemetry, webhook,
+    admin, ads, crd_source, election, etcd, forward, health, identity, inject, kube, leases, listen, shared, source,
+    state, telemetry, webhook,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,13 +47,18 @@ struct Serve {
     /// Routing config: a YAML file, or a directory of YAML files merged into one and watched
     /// for changes. Validated before anything is pushed. With --etcd-endpoints it only seeds an
     /// empty store: etcd then holds the config, and the admin API writes it there.
-    #[arg(long, required_unless_present = "etcd_endpoints")]
+    #[arg(long, required_unless_present_any = ["etcd_endpoints", "routing_objects"])]
     config: Option<PathBuf>,
     /// Keep the routing config, its history, the shared state and the leader election in this
     /// etcd cluster (comma-separated client URLs): every replica serves the config etcd holds.
     #[arg(long, env = "SPILLWAY_ETCD_ENDPOINTS", value_delimiter = ',',
           conflicts_with_all = ["leader_election_lease", "shared_state_configmap"])]
     etcd_endpoints: Vec<String>,
+    /// Take the routing config from the SpillwayRouting objects of the pod's namespace (the
+    /// chart's `controlPlane.routingObjects`): every replica watches them; the admin API writes
+    /// its own object, `spillway-admin`. --config then only seeds a namespace without objects.
+    #[arg(long, conflicts_with = "etcd_endpoints")]
+    routing_objects: bool,
     /// Every key this control plane keeps in etcd starts with it.
     #[arg(long, default_value = "/spillway")]
     etcd_prefix: String,
@@ -311,13 +316,28 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     };
     let mut _source = None;
     let mut config_store = None;
+    let mut routing_objects = None;
+    let seed = |p: &PathBuf| -> anyhow::Result<(spillway_api::config::RoutingConfig, String)> {
+        Ok(match p.is_dir() {
+            true => (source::load_dir(p)?, format!("directory:{}", p.display())),
+            false => (spillway_api::config::load_file(p)?, format!("file:{}", p.display())),
+        })
+    };
     match (&etcd, &a.config) {
-        (Some(etcd), seed) => {
-            let seed = match seed {
-                Some(p) if p.is_dir() => Some((source::load_dir(p)?, format!("directory:{}", p.display()))),
-                Some(p) => Some((spillway_api::config::load_file(p)?, format!("file:{}", p.display()))),
-                None => None,
-            };
+        (None, config) if a.routing_objects => {
+            let client = ::kube::Client::try_default()
+                .await
+                .map_err(|e| anyhow::anyhow!("--routing-objects needs the Kubernetes API: {e}"))?;
+            let ns = a.injector.webhook_namespace.clone();
+            let objects = crd_source::CrdConfig::start(client, &ns, state.clone()).await.map_err(anyhow::Error::msg)?;
+            if let Some(p) = config {
+                let (config, who) = seed(p)?;
+                objects.seed(config, &who).await.map_err(anyhow::Error::msg)?;
+            }
+            routing_objects = Some(objects);
+        }
+        (Some(etcd), config) => {
+            let seed = config.as_ref().map(seed).transpose()?;
             let store = etcd::config::EtcdConfig::start(etcd.clone(), state.clone(), seed);
             config_store = Some(store.await.map_err(anyhow::Error::msg)?);
         }
@@ -442,6 +462,9 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         };
         if let Some(store) = &config_store {
             admin.write_through(store.clone());
+        }
+        if let Some(objects) = &routing_objects {
+            admin.write_through_crd(objects.clone());
         }
         if let Some(etcd) = &etcd {
             admin.merge_views(forward::Peers::new(etcd.clone(), &a.pod_name));

@@ -59,3 +59,15 @@ fn every_shipped_config_is_a_valid_spec() {
         assert_eq!(parsed.spec.config, config, "{name} does not round-trip");
     }
 }
+
+/// The chart installs the definition from `crds/`; it must be the one the model derives.
+#[test]
+fn the_chart_installs_the_derived_definition() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/spillway/crds/spillwayrouting.yaml");
+    let installed = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        installed == definition_yaml(),
+        "{} is stale: run `cargo run -p spillway-controlplane --bin spillway-control -- crd > helm/spillway/crds/spillwayrouting.yaml`",
+        path.display()
+    );
+}

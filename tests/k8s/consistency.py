@@ -98,6 +98,19 @@ elif "etcd-endpoints" in args:
 elif deploy["spec"]["replicas"] > 1:
     problems.append("several replicas without leader election would each lease the whole pool")
 
+# SpillwayRouting objects: the Role lets it watch them, write their status and its own object.
+if "--routing-objects" in c["args"]:
+    role = by.get(("Role", deploy["metadata"]["name"] + "-routing"))
+    rules = role["rules"] if role else []
+    def allows(resource, verb, name=None):
+        return any(resource in r["resources"] and verb in r["verbs"] and (name is None or name in r.get("resourceNames", [name]))
+                   for r in rules)
+    for verb in ["get", "list", "watch", "create"]:
+        need(allows("spillwayroutings", verb), f"RBAC does not let it {verb} SpillwayRouting objects")
+    need(allows("spillwayroutings", "update", "spillway-admin"), "RBAC does not let the admin API replace its object")
+    need(allows("spillwayroutings/status", "patch"), "RBAC does not let it write SpillwayRouting status")
+    need(pod["automountServiceAccountToken"] is True, "watching SpillwayRouting objects needs the service-account token")
+
 with open(sys.argv[2], "w") as f:
     f.write(routing["data"]["routing.yaml"])
 if problems:

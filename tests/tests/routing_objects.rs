@@ -32,7 +32,13 @@ async fn replica(kube: &FakeKube) -> Replica {
 }
 
 fn hierarchy(r: &Replica, feature: &str) -> Vec<String> {
-    r.state.subscribe().borrow().as_ref().and_then(|c| c.features.get(feature)).map(|f| f.hierarchy.clone()).unwrap_or_default()
+    r.state
+        .subscribe()
+        .borrow()
+        .as_ref()
+        .and_then(|c| c.features.get(feature))
+        .map(|f| f.hierarchy.clone())
+        .unwrap_or_default()
 }
 
 /// Waits (bounded) until `check` holds on the config `r` serves.
@@ -135,7 +141,8 @@ impl Api {
         if let Some(m) = if_match {
             headers.push(("if-match", m));
         }
-        let req = headers.iter().fold(http::Request::put(format!("{}/v1/config", self.base)), |b, (k, v)| b.header(*k, *v));
+        let req =
+            headers.iter().fold(http::Request::put(format!("{}/v1/config", self.base)), |b, (k, v)| b.header(*k, *v));
         let r = self.client.send(req.body(http_body_util::Full::new(body.to_string().into())).unwrap()).await.unwrap();
         (r.status, r.json())
     }
@@ -183,4 +190,25 @@ async fn the_admin_api_writes_its_own_object_and_never_a_gitops_one() {
     let (status, v) = api.put(&desired, Some(&stale)).await;
     assert_eq!(status, 409, "{v}");
     until(&two, "the first of the two edits", |r| hierarchy(r, "recap") == ["a"]).await;
+}
+
+/// A first start in a namespace without objects: `--config` becomes the admin API's object, once,
+/// whichever replica starts first; later starts keep what is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_seeds_an_empty_namespace_once() {
+    let kube = FakeKube::start().await;
+    let file = |h: &[&str]| {
+        let mut c: spillway_api::config::RoutingConfig = serde_json::from_value(models()).unwrap();
+        c.features = serde_json::from_value(features(h)["features"].clone()).unwrap();
+        c
+    };
+    let one = replica(&kube).await;
+    assert_eq!(one.state.version(), "", "nothing to serve yet");
+    one.crd.seed(file(&["a"]), "file:/etc/spillway/routing.yaml").await.unwrap();
+    until(&one, "the seed", |r| hierarchy(r, "chat") == ["a"]).await;
+    let two = replica(&kube).await;
+    two.crd.seed(file(&["b"]), "file:/etc/spillway/routing.yaml").await.unwrap();
+    assert_eq!(hierarchy(&two, "chat"), ["a"], "a later seed changes nothing");
+    let admin = kube.routing(NS, "spillway-admin").unwrap();
+    assert_eq!(admin["metadata"]["generation"], 1, "{admin}");
 }
