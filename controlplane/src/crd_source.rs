@@ -131,6 +131,26 @@ impl CrdConfig {
         Ok(this)
     }
 
+    /// The problems `config`, as object `name`, would bring into the merge with the other
+    /// objects: those in its own entries, and names it defines that another object already does.
+    /// Problems that are only other objects' do not count against it.
+    pub fn check_with(&self, name: &str, config: RoutingConfig) -> Result<(), ConfigErrors> {
+        let objects = self.lock().clone();
+        let mut parts: Vec<(String, RoutingConfig)> = objects
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(n, o)| (label(n), o.spec.config.clone()))
+            .collect();
+        parts.push((label(name), config));
+        match crate::source::merge(parts, &format!("namespace {}", self.namespace)) {
+            Ok(_) => Ok(()),
+            Err(ConfigErrors(all)) => {
+                let own: Vec<_> = all.into_iter().filter(|e| e.file == label(name)).collect();
+                if own.is_empty() { Ok(()) } else { Err(ConfigErrors(own)) }
+            }
+        }
+    }
+
     /// Writes `config` as the admin API's object when the namespace has no SpillwayRouting
     /// objects at all (a first start); a replica that loses that race, or finds objects, keeps
     /// what is there.

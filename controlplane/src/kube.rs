@@ -145,10 +145,36 @@ pub async fn certificate(
 /// Writes `ca_pem` into every webhook of MutatingWebhookConfiguration `name`; `Ok(false)` when
 /// they all had it already.
 pub async fn publish_ca_bundle(kube: &Kube, name: &str, ca_pem: &str) -> Result<bool, String> {
-    let path = format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}");
+    publish_ca_bundle_to(kube, WebhookKind::Mutating, name, ca_pem).await
+}
+
+/// Which kind of webhook configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookKind {
+    Mutating,
+    Validating,
+}
+
+impl WebhookKind {
+    fn resource(self) -> &'static str {
+        match self {
+            WebhookKind::Mutating => "mutatingwebhookconfigurations",
+            WebhookKind::Validating => "validatingwebhookconfigurations",
+        }
+    }
+
+    fn singular(self) -> &'static str {
+        self.resource().trim_end_matches('s')
+    }
+}
+
+/// [`publish_ca_bundle`] for either kind of webhook configuration.
+pub async fn publish_ca_bundle_to(kube: &Kube, kind: WebhookKind, name: &str, ca_pem: &str) -> Result<bool, String> {
+    let resource = kind.resource();
+    let path = format!("/apis/admissionregistration.k8s.io/v1/{resource}/{name}");
     let (status, body) = kube.call(Method::GET, &path, "application/json", None).await?;
     if status != 200 {
-        return Err(failure(&format!("reading mutatingwebhookconfiguration {name}"), status, &body));
+        return Err(failure(&format!("reading {} {name}", kind.singular()), status, &body));
     }
     let bundle = B64.encode(ca_pem);
     let webhooks = body["webhooks"].as_array().cloned().unwrap_or_default();
@@ -164,7 +190,7 @@ pub async fn publish_ca_bundle(kube: &Kube, name: &str, ca_pem: &str) -> Result<
     let (status, body) =
         kube.call(Method::PATCH, &path, "application/json-patch+json", Some(Value::Array(ops))).await?;
     if status != 200 {
-        return Err(failure(&format!("patching mutatingwebhookconfiguration {name}"), status, &body));
+        return Err(failure(&format!("patching {} {name}", kind.singular()), status, &body));
     }
     tracing::info!(configuration = name, webhooks = webhooks.len(), "webhook CA bundle published");
     Ok(true)

@@ -8,6 +8,7 @@
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
 //! - [`crd`]: the `SpillwayRouting` custom resource (its spec is one routing file) and its
 //!   definition, derived from the config model;
+//! - [`crd_admission`]: admission checks of SpillwayRouting objects (`POST /validate-routing`);
 //! - [`crd_source`]: the routing config from the namespace's `SpillwayRouting` objects, watched
 //!   by every replica, their status conditions, and the admin API's own object;
 //! - [`source`]: the watched config directory, merged, validated and published;
@@ -43,6 +44,7 @@ pub mod admin;
 pub mod ads;
 pub mod check;
 pub mod crd;
+pub mod crd_admission;
 pub mod crd_source;
 pub mod election;
 pub mod etcd;

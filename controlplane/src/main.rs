@@ -163,6 +163,10 @@ struct Injector {
     webhook_secret: String,
     #[arg(long, default_value = "spillway-injector")]
     webhook_configuration: String,
+    /// The ValidatingWebhookConfiguration that checks SpillwayRouting objects at admission
+    /// (`POST /validate-routing`), whose CA --webhook-self-signed also writes.
+    #[arg(long)]
+    webhook_validating_configuration: Option<String>,
     #[command(flatten)]
     sidecar: Sidecar,
 }
@@ -476,7 +480,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         tracing::warn!("no JWT key given: the admin API is off");
     }
     let webhook_cert = match a.injector.webhook_listen {
-        Some(addr) => Some(start_injector(addr, &a.injector, a.tls_from_webhook).await?),
+        Some(addr) => Some(start_injector(addr, &a.injector, a.tls_from_webhook, routing_objects.clone()).await?),
         None => None,
     };
 
@@ -539,7 +543,12 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
 /// The injector's HTTPS server, with its certificate from files or bootstrapped self-signed;
 /// returns that certificate, which `--tls-from-webhook` serves gRPC with (its CA then goes to
 /// every injected sidecar).
-async fn start_injector(addr: SocketAddr, i: &Injector, ca_to_sidecars: bool) -> anyhow::Result<webhook::WebhookCert> {
+async fn start_injector(
+    addr: SocketAddr,
+    i: &Injector,
+    ca_to_sidecars: bool,
+    routing_objects: Option<Arc<crd_source::CrdConfig>>,
+) -> anyhow::Result<webhook::WebhookCert> {
     let mut opts = i.sidecar.options_with_ca()?;
     let served: webhook::WebhookCert;
     let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match (&i.webhook_cert, &i.webhook_key) {
@@ -565,15 +574,23 @@ async fn start_injector(addr: SocketAddr, i: &Injector, ca_to_sidecars: bool) ->
                 .map_err(anyhow::Error::msg)?;
             served = cert.clone();
             // The webhook configuration may be created after this pod starts: keep trying.
-            let configuration = i.webhook_configuration.clone();
+            let mut configurations = vec![(kube::WebhookKind::Mutating, i.webhook_configuration.clone())];
+            if let Some(v) = &i.webhook_validating_configuration {
+                configurations.push((kube::WebhookKind::Validating, v.clone()));
+            }
             tokio::spawn(async move {
                 let mut wait = Duration::from_secs(1);
                 loop {
-                    match kube::publish_ca_bundle(&kube, &configuration, &cert.ca_pem).await {
-                        Ok(_) => return,
-                        Err(e) => {
-                            tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "cannot publish the webhook CA yet")
+                    let mut left = Vec::new();
+                    for (kind, name) in configurations.drain(..) {
+                        if let Err(e) = kube::publish_ca_bundle_to(&kube, kind, &name, &cert.ca_pem).await {
+                            tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "cannot publish the webhook CA yet");
+                            left.push((kind, name));
                         }
+                    }
+                    configurations = left;
+                    if configurations.is_empty() {
+                        return;
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(30));
@@ -592,13 +609,27 @@ async fn start_injector(addr: SocketAddr, i: &Injector, ca_to_sidecars: bool) ->
         opts.control_plane_ca_pem = Some(served.ca_pem.clone());
     }
     let opts = Arc::new(opts);
-    let router = axum::Router::new().route(
-        "/inject",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let opts = opts.clone();
-            async move { inject::serve(&opts, body).await }
-        }),
-    );
+    let router = axum::Router::new()
+        .route(
+            "/inject",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let opts = opts.clone();
+                async move { inject::serve(&opts, body).await }
+            }),
+        )
+        .route(
+            "/validate-routing",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let objects = routing_objects.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    match spillway_controlplane::crd_admission::review(&body, objects.as_deref()) {
+                        Ok(r) => axum::Json(r).into_response(),
+                        Err(e) => (axum::http::StatusCode::BAD_REQUEST, e).into_response(),
+                    }
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "sidecar injector listening");
     tokio::spawn(webhook::serve(listener, webhook::acceptor(resolver), router));

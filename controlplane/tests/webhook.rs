@@ -116,6 +116,11 @@ async fn api_server() -> (Shared, Kube, tempfile::TempDir) {
             "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
             get(webhook_config).patch(patch_webhook_config),
         )
+        // The same fake configuration stands for the validating one (SpillwayRouting checks).
+        .route(
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}",
+            get(webhook_config).patch(patch_webhook_config),
+        )
         .with_state(state.clone());
     let cert = webhook::generate(&["127.0.0.1".into()]).unwrap();
     let key = webhook::certified_key(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap();
@@ -159,6 +164,16 @@ async fn replicas_share_one_certificate_and_its_ca_reaches_every_webhook() {
     assert!(!kube::publish_ca_bundle(&kube, "spillway-injector", &a.ca_pem).await.unwrap(), "already there");
     let e = kube::publish_ca_bundle(&kube, "missing", &a.ca_pem).await.unwrap_err();
     assert!(e.contains("mutatingwebhookconfiguration missing: HTTP 404"), "{e}");
+    // The validating configuration (SpillwayRouting admission) gets it the same way.
+    {
+        let mut api = state.lock().unwrap();
+        api.webhook_config["metadata"]["name"] = json!("spillway-injector-routing");
+        api.webhook_config["webhooks"][0]["clientConfig"]["caBundle"] = json!("stale");
+    }
+    let validating = kube::WebhookKind::Validating;
+    assert!(kube::publish_ca_bundle_to(&kube, validating, "spillway-injector-routing", &a.ca_pem).await.unwrap());
+    let e = kube::publish_ca_bundle_to(&kube, validating, "missing", &a.ca_pem).await.unwrap_err();
+    assert!(e.contains("validatingwebhookconfiguration missing: HTTP 404"), "{e}");
 }
 
 #[tokio::test]

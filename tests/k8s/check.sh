@@ -13,7 +13,7 @@ control=(cargo run -q --locked -p spillway-controlplane --bin spillway-control -
 out="target/k8s-check"
 rm -rf "$out" && mkdir -p "$out"
 
-for values in "" examples/k8s/values.yaml tests/k8s/values-full.yaml tests/k8s/values-insecure.yaml tests/k8s/values-etcd.yaml; do
+for values in "" examples/k8s/values.yaml tests/k8s/values-full.yaml tests/k8s/values-insecure.yaml tests/k8s/values-etcd.yaml tests/k8s/values-objects.yaml; do
   name="${values:-defaults}"
   args=(--namespace spillway)
   [[ -n "$values" ]] && args+=(-f "$values")

@@ -110,6 +110,13 @@ if "--routing-objects" in c["args"]:
     need(allows("spillwayroutings", "update", "spillway-admin"), "RBAC does not let the admin API replace its object")
     need(allows("spillwayroutings/status", "patch"), "RBAC does not let it write SpillwayRouting status")
     need(pod["automountServiceAccountToken"] is True, "watching SpillwayRouting objects needs the service-account token")
+    vwc = [d for (k, _), d in by.items() if k == "ValidatingWebhookConfiguration"]
+    if "webhook-listen" in args:
+        need(len(vwc) == 1 and vwc[0]["webhooks"][0]["clientConfig"]["service"]["path"] == "/validate-routing",
+             "SpillwayRouting objects are not checked at admission")
+        if "webhook-self-signed" in c["args"]:
+            need(args.get("webhook-validating-configuration") == vwc[0]["metadata"]["name"],
+                 "the control plane writes its CA into another validating configuration")
 
 with open(sys.argv[2], "w") as f:
     f.write(routing["data"]["routing.yaml"])

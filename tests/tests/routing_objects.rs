@@ -212,3 +212,50 @@ async fn a_config_file_seeds_an_empty_namespace_once() {
     let admin = kube.routing(NS, "spillway-admin").unwrap();
     assert_eq!(admin["metadata"]["generation"], 1, "{admin}");
 }
+
+fn admission(operation: &str, name: &str, spec: Value) -> Vec<u8> {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u-1", "operation": operation, "namespace": NS,
+        "kind": {"group": "spillway.dev", "version": "v1alpha1", "kind": "SpillwayRouting"},
+        "object": {"apiVersion": "spillway.dev/v1alpha1", "kind": "SpillwayRouting",
+                   "metadata": {"name": name, "namespace": NS}, "spec": spec}}})
+    .to_string()
+    .into_bytes()
+}
+
+/// `kubectl apply` of an object that could not be merged is refused at admission, naming every
+/// problem; a good object, an edit of a broken one into a good one, and any deletion pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_that_cannot_be_merged_are_refused_at_admission() {
+    use spillway_controlplane::crd_admission::review;
+    let kube = FakeKube::start().await;
+    kube.apply_routing(NS, "models", models());
+    kube.apply_routing(NS, "features", features(&["a"]));
+    let r = replica(&kube).await;
+    let verdict = |body: Vec<u8>| {
+        let v = serde_json::to_value(review(&body, Some(&r.crd)).unwrap()).unwrap();
+        assert_eq!(v["response"]["uid"], "u-1");
+        v["response"].clone()
+    };
+
+    let good = verdict(admission("CREATE", "recap", json!({"features": {"recap": {"hierarchy": ["b"]}}})));
+    assert_eq!(good["allowed"], true, "{good}");
+    let dangling = verdict(admission("CREATE", "recap", json!({"features": {"recap": {"hierarchy": ["nowhere"]}}})));
+    assert_eq!(dangling["allowed"], false);
+    let message = dangling["status"]["message"].as_str().unwrap();
+    assert!(message.contains("SpillwayRouting/recap") && message.contains("nowhere"), "{message}");
+    // A name another object defines: refused, naming it.
+    let twice = verdict(admission("CREATE", "more", json!({"endpoints": {"a": {"provider": "openai", "model": "m"}}})));
+    assert_eq!(twice["allowed"], false);
+    assert!(twice["status"]["message"].as_str().unwrap().contains("SpillwayRouting/models"), "{twice}");
+    // What a schema cannot check either: an unknown field.
+    let typo =
+        verdict(admission("UPDATE", "features", json!({"features": {"chat": {"hierarchy": ["a"], "retries": 3}}})));
+    assert_eq!(typo["allowed"], false);
+    assert!(typo["status"]["message"].as_str().unwrap().contains("retries"), "{typo}");
+    // Replacing an object's own entries is judged without its old self.
+    let edit = verdict(admission("UPDATE", "features", features(&["b", "a"])));
+    assert_eq!(edit["allowed"], true, "{edit}");
+    let delete = verdict(admission("DELETE", "models", Value::Null));
+    assert_eq!(delete["allowed"], true);
+}

@@ -64,12 +64,27 @@ pub struct AdmissionResponse {
     /// Shown to whoever created the pod (`kubectl` prints them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Why the object is refused (`kubectl` prints the message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
 }
 
 impl AdmissionResponse {
     /// Admits the object as it is.
     pub fn allow(uid: &str, warnings: Vec<String>) -> Self {
-        AdmissionResponse { uid: uid.to_owned(), allowed: true, patch_type: None, patch: None, warnings }
+        AdmissionResponse { uid: uid.to_owned(), allowed: true, patch_type: None, patch: None, warnings, status: None }
+    }
+
+    /// Refuses the object, saying why.
+    pub fn deny(uid: &str, message: String) -> Self {
+        AdmissionResponse {
+            uid: uid.to_owned(),
+            allowed: false,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            status: Some(serde_json::json!({"code": 422, "reason": "Invalid", "message": message})),
+        }
     }
 
     /// Admits the object with `ops` applied.
@@ -81,6 +96,7 @@ impl AdmissionResponse {
             patch_type: Some("JSONPatch"),
             patch: Some(base64::engine::general_purpose::STANDARD.encode(json)),
             warnings,
+            status: None,
         }
     }
 }
