@@ -432,7 +432,11 @@ async fn rollback(State(a): State<Arc<Admin>>, headers: HeaderMap, Path(version)
         return written(store.rollback(&version, &who, expected).await);
     }
     if let Some(crd) = a.crd.get() {
-        let Some(base) = a.state.base_of(&version) else {
+        let recorded = match crd.history().config(&version).await {
+            Ok(c) => c,
+            Err(e) => return err(StatusCode::SERVICE_UNAVAILABLE, e),
+        };
+        let Some(base) = recorded.or_else(|| a.state.base_of(&version)) else {
             return err(StatusCode::NOT_FOUND, format!("no known version {version}"));
         };
         let action = format!("rollback to {version}");
@@ -453,7 +457,13 @@ async fn history(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
             Ok(changes) => axum::Json(json!({"changes": changes})).into_response(),
             Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e),
         },
-        None => axum::Json(json!({"changes": a.state.history()})).into_response(),
+        None => match a.crd.get() {
+            Some(crd) => match crd.history().entries().await {
+                Ok(changes) => axum::Json(json!({"changes": changes})).into_response(),
+                Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e),
+            },
+            None => axum::Json(json!({"changes": a.state.history()})).into_response(),
+        },
     }
 }
 

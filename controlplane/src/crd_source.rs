@@ -35,6 +35,9 @@ pub struct CrdConfig {
     state: Arc<ConfigState>,
     /// The objects as last seen, by name.
     objects: Mutex<BTreeMap<String, SpillwayRouting>>,
+    history: crate::crd_history::History,
+    /// The last base version this replica recorded in the history.
+    recorded: Mutex<Option<String>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -88,6 +91,8 @@ impl CrdConfig {
     ) -> Result<Arc<CrdConfig>, String> {
         let api: Api<SpillwayRouting> = Api::namespaced(client, namespace);
         let this = Arc::new(CrdConfig {
+            history: crate::crd_history::History::new(api.clone().into_client(), namespace),
+            recorded: Mutex::default(),
             api: api.clone(),
             namespace: namespace.to_owned(),
             state,
@@ -188,18 +193,18 @@ impl CrdConfig {
             let reason = o.metadata.annotations.as_ref().and_then(|a| a.get(REASON)).map(|r| format!(": {r}"));
             format!("{} changed{}", label(o.metadata.name.as_deref().unwrap_or_default()), reason.unwrap_or_default())
         });
-        let verdicts: BTreeMap<String, (bool, String, String)> = match merged
-            .and_then(|c| self.state.set_base(c, &who, &action))
-        {
+        let published = merged.clone().and_then(|c| self.state.set_base(c, &who, &action));
+        if let (Ok(base), Ok(_)) = (&merged, &published) {
+            self.record(base, &who, &action).await;
+        }
+        let verdicts: BTreeMap<String, (bool, String, String)> = match published {
             Ok(published) => {
                 if let Some(c) = published {
                     tracing::info!(version = %c.version, %who, "routing config from SpillwayRouting objects published");
                 }
-                let version = self.state.version();
-                objects
-                    .keys()
-                    .map(|n| (n.clone(), (true, "Merged".into(), format!("in force as part of version {version}"))))
-                    .collect()
+                // No version in the message: replicas briefly at different versions would
+                // otherwise rewrite each other's status back and forth.
+                objects.keys().map(|n| (n.clone(), (true, "Merged".into(), "in force".into()))).collect()
             }
             Err(errors) => {
                 tracing::error!("SpillwayRouting objects are invalid: {errors}; the last good snapshot stays");
@@ -230,6 +235,23 @@ impl CrdConfig {
             let Some(o) = objects.get(&name) else { continue };
             self.set_condition(o, accepted, &reason, &message).await;
         }
+    }
+
+    /// Records a valid merged config in the shared history, once per version per replica.
+    async fn record(&self, base: &RoutingConfig, who: &str, action: &str) {
+        let Ok(version) = crate::snapshot::Snapshot::build(base).map(|s| s.version.clone()) else { return };
+        if self.recorded.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(version.as_str()) {
+            return;
+        }
+        match self.history.record(base, who, action).await {
+            Ok(()) => *self.recorded.lock().unwrap_or_else(|p| p.into_inner()) = Some(version),
+            Err(e) => tracing::warn!(error = %e, "cannot record the config history"),
+        }
+    }
+
+    /// The history every replica shares.
+    pub fn history(&self) -> &crate::crd_history::History {
+        &self.history
     }
 
     /// Writes the `Accepted` condition unless the object already says the same.
@@ -288,7 +310,10 @@ impl CrdConfig {
             Some([(CHANGED_BY.to_owned(), who.to_owned()), (REASON.to_owned(), reason.to_owned())].into());
         // A status write between our read and our replace changes the resourceVersion but not the
         // spec: read again and retry; a spec change is a conflict.
-        for _ in 0..3 {
+        for attempt in 0..8u32 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt))).await;
+            }
             let current = self.api.get_opt(ADMIN_OBJECT).await.map_err(|e| CrdWriteError::Api(e.to_string()))?;
             let generation = current.as_ref().and_then(|c| c.metadata.generation).unwrap_or(0).to_string();
             if generation != based_on {

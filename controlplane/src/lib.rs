@@ -9,6 +9,7 @@
 //! - [`crd`]: the `SpillwayRouting` custom resource (its spec is one routing file) and its
 //!   definition, derived from the config model;
 //! - [`crd_admission`]: admission checks of SpillwayRouting objects (`POST /validate-routing`);
+//! - [`crd_history`]: the config history of SpillwayRouting objects, as ControllerRevisions;
 //! - [`crd_source`]: the routing config from the namespace's `SpillwayRouting` objects, watched
 //!   by every replica, their status conditions, and the admin API's own object;
 //! - [`source`]: the watched config directory, merged, validated and published;
@@ -45,6 +46,7 @@ pub mod ads;
 pub mod check;
 pub mod crd;
 pub mod crd_admission;
+pub mod crd_history;
 pub mod crd_source;
 pub mod election;
 pub mod etcd;

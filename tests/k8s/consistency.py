@@ -109,6 +109,8 @@ if "--routing-objects" in c["args"]:
         need(allows("spillwayroutings", verb), f"RBAC does not let it {verb} SpillwayRouting objects")
     need(allows("spillwayroutings", "update", "spillway-admin"), "RBAC does not let the admin API replace its object")
     need(allows("spillwayroutings/status", "patch"), "RBAC does not let it write SpillwayRouting status")
+    for verb in ["get", "list", "create", "delete"]:
+        need(allows("controllerrevisions", verb), f"RBAC does not let it {verb} the config history (ControllerRevisions)")
     need(pod["automountServiceAccountToken"] is True, "watching SpillwayRouting objects needs the service-account token")
     vwc = [d for (k, _), d in by.items() if k == "ValidatingWebhookConfiguration"]
     if "webhook-listen" in args:

@@ -134,6 +134,18 @@ impl Api {
         Api { base, client: TestClient::default() }
     }
 
+    async fn call(&self, method: http::Method, path: &str) -> (StatusCode, Value) {
+        let token = spillway_tests::control::token("bo", "editor");
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let r = self.client.send(req).await.unwrap();
+        (r.status, r.json())
+    }
+
     async fn put(&self, body: &Value, if_match: Option<&str>) -> (StatusCode, Value) {
         let token = spillway_tests::control::token("ana", "editor");
         let auth = format!("Bearer {token}");
@@ -185,7 +197,8 @@ async fn the_admin_api_writes_its_own_object_and_never_a_gitops_one() {
     assert_eq!(read.status, 401, "a token is needed");
     let stale = admin["metadata"]["generation"].to_string();
     desired["features"]["recap"] = json!({"hierarchy": ["a"]});
-    assert_eq!(api.put(&desired, Some(&stale)).await.0, 200);
+    let (status, v) = api.put(&desired, Some(&stale)).await;
+    assert_eq!(status, 200, "{v}");
     desired["features"]["recap"] = json!({"hierarchy": ["a", "b"]});
     let (status, v) = api.put(&desired, Some(&stale)).await;
     assert_eq!(status, 409, "{v}");
@@ -258,4 +271,56 @@ async fn objects_that_cannot_be_merged_are_refused_at_admission() {
     assert_eq!(edit["allowed"], true, "{edit}");
     let delete = verdict(admission("DELETE", "models", Value::Null));
     assert_eq!(delete["allowed"], true);
+}
+
+/// The history is kept on the Kubernetes API (ControllerRevisions): every replica lists the same
+/// one, a replica started later too, and a rollback through any replica restores a version —
+/// unless it would change what a GitOps-owned object now defines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_is_shared_durable_and_a_rollback_target() {
+    let kube = FakeKube::start().await;
+    kube.apply_routing(NS, "models", models());
+    kube.apply_routing(NS, "features", features(&["a", "b"]));
+    let one = replica(&kube).await;
+    let first = one.state.version();
+    kube.apply_routing(NS, "features", features(&["b", "a"]));
+    until(&one, "the kubectl edit", |r| hierarchy(r, "chat") == ["b", "a"]).await;
+    let api_one = Api::start(&one).await;
+    let mut desired: Value = serde_json::to_value(one.state.subscribe().borrow().as_deref().unwrap()).unwrap();
+    desired["features"]["recap"] = json!({"hierarchy": ["b"]});
+    assert_eq!(api_one.put(&desired, None).await.0, 200);
+    until(&one, "the first admin edit", |r| hierarchy(r, "recap") == ["b"]).await;
+    let second = one.state.version();
+    desired["features"]["recap"] = json!({"hierarchy": ["a"]});
+    assert_eq!(api_one.put(&desired, None).await.0, 200);
+    until(&one, "the second admin edit", |r| hierarchy(r, "recap") == ["a"]).await;
+
+    // A replica started now lists the same history.
+    let two = replica(&kube).await;
+    let api_two = Api::start(&two).await;
+    let (status, h1) = api_one.call(http::Method::GET, "/v1/history").await;
+    assert_eq!(status, 200, "{h1}");
+    let changes = h1["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 4, "{h1}");
+    assert_eq!(changes[0]["version"], first.as_str());
+    assert!(changes[1]["action"].as_str().unwrap().contains("SpillwayRouting/features"), "{h1}");
+    assert_eq!(changes[3]["who"], "ana");
+    let diff = changes[1]["diff"].as_str().unwrap();
+    let lines = |sign: char, what: &str| diff.lines().any(|l| l.starts_with(sign) && l.contains(what));
+    assert!(lines('-', "\"a\",") && lines('+', "\"b\","), "{diff}");
+    assert_eq!(api_two.call(http::Method::GET, "/v1/history").await.1, h1, "another replica, the same history");
+    assert_eq!(kube.revisions(NS).len(), 4, "one revision per version, however many replicas");
+
+    // Back to the first version would change `chat`, which the features object now defines.
+    let (status, v) = api_two.call(http::Method::POST, &format!("/v1/config/rollback/{first}")).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("SpillwayRouting/features"), "{v}");
+    // Back to the first admin edit: through the replica that started after it.
+    let (status, v) = api_two.call(http::Method::POST, &format!("/v1/config/rollback/{second}")).await;
+    assert_eq!(status, 200, "{v}");
+    for r in [&one, &two] {
+        until(r, "the rollback", |r| hierarchy(r, "recap") == ["b"]).await;
+    }
+    let (_, unknown) = api_one.call(http::Method::POST, "/v1/config/rollback/0123456789abcdef").await;
+    assert!(unknown["error"].as_str().unwrap().contains("no known version"), "{unknown}");
 }

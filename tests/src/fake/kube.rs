@@ -157,6 +157,11 @@ impl FakeKube {
         store(&mut api, key, object)
     }
 
+    /// The ControllerRevisions stored (the config history).
+    pub fn revisions(&self, namespace: &str) -> Vec<Value> {
+        self.api.lock().unwrap().objects_under(&format!("controllerrevisions/{namespace}/"))
+    }
+
     /// Deletes a SpillwayRouting.
     pub fn delete_routing(&self, namespace: &str, name: &str) {
         remove(&mut self.api.lock().unwrap(), &format!("spillwayroutings/{namespace}/{name}"));

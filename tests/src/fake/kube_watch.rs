@@ -35,6 +35,48 @@ pub(super) fn routes() -> Router<Shared> {
             get(|s, h, p| read(s, h, p, KIND)).put(|s, h, p, b| replace(s, h, p, b, KIND)).delete(delete),
         )
         .route(&format!("{BASE}/{{name}}/status"), patch(patch_status))
+        // ControllerRevisions: the config history (created once, listed, deleted).
+        .route(REVISIONS, get(list_revisions).post(|s, h, p, b| create(s, h, p, b, "controllerrevisions")))
+        .route(
+            &format!("{REVISIONS}/{{name}}"),
+            get(|s, h, p| read(s, h, p, "controllerrevisions")).delete(delete_revision),
+        )
+}
+
+const REVISIONS: &str = "/apis/apps/v1/namespaces/{ns}/controllerrevisions";
+
+async fn list_revisions(
+    State(api): State<Shared>,
+    h: HeaderMap,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(denied) = unauthorized(&h) {
+        return denied.into_response();
+    }
+    let api = api.lock().unwrap();
+    let mut items = api.objects_under(&format!("controllerrevisions/{ns}/"));
+    // `key=value` selectors only, as the control plane uses them.
+    if let Some((k, v)) = q.get("labelSelector").and_then(|s| s.split_once('=')) {
+        items.retain(|o| o["metadata"]["labels"][k] == v);
+    }
+    let list = json!({"apiVersion": "apps/v1", "kind": "ControllerRevisionList",
+                      "metadata": {"resourceVersion": api.version().to_string()}, "items": items});
+    (StatusCode::OK, axum::Json(list)).into_response()
+}
+
+async fn delete_revision(
+    State(api): State<Shared>,
+    h: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    if let Some(denied) = unauthorized(&h) {
+        return denied.into_response();
+    }
+    match remove(&mut api.lock().unwrap(), &format!("controllerrevisions/{ns}/{name}")) {
+        Some(o) => (StatusCode::OK, axum::Json(o)).into_response(),
+        None => status(StatusCode::NOT_FOUND, "not found").into_response(),
+    }
 }
 
 async fn list_or_watch(
