@@ -4,7 +4,8 @@
 //!   `/v1/feedback` or release a fleet-wide open; the admin API sits behind a Service that picks
 //!   any replica. A follower forwards those calls to the admin URL the leader advertises.
 //! - [`Peers`]: each replica knows only the sidecars connected to it; `/v1/nodes` and the
-//!   rollout in `/v1/config` gather every live replica's share (etcd's replica list).
+//!   rollout in `/v1/config` gather every live replica's share (etcd's replica list, or the
+//!   ready endpoints of the control plane's Service).
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -87,14 +88,64 @@ async fn call(
 
 /// The other live replicas, as etcd lists them.
 pub struct Peers {
-    etcd: crate::etcd::Etcd,
+    source: PeerSource,
     me: String,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
+/// Where the live replicas are listed.
+pub enum PeerSource {
+    /// Each replica's registration under its etcd lease.
+    Etcd(crate::etcd::Etcd),
+    /// The ready endpoints of the control plane's Service (its EndpointSlices), at their port
+    /// named `admin`: the pods the Service would send an admin call to.
+    Service { api: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice>, service: String },
+}
+
+impl PeerSource {
+    async fn list(&self) -> Result<Vec<crate::etcd::replicas::Replica>, String> {
+        match self {
+            PeerSource::Etcd(etcd) => crate::etcd::replicas::list(etcd).await,
+            PeerSource::Service { api, service } => {
+                let selector = format!("kubernetes.io/service-name={service}");
+                let slices = api
+                    .list(&kube::api::ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| format!("listing the endpoints of Service {service}: {e}"))?;
+                let mut out = Vec::new();
+                for slice in slices.items {
+                    let port =
+                        slice.ports.iter().flatten().find(|p| p.name.as_deref() == Some("admin")).and_then(|p| p.port);
+                    let Some(port) = port else { continue };
+                    for e in slice.endpoints {
+                        let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                        let (Some(address), Some(pod)) = (e.addresses.first(), e.target_ref.and_then(|t| t.name))
+                        else {
+                            continue;
+                        };
+                        if ready {
+                            let host = if address.contains(':') { format!("[{address}]") } else { address.clone() };
+                            out.push(crate::etcd::replicas::Replica {
+                                name: pod,
+                                url: format!("http://{host}:{port}"),
+                            });
+                        }
+                    }
+                }
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(out)
+            }
+        }
+    }
+}
+
 impl Peers {
     pub fn new(etcd: crate::etcd::Etcd, me: &str) -> Self {
-        Peers { etcd, me: me.to_owned(), client: Client::builder(TokioExecutor::new()).build_http() }
+        Peers::from(PeerSource::Etcd(etcd), me)
+    }
+
+    pub fn from(source: PeerSource, me: &str) -> Self {
+        Peers { source, me: me.to_owned(), client: Client::builder(TokioExecutor::new()).build_http() }
     }
 
     /// Every live replica's JSON answer to `GET path` (`mine` for this one), by replica name; a
@@ -105,7 +156,7 @@ impl Peers {
         headers: &HeaderMap,
         mine: Value,
     ) -> Result<Vec<(String, Result<Value, String>)>, String> {
-        let replicas = crate::etcd::replicas::list(&self.etcd).await?;
+        let replicas = self.source.list().await?;
         let mut out = vec![(self.me.clone(), Ok(mine))];
         let mut calls = tokio::task::JoinSet::new();
         for r in replicas.into_iter().filter(|r| r.name != self.me) {

@@ -59,6 +59,10 @@ struct Serve {
     /// its own object, `spillway-admin`. --config then only seeds a namespace without objects.
     #[arg(long, conflicts_with = "etcd_endpoints")]
     routing_objects: bool,
+    /// The control plane's Service: with several replicas on Kubernetes, `/v1/nodes` and the
+    /// rollout gather every ready replica's share from its endpoints (port `admin`).
+    #[arg(long)]
+    peer_service: Option<String>,
     /// Every key this control plane keeps in etcd starts with it.
     #[arg(long, default_value = "/spillway")]
     etcd_prefix: String,
@@ -472,6 +476,13 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         }
         if let Some(etcd) = &etcd {
             admin.merge_views(forward::Peers::new(etcd.clone(), &a.pod_name));
+        } else if let Some(service) = &a.peer_service {
+            let client = ::kube::Client::try_default()
+                .await
+                .map_err(|e| anyhow::anyhow!("--peer-service needs the Kubernetes API: {e}"))?;
+            let api = ::kube::Api::namespaced(client, &a.injector.webhook_namespace);
+            let source = forward::PeerSource::Service { api, service: service.clone() };
+            admin.merge_views(forward::Peers::from(source, &a.pod_name));
         }
         let router = admin.router();
         tracing::info!(admin_listen = %admin_listener.local_addr()?, "admin API listening");

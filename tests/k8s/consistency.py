@@ -98,6 +98,16 @@ elif "etcd-endpoints" in args:
 elif deploy["spec"]["replicas"] > 1:
     problems.append("several replicas without leader election would each lease the whole pool")
 
+# Several replicas on the Kubernetes API find each other through the Service's endpoints.
+if "peer-service" in args:
+    svc = by.get(("Service", args["peer-service"]))
+    need(svc is not None and any(p["name"] == "admin" for p in svc["spec"]["ports"]), "the peer Service has no port named admin")
+    role = by.get(("Role", deploy["metadata"]["name"] + "-peers"))
+    need(role is not None and any("endpointslices" in r["resources"] and "list" in r["verbs"] for r in role["rules"]),
+         "RBAC does not let replicas list the Service's endpoints")
+elif deploy["spec"]["replicas"] > 1 and "etcd-endpoints" not in args:
+    problems.append("several replicas that cannot find each other: /v1/nodes would show one replica's sidecars")
+
 # SpillwayRouting objects: the Role lets it watch them, write their status and its own object.
 if "--routing-objects" in c["args"]:
     role = by.get(("Role", deploy["metadata"]["name"] + "-routing"))

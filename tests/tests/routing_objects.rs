@@ -324,3 +324,72 @@ async fn the_history_is_shared_durable_and_a_rollback_target() {
     let (_, unknown) = api_one.call(http::Method::POST, "/v1/config/rollback/0123456789abcdef").await;
     assert!(unknown["error"].as_str().unwrap().contains("no known version"), "{unknown}");
 }
+
+/// On Kubernetes each replica knows only the sidecars connected to it; `/v1/nodes` and the
+/// rollout through any replica gather every ready replica's share, found from the control
+/// plane's Service endpoints (EndpointSlices, port `admin`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_views_gather_every_ready_replica_found_from_the_service() {
+    use spillway_controlplane::forward::{PeerSource, Peers};
+    let kube = FakeKube::start().await;
+    kube.apply_routing(NS, "models", models());
+    kube.apply_routing(NS, "features", features(&["a"]));
+    let (one, two) = (replica(&kube).await, replica(&kube).await);
+    let version = one.state.version();
+    for (r, node) in [(&one, "shop/pod-1"), (&one, "shop/pod-2"), (&two, "shop/pod-3")] {
+        r.state.discovery().record(node, |n| {
+            n.connected = true;
+            n.acked_version = Some(version.clone());
+        });
+    }
+    let serve = |r: &Replica, name: &'static str| {
+        let telemetry = Telemetry::new(r.state.clone(), TelemetryPolicy::default());
+        let admin = Admin::new(
+            r.state.discovery().clone(),
+            r.state.clone(),
+            telemetry,
+            AdminAuth::hs256(SECRET.as_bytes()).unwrap(),
+        );
+        let service = PeerSource::Service {
+            api: kube::Api::namespaced(kube_client(&kube), NS),
+            service: "spillway-control".into(),
+        };
+        admin.merge_views(Peers::from(service, name));
+        admin
+    };
+    let mut apis = Vec::new();
+    for (r, name) in [(&one, "control-0"), (&two, "control-1")] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(spillway_controlplane::listen::serve(
+            listener,
+            serve(r, name).router(),
+            spillway_controlplane::listen::Timeouts::API,
+        ));
+        kube.endpoint_slice(
+            NS,
+            &format!("spillway-control-{name}"),
+            "spillway-control",
+            port,
+            &[(name, "127.0.0.1", true)],
+        );
+        apis.push(Api { base: format!("http://127.0.0.1:{port}"), client: TestClient::default() });
+    }
+    // A replica that is not ready is not asked.
+    kube.endpoint_slice(NS, "spillway-control-starting", "spillway-control", 1, &[("control-2", "127.0.0.1", false)]);
+
+    let (status, nodes) = apis[0].call(http::Method::GET, "/v1/nodes").await;
+    assert_eq!(status, 200, "{nodes}");
+    let ids: Vec<&String> = nodes["nodes"].as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["shop/pod-1", "shop/pod-2", "shop/pod-3"], "{nodes}");
+    assert_eq!(nodes["nodes"]["shop/pod-3"]["replica"], "control-1");
+    assert_eq!(nodes["replicas"].as_array().unwrap().len(), 2, "{nodes}");
+    let (_, config) = apis[1].call(http::Method::GET, "/v1/config").await;
+    assert_eq!(config["sidecars"]["acked"], 3, "{config}");
+    let (_, mine) = apis[1].call(http::Method::GET, "/v1/nodes?scope=replica").await;
+    assert_eq!(mine["nodes"].as_object().unwrap().len(), 1, "{mine}");
+}
+
+fn kube_client(kube: &FakeKube) -> kube::Client {
+    kube.kube_client()
+}

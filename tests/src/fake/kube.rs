@@ -162,6 +162,29 @@ impl FakeKube {
         self.api.lock().unwrap().objects_under(&format!("controllerrevisions/{namespace}/"))
     }
 
+    /// An EndpointSlice of Service `service` with its `admin` port: ready pods at their addresses.
+    pub fn endpoint_slice(
+        &self,
+        namespace: &str,
+        name: &str,
+        service: &str,
+        admin_port: u16,
+        pods: &[(&str, &str, bool)],
+    ) {
+        let endpoints: Vec<Value> = pods
+            .iter()
+            .map(|(pod, ip, ready)| {
+                json!({"addresses": [ip], "conditions": {"ready": ready},
+                                           "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace}})
+            })
+            .collect();
+        let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"kubernetes.io/service-name": service}},
+            "ports": [{"name": "grpc", "port": 7000}, {"name": "admin", "port": admin_port}],
+            "endpoints": endpoints});
+        store(&mut self.api.lock().unwrap(), format!("endpointslices/{namespace}/{name}"), slice);
+    }
+
     /// Deletes a SpillwayRouting.
     pub fn delete_routing(&self, namespace: &str, name: &str) {
         remove(&mut self.api.lock().unwrap(), &format!("spillwayroutings/{namespace}/{name}"));

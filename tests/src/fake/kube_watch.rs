@@ -35,6 +35,7 @@ pub(super) fn routes() -> Router<Shared> {
             get(|s, h, p| read(s, h, p, KIND)).put(|s, h, p, b| replace(s, h, p, b, KIND)).delete(delete),
         )
         .route(&format!("{BASE}/{{name}}/status"), patch(patch_status))
+        .route("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", get(list_endpoint_slices))
         // ControllerRevisions: the config history (created once, listed, deleted).
         .route(REVISIONS, get(list_revisions).post(|s, h, p, b| create(s, h, p, b, "controllerrevisions")))
         .route(
@@ -61,6 +62,26 @@ async fn list_revisions(
         items.retain(|o| o["metadata"]["labels"][k] == v);
     }
     let list = json!({"apiVersion": "apps/v1", "kind": "ControllerRevisionList",
+                      "metadata": {"resourceVersion": api.version().to_string()}, "items": items});
+    (StatusCode::OK, axum::Json(list)).into_response()
+}
+
+/// EndpointSlices, selected by `kubernetes.io/service-name`.
+async fn list_endpoint_slices(
+    State(api): State<Shared>,
+    h: HeaderMap,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(denied) = unauthorized(&h) {
+        return denied.into_response();
+    }
+    let api = api.lock().unwrap();
+    let mut items = api.objects_under(&format!("endpointslices/{ns}/"));
+    if let Some((k, v)) = q.get("labelSelector").and_then(|s| s.split_once('=')) {
+        items.retain(|o| o["metadata"]["labels"][k] == v);
+    }
+    let list = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
                       "metadata": {"resourceVersion": api.version().to_string()}, "items": items});
     (StatusCode::OK, axum::Json(list)).into_response()
 }
