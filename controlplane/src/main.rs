@@ -415,9 +415,9 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
             Some(etcd::election::run(etcd.clone(), timing(election::ElectionConfig::new("", "leader", &a.pod_name))))
         }
         (None, Some(lease)) => {
-            let kube = Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("leader election: {e}"))?);
+            let client = ::kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
             Some(election::run(
-                kube,
+                client,
                 timing(election::ElectionConfig::new(&a.injector.webhook_namespace, lease, &a.pod_name)),
             ))
         }

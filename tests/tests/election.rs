@@ -22,7 +22,7 @@ fn elector(kube: &FakeKube, who: &str) -> (Leadership, tokio::task::JoinHandle<(
         advertise: format!("http://{who}:7001"),
         ..ElectionConfig::new("spillway", "spillway-leader", who)
     };
-    let e = election::run(Arc::new(kube.client()), config);
+    let e = election::run(kube.kube_client(), config);
     (e.leading, e.task)
 }
 
@@ -173,7 +173,7 @@ features:
 /// still stamps later grants.
 #[tokio::test(start_paused = true)]
 async fn a_new_epoch_is_always_after_the_last() {
-    use spillway_controlplane::kube::{LeaseRecord, write_lease};
+    use spillway_controlplane::election::lease::{LeaseRecord, write};
     let kube = FakeKube::start().await;
     let far = 9_000_000_000_000_000;
     let old = LeaseRecord {
@@ -185,7 +185,8 @@ async fn a_new_epoch_is_always_after_the_last() {
         resource_version: String::new(),
         leader_url: String::new(),
     };
-    assert!(write_lease(&kube.client(), "spillway", "spillway-leader", &old).await.unwrap());
+    let api = kube::Api::namespaced(kube.kube_client(), "spillway");
+    assert!(write(&api, "spillway-leader", &old).await.unwrap());
     let (mut l, _task) = elector(&kube, "control-a");
     let epoch = until_leading(&mut l, |e| e.is_some()).await.unwrap();
     assert_eq!(epoch, far + 1);

@@ -51,7 +51,7 @@ impl Replica {
             retry: Duration::from_millis(200),
             ..ElectionConfig::new("spillway", "spillway-leader", name)
         };
-        let e = election::run(Arc::new(kube.client()), config);
+        let e = election::run(kube.kube_client(), config);
         let (leadership, elector) = (e.leading, e.task);
         let follow = {
             let (t, mut l) = (telemetry.clone(), leadership.clone());

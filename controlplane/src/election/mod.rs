@@ -16,8 +16,11 @@
 //! plane that ran without election (whose epoch is its start time), or of a Lease deleted and
 //! made anew.
 
-use crate::kube::{self, Kube, LeaseRecord};
-use std::sync::Arc;
+pub mod lease;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+pub use lease::LeaseRecord;
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 
@@ -64,14 +67,15 @@ pub struct Election {
 }
 
 /// Campaigns until the task is dropped.
-pub fn run(kube: Arc<Kube>, config: ElectionConfig) -> Election {
+pub fn run(client: kube::Client, config: ElectionConfig) -> Election {
     let (tx, rx) = watch::channel(None);
     let (url_tx, url_rx) = watch::channel(None);
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let task = tokio::spawn(async move {
         let mut elector = Elector { config, observed: None, renewed_at: None, epoch: None };
         loop {
             let now = Instant::now();
-            let leading = elector.round(&kube, now).await;
+            let leading = elector.round(&api, now).await;
             let url = match leading {
                 Some(_) => Some(elector.config.advertise.clone()),
                 None => elector.observed.as_ref().map(|(r, _)| r.leader_url.clone()),
@@ -114,9 +118,9 @@ fn rfc3339_now() -> String {
 
 impl Elector {
     /// One look at the Lease; returns the epoch if this replica leads after it.
-    async fn round(&mut self, kube: &Kube, now: Instant) -> Option<u64> {
+    async fn round(&mut self, api: &Api<Lease>, now: Instant) -> Option<u64> {
         let c = &self.config;
-        let record = match kube::get_lease(kube, &c.namespace, &c.name).await {
+        let record = match lease::get(api, &c.name).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the leader lease");
@@ -134,7 +138,7 @@ impl Elector {
                 resource_version: String::new(),
                 leader_url: c.advertise.clone(),
             };
-            return self.write(kube, &lease, now).await;
+            return self.write(api, &lease, now).await;
         };
         if self.observed.as_ref().is_none_or(|(o, _)| o.resource_version != record.resource_version) {
             self.observed = Some((record.clone(), now));
@@ -144,7 +148,7 @@ impl Elector {
         if ours && self.epoch.is_some() {
             // Renew.
             let lease = LeaseRecord { renew_time: rfc3339_now(), leader_url: c.advertise.clone(), ..record };
-            return self.write(kube, &lease, now).await;
+            return self.write(api, &lease, now).await;
         }
         let expired = now.saturating_duration_since(seen_at) >= Duration::from_secs(record.duration_s.max(1));
         if ours || expired || record.holder.is_empty() {
@@ -158,14 +162,14 @@ impl Elector {
                 resource_version: record.resource_version,
                 leader_url: c.advertise.clone(),
             };
-            return self.write(kube, &lease, now).await;
+            return self.write(api, &lease, now).await;
         }
         self.follow()
     }
 
-    async fn write(&mut self, kube: &Kube, lease: &LeaseRecord, now: Instant) -> Option<u64> {
+    async fn write(&mut self, api: &Api<Lease>, lease: &LeaseRecord, now: Instant) -> Option<u64> {
         let c = &self.config;
-        match kube::write_lease(kube, &c.namespace, &c.name, lease).await {
+        match lease::write(api, &c.name, lease).await {
             Ok(true) => {
                 self.renewed_at = Some(now);
                 self.epoch = Some(lease.epoch);
