@@ -130,16 +130,7 @@ impl Admin {
         telemetry: Arc<Telemetry>,
         auth: AdminAuth,
     ) -> Arc<Admin> {
-        Arc::new(Admin {
-            discovery,
-            state,
-            telemetry,
-            auth,
-            leader: None,
-            store: Default::default(),
-            peers: Default::default(),
-            crd: Default::default(),
-        })
+        Self::build(discovery, state, telemetry, auth, None)
     }
 
     /// An admin API on one of several replicas: calls only the leader can answer go to it.
@@ -150,12 +141,22 @@ impl Admin {
         auth: AdminAuth,
         leader_url: tokio::sync::watch::Receiver<Option<String>>,
     ) -> Arc<Admin> {
+        Self::build(discovery, state, telemetry, auth, Some(ToLeader::new(leader_url)))
+    }
+
+    fn build(
+        discovery: Arc<Discovery>,
+        state: Arc<ConfigState>,
+        telemetry: Arc<Telemetry>,
+        auth: AdminAuth,
+        leader: Option<ToLeader>,
+    ) -> Arc<Admin> {
         Arc::new(Admin {
             discovery,
             state,
             telemetry,
             auth,
-            leader: Some(ToLeader::new(leader_url)),
+            leader,
             store: Default::default(),
             peers: Default::default(),
             crd: Default::default(),

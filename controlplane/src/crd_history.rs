@@ -8,6 +8,7 @@
 
 use crate::ads::now_ms;
 use crate::snapshot::Snapshot;
+use crate::state::{Change, config_diff};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -19,29 +20,12 @@ pub const KEPT: usize = 100;
 const LABEL: &str = "spillway.dev/history";
 const LABEL_VALUE: &str = "routing";
 
-/// One published version, as `/v1/history` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Entry {
-    pub version: String,
-    pub previous: Option<String>,
-    pub who: String,
-    pub action: String,
-    pub at_unix_ms: u64,
-    pub diff: String,
-    #[serde(skip)]
-    pub config: Value,
-}
-
 pub struct History {
     api: Api<ControllerRevision>,
 }
 
 fn name(version: &str) -> String {
     format!("spillway-routing-{version}")
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 impl History {
@@ -93,26 +77,22 @@ impl History {
     }
 
     /// Every kept version, oldest first, each with its diff from the one before.
-    pub async fn entries(&self) -> Result<Vec<Entry>, String> {
-        let mut out: Vec<Entry> = Vec::new();
+    pub async fn entries(&self) -> Result<Vec<Change>, String> {
+        let mut out: Vec<Change> = Vec::new();
+        let mut before: Option<Value> = None;
         for r in self.all().await? {
             let data = r.data.map(|d| d.0).unwrap_or_default();
             let version =
                 r.metadata.name.as_deref().unwrap_or_default().trim_start_matches("spillway-routing-").to_owned();
-            let before = out.last().map(|e| pretty(&e.config)).unwrap_or_default();
-            let diff = similar::TextDiff::from_lines(&before, &pretty(&data["config"]))
-                .unified_diff()
-                .header("before", "after")
-                .to_string();
-            out.push(Entry {
+            out.push(Change {
                 previous: out.last().map(|e| e.version.clone()),
                 version,
                 who: data["who"].as_str().unwrap_or_default().to_owned(),
                 action: data["action"].as_str().unwrap_or_default().to_owned(),
                 at_unix_ms: u64::try_from(r.revision).unwrap_or(0),
-                diff,
-                config: data["config"].clone(),
+                diff: config_diff(before.as_ref(), &data["config"]),
             });
+            before = Some(data["config"].clone());
         }
         Ok(out)
     }

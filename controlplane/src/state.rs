@@ -80,7 +80,21 @@ pub enum Owner {
 }
 
 fn pretty(s: &Snapshot) -> String {
-    serde_json::from_slice::<Value>(&s.config_json).and_then(|v| serde_json::to_string_pretty(&v)).unwrap_or_default()
+    serde_json::from_slice::<Value>(&s.config_json).map(|v| pretty_json(&v)).unwrap_or_default()
+}
+
+fn pretty_json(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// The unified diff between two configs (JSON; `None` for "nothing before"), as every history
+/// shows a change.
+pub fn config_diff(before: Option<&Value>, after: &Value) -> String {
+    text_diff(&before.map(pretty_json).unwrap_or_default(), &pretty_json(after))
+}
+
+fn text_diff(before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after).unified_diff().header("before", "after").to_string()
 }
 
 /// The base with every active demotion applied; marks which ones still apply.
@@ -163,10 +177,7 @@ impl ConfigState {
         if previous.as_ref().is_some_and(|p| p.version == s.version) {
             return Ok(None);
         }
-        let diff = similar::TextDiff::from_lines(&previous.as_deref().map(pretty).unwrap_or_default(), &pretty(&s))
-            .unified_diff()
-            .header("before", "after")
-            .to_string();
+        let diff = text_diff(&previous.as_deref().map(pretty).unwrap_or_default(), &pretty(&s));
         let change = Change {
             version: s.version.clone(),
             previous: previous.map(|p| p.version.clone()),

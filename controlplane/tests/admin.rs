@@ -57,6 +57,11 @@ async fn start() -> (Api, std::sync::Arc<Discovery>, std::sync::Arc<ConfigState>
     state.set_base(load_str(&config("chat"), "t").unwrap(), "test", "file").unwrap();
     let telemetry = Telemetry::new(state.clone(), TelemetryPolicy::default());
     let admin = Admin::new(d.clone(), state.clone(), telemetry, AdminAuth::hs256(SECRET).unwrap());
+    (serve(admin).await, d, state)
+}
+
+/// Serves `admin` on 127.0.0.1:0.
+async fn serve(admin: std::sync::Arc<Admin>) -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(spillway_controlplane::listen::serve(
@@ -64,7 +69,7 @@ async fn start() -> (Api, std::sync::Arc<Discovery>, std::sync::Arc<ConfigState>
         admin.router(),
         spillway_controlplane::listen::Timeouts::API,
     ));
-    (Api { base, client: Client::builder(TokioExecutor::new()).build_http() }, d, state)
+    Api { base, client: Client::builder(TokioExecutor::new()).build_http() }
 }
 
 #[tokio::test]
@@ -259,14 +264,7 @@ async fn a_follower_answers_with_the_leaders_fleet_and_feedback_views() {
     telemetry.set_leading(None);
     let (url_tx, url_rx) = tokio::sync::watch::channel(None);
     let admin = Admin::replica(d, state, telemetry, AdminAuth::hs256(SECRET).unwrap(), url_rx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(spillway_controlplane::listen::serve(
-        listener,
-        admin.router(),
-        spillway_controlplane::listen::Timeouts::API,
-    ));
-    let follower = Api { base, client: Client::builder(TokioExecutor::new()).build_http() };
+    let follower = serve(admin).await;
     let viewer = token("ana", "viewer", 600, SECRET);
     let editor = token("bo", "editor", 600, SECRET);
 

@@ -147,11 +147,7 @@ features:
         let s = ConfigState::new(d.clone());
         s.set_base(load_str(yaml, "t.yaml").unwrap(), "test", "file").unwrap();
         let task = tokio::spawn(spillway_controlplane::shared::run(
-            SharedDoc::ConfigMap {
-                kube: Arc::new(kube.client()),
-                namespace: "spillway".into(),
-                name: "spillway-state".into(),
-            },
+            state_configmap(&kube),
             s.clone(),
             None,
             Duration::from_millis(100),
@@ -217,11 +213,7 @@ features:
         let t = Telemetry::new(s.clone(), TelemetryPolicy::default());
         t.set_config(&load_str(yaml, "t.yaml").unwrap());
         let task = tokio::spawn(spillway_controlplane::shared::run(
-            SharedDoc::ConfigMap {
-                kube: Arc::new(kube.client()),
-                namespace: "spillway".into(),
-                name: "spillway-state".into(),
-            },
+            state_configmap(&kube),
             s.clone(),
             Some(t.clone()),
             Duration::from_millis(50),
@@ -272,4 +264,9 @@ features:
     leader.set_leading(None);
     follower.set_leading(Some(2));
     assert!(open(&follower), "the new leader keeps the open: {}", follower.view());
+}
+
+/// The ConfigMap the replicas share their demotions and the leader's checkpoint in.
+fn state_configmap(kube: &FakeKube) -> SharedDoc {
+    SharedDoc::ConfigMap { kube: Arc::new(kube.client()), namespace: "spillway".into(), name: "spillway-state".into() }
 }

@@ -118,20 +118,33 @@ struct Api {
     client: TestClient,
 }
 
-impl Api {
-    async fn start(r: &Replica) -> Api {
-        let telemetry = Telemetry::new(r.state.clone(), TelemetryPolicy::default());
+impl Replica {
+    /// An admin API over this replica (not yet serving).
+    fn admin(&self) -> Arc<Admin> {
+        let telemetry = Telemetry::new(self.state.clone(), TelemetryPolicy::default());
         let auth = AdminAuth::hs256(SECRET.as_bytes()).unwrap();
-        let admin = Admin::new(r.state.discovery().clone(), r.state.clone(), telemetry, auth);
+        Admin::new(self.state.discovery().clone(), self.state.clone(), telemetry, auth)
+    }
+}
+
+impl Api {
+    /// The replica's admin API writing through to its objects, serving on 127.0.0.1.
+    async fn start(r: &Replica) -> Api {
+        let admin = r.admin();
         admin.write_through_crd(r.crd.clone());
+        Api::serve(admin).await.0
+    }
+
+    /// Serves `admin` on 127.0.0.1:0; the API and its port.
+    async fn serve(admin: Arc<Admin>) -> (Api, u16) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
         tokio::spawn(spillway_controlplane::listen::serve(
             listener,
             admin.router(),
             spillway_controlplane::listen::Timeouts::API,
         ));
-        Api { base, client: TestClient::default() }
+        (Api { base: format!("http://127.0.0.1:{port}"), client: TestClient::default() }, port)
     }
 
     async fn call(&self, method: http::Method, path: &str) -> (StatusCode, Value) {
@@ -342,30 +355,15 @@ async fn node_views_gather_every_ready_replica_found_from_the_service() {
             n.acked_version = Some(version.clone());
         });
     }
-    let serve = |r: &Replica, name: &'static str| {
-        let telemetry = Telemetry::new(r.state.clone(), TelemetryPolicy::default());
-        let admin = Admin::new(
-            r.state.discovery().clone(),
-            r.state.clone(),
-            telemetry,
-            AdminAuth::hs256(SECRET.as_bytes()).unwrap(),
-        );
+    let mut apis = Vec::new();
+    for (r, name) in [(&one, "control-0"), (&two, "control-1")] {
+        let admin = r.admin();
         let service = PeerSource::Service {
-            api: kube::Api::namespaced(kube_client(&kube), NS),
+            api: kube::Api::namespaced(kube.kube_client(), NS),
             service: "spillway-control".into(),
         };
         admin.merge_views(Peers::from(service, name));
-        admin
-    };
-    let mut apis = Vec::new();
-    for (r, name) in [(&one, "control-0"), (&two, "control-1")] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(spillway_controlplane::listen::serve(
-            listener,
-            serve(r, name).router(),
-            spillway_controlplane::listen::Timeouts::API,
-        ));
+        let (api, port) = Api::serve(admin).await;
         kube.endpoint_slice(
             NS,
             &format!("spillway-control-{name}"),
@@ -373,7 +371,7 @@ async fn node_views_gather_every_ready_replica_found_from_the_service() {
             port,
             &[(name, "127.0.0.1", true)],
         );
-        apis.push(Api { base: format!("http://127.0.0.1:{port}"), client: TestClient::default() });
+        apis.push(api);
     }
     // A replica that is not ready is not asked.
     kube.endpoint_slice(NS, "spillway-control-starting", "spillway-control", 1, &[("control-2", "127.0.0.1", false)]);
@@ -388,8 +386,4 @@ async fn node_views_gather_every_ready_replica_found_from_the_service() {
     assert_eq!(config["sidecars"]["acked"], 3, "{config}");
     let (_, mine) = apis[1].call(http::Method::GET, "/v1/nodes?scope=replica").await;
     assert_eq!(mine["nodes"].as_object().unwrap().len(), 1, "{mine}");
-}
-
-fn kube_client(kube: &FakeKube) -> kube::Client {
-    kube.kube_client()
 }

@@ -103,10 +103,6 @@ impl Drop for EtcdConfig {
     }
 }
 
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default()
-}
-
 fn parse(config: &Value) -> Result<RoutingConfig, ConfigErrors> {
     load_str(&config.to_string(), "<etcd>")
 }
@@ -264,13 +260,7 @@ impl EtcdConfig {
             who: who.to_owned(),
             action: action.to_owned(),
             at_unix_ms: now_ms(),
-            diff: similar::TextDiff::from_lines(
-                &before.as_ref().map(|b| pretty(&b.config)).unwrap_or_default(),
-                &pretty(&value),
-            )
-            .unified_diff()
-            .header("before", "after")
-            .to_string(),
+            diff: crate::state::config_diff(before.as_ref().map(|b| &b.config), &value),
             config: Some(value.clone()),
         };
         let record =

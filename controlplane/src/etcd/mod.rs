@@ -129,25 +129,17 @@ impl Etcd {
 
     /// A call through the current member failed unreachable: use the next one from now on.
     pub fn failed(&self, e: &etcd_client::Error) {
-        if unreachable(e) && self.members.len() > 1 {
-            let at = self.at();
-            if self
-                .current
-                .compare_exchange(at, (at + 1) % self.members.len(), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                tracing::warn!(error = %e, "etcd member unreachable; trying the next one");
-            }
+        if unreachable(e) && self.rotate() {
+            tracing::warn!(error = %e, "etcd member unreachable; trying the next one");
         }
     }
 
-    /// Moves to the next member whatever the error (a stream that went silent).
-    pub fn rotate(&self) {
-        if self.members.len() > 1 {
-            let at = self.at();
-            let _ =
-                self.current.compare_exchange(at, (at + 1) % self.members.len(), Ordering::AcqRel, Ordering::Acquire);
-        }
+    /// Moves to the next member whatever the error (a stream that went silent); `false` when
+    /// there is no other member, or another caller moved on from this one first.
+    pub fn rotate(&self) -> bool {
+        let at = self.at();
+        let next = (at + 1) % self.members.len();
+        next != at && self.current.compare_exchange(at, next, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// `call` on the current member, then on each other one while the member is unreachable.

@@ -32,72 +32,61 @@ pub(super) fn routes() -> Router<Shared> {
         .route(BASE, get(list_or_watch).post(|s, h, p, b| create(s, h, p, b, KIND)))
         .route(
             &format!("{BASE}/{{name}}"),
-            get(|s, h, p| read(s, h, p, KIND)).put(|s, h, p, b| replace(s, h, p, b, KIND)).delete(delete),
+            get(|s, h, p| read(s, h, p, KIND))
+                .put(|s, h, p, b| replace(s, h, p, b, KIND))
+                .delete(|s, h, p| delete(s, h, p, KIND)),
         )
         .route(&format!("{BASE}/{{name}}/status"), patch(patch_status))
-        .route("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", get(list_endpoint_slices))
+        // EndpointSlices, selected by `kubernetes.io/service-name`: how replicas find each other.
+        .route("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", get(|s, h, p, q| list(s, h, p, q, &SLICES)))
         // ControllerRevisions: the config history (created once, listed, deleted).
-        .route(REVISIONS, get(list_revisions).post(|s, h, p, b| create(s, h, p, b, "controllerrevisions")))
+        .route(
+            REVISIONS,
+            get(|s, h, p, q| list(s, h, p, q, &HISTORY)).post(|s, h, p, b| create(s, h, p, b, HISTORY.kind)),
+        )
         .route(
             &format!("{REVISIONS}/{{name}}"),
-            get(|s, h, p| read(s, h, p, "controllerrevisions")).delete(delete_revision),
+            get(|s, h, p| read(s, h, p, HISTORY.kind)).delete(|s, h, p| delete(s, h, p, HISTORY.kind)),
         )
 }
+
+/// A collection as its list is answered.
+struct Collection {
+    /// The plural, as objects are keyed in the store.
+    kind: &'static str,
+    api_version: &'static str,
+    list_kind: &'static str,
+}
+
+const ROUTINGS: Collection =
+    Collection { kind: KIND, api_version: "spillway.dev/v1alpha1", list_kind: "SpillwayRoutingList" };
+const HISTORY: Collection =
+    Collection { kind: "controllerrevisions", api_version: "apps/v1", list_kind: "ControllerRevisionList" };
+const SLICES: Collection =
+    Collection { kind: "endpointslices", api_version: "discovery.k8s.io/v1", list_kind: "EndpointSliceList" };
 
 const REVISIONS: &str = "/apis/apps/v1/namespaces/{ns}/controllerrevisions";
 
-async fn list_revisions(
+/// The collection's objects in the namespace, with the collection's resourceVersion; a
+/// `key=value` label selector (the only form the control plane uses) filters them.
+async fn list(
     State(api): State<Shared>,
     h: HeaderMap,
     Path(ns): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    c: &Collection,
 ) -> Response {
     if let Some(denied) = unauthorized(&h) {
         return denied.into_response();
     }
     let api = api.lock().unwrap();
-    let mut items = api.objects_under(&format!("controllerrevisions/{ns}/"));
-    // `key=value` selectors only, as the control plane uses them.
+    let mut items = api.objects_under(&format!("{}/{ns}/", c.kind));
     if let Some((k, v)) = q.get("labelSelector").and_then(|s| s.split_once('=')) {
         items.retain(|o| o["metadata"]["labels"][k] == v);
     }
-    let list = json!({"apiVersion": "apps/v1", "kind": "ControllerRevisionList",
+    let list = json!({"apiVersion": c.api_version, "kind": c.list_kind,
                       "metadata": {"resourceVersion": api.version().to_string()}, "items": items});
     (StatusCode::OK, axum::Json(list)).into_response()
-}
-
-/// EndpointSlices, selected by `kubernetes.io/service-name`.
-async fn list_endpoint_slices(
-    State(api): State<Shared>,
-    h: HeaderMap,
-    Path(ns): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Some(denied) = unauthorized(&h) {
-        return denied.into_response();
-    }
-    let api = api.lock().unwrap();
-    let mut items = api.objects_under(&format!("endpointslices/{ns}/"));
-    if let Some((k, v)) = q.get("labelSelector").and_then(|s| s.split_once('=')) {
-        items.retain(|o| o["metadata"]["labels"][k] == v);
-    }
-    let list = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
-                      "metadata": {"resourceVersion": api.version().to_string()}, "items": items});
-    (StatusCode::OK, axum::Json(list)).into_response()
-}
-
-async fn delete_revision(
-    State(api): State<Shared>,
-    h: HeaderMap,
-    Path((ns, name)): Path<(String, String)>,
-) -> Response {
-    if let Some(denied) = unauthorized(&h) {
-        return denied.into_response();
-    }
-    match remove(&mut api.lock().unwrap(), &format!("controllerrevisions/{ns}/{name}")) {
-        Some(o) => (StatusCode::OK, axum::Json(o)).into_response(),
-        None => status(StatusCode::NOT_FOUND, "not found").into_response(),
-    }
 }
 
 async fn list_or_watch(
@@ -106,22 +95,14 @@ async fn list_or_watch(
     Path(ns): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(denied) = unauthorized(&h) {
-        return denied.into_response();
-    }
-    let prefix = format!("{KIND}/{ns}/");
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        if let Some(denied) = unauthorized(&h) {
+            return denied.into_response();
+        }
         let from = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        return watch(api, prefix, from);
+        return watch(api, format!("{KIND}/{ns}/"), from);
     }
-    let api = api.lock().unwrap();
-    let list = json!({
-        "apiVersion": "spillway.dev/v1alpha1",
-        "kind": "SpillwayRoutingList",
-        "metadata": {"resourceVersion": api.version().to_string()},
-        "items": api.objects_under(&prefix),
-    });
-    (StatusCode::OK, axum::Json(list)).into_response()
+    list(State(api), h, Path(ns), Query(q), &ROUTINGS).await
 }
 
 fn line(v: &Value) -> Bytes {
@@ -172,11 +153,16 @@ fn watch(api: Shared, prefix: String, from: u64) -> Response {
     Response::builder().header("content-type", "application/json").body(body).unwrap_or_default()
 }
 
-async fn delete(State(api): State<Shared>, h: HeaderMap, Path((ns, name)): Path<(String, String)>) -> Response {
+async fn delete(
+    State(api): State<Shared>,
+    h: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    kind: &str,
+) -> Response {
     if let Some(denied) = unauthorized(&h) {
         return denied.into_response();
     }
-    match remove(&mut api.lock().unwrap(), &format!("{KIND}/{ns}/{name}")) {
+    match remove(&mut api.lock().unwrap(), &format!("{kind}/{ns}/{name}")) {
         Some(o) => (StatusCode::OK, axum::Json(o)).into_response(),
         None => status(StatusCode::NOT_FOUND, "not found").into_response(),
     }
