@@ -6,8 +6,8 @@
 //! - [`admin`]: the admin HTTP API (JWT roles): read, validate, replace, roll back, history, nodes;
 //! - [`check`]: offline validation of routing config files, the same validation the sidecar and
 //!   the snapshot builder run, for CI pipelines and pre-commit hooks;
-//! - [`crd`]: the `SpillwayRouting` custom resource (its spec is one routing file) and its
-//!   definition, derived from the config model;
+//! - [`crd`]: the `SpillwayRouting` custom resource (its spec is one routing file) and the
+//!   `SpillwayDemotion` one, their definitions derived from the model;
 //! - [`crd_admission`]: admission checks of SpillwayRouting objects (`POST /validate-routing`);
 //! - [`crd_history`]: the config history of SpillwayRouting objects, as ControllerRevisions;
 //! - [`crd_source`]: the routing config from the namespace's `SpillwayRouting` objects, watched
@@ -26,8 +26,8 @@
 //! - [`telemetry`]: `Telemetry.Report`, merging sidecar reports and answering with lease grants
 //!   and fleet-wide breaker directives, on a tick;
 //! - [`report`]: the bounds a sidecar's report must keep before any of it is merged;
-//! - [`shared`]: the feedback demotions every replica applies and the leader's checkpoint, kept
-//!   in one ConfigMap or etcd key;
+//! - [`shared`]: the feedback demotions every replica applies (one `SpillwayDemotion` object or
+//!   etcd key each) and the leader's checkpoint (one ConfigMap or etcd key);
 //! - [`fleet`]: the merged fleet view and its fleet-wide breaker judgement;
 //! - [`feedback`]: user-feedback trends and the drops that demote an endpoint;
 //! - [`inject`]: the sidecar-injecting mutating admission webhook (`POST /inject`);

@@ -112,8 +112,9 @@ struct Serve {
     /// leads alone — right for one replica only.
     #[arg(long)]
     leader_election_lease: Option<String>,
-    /// Keep the feedback demotions in this ConfigMap (in the pod's namespace), so that every
-    /// replica applies the same ones and a restart keeps them.
+    /// Share state among replicas on Kubernetes: the feedback demotions as SpillwayDemotion
+    /// objects (in the pod's namespace), so that every replica applies the same ones and a
+    /// restart keeps them, and the leader's checkpoint in this ConfigMap.
     #[arg(long)]
     shared_state_configmap: Option<String>,
     /// Where this replica's admin API answers, for the others to forward the leader's views to
@@ -372,17 +373,27 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let telemetry = telemetry::Telemetry::new(state.clone(), policy);
     let _ticks = telemetry.start();
     let shared = match (&etcd, &a.shared_state_configmap) {
-        (Some(etcd), _) => Some(shared::SharedDoc::Etcd(etcd.clone())),
-        (None, Some(name)) => Some(shared::SharedDoc::ConfigMap {
-            kube: Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("shared state: {e}"))?),
-            namespace: a.injector.webhook_namespace.clone(),
-            name: name.clone(),
+        (Some(etcd), _) => Some(shared::Shared {
+            demotions: shared::DemotionStore::Etcd(etcd.clone()),
+            checkpoint: shared::SharedDoc::Etcd(etcd.clone()),
         }),
+        (None, Some(name)) => {
+            let namespace = a.injector.webhook_namespace.clone();
+            let client = ::kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("shared state: {e}"))?;
+            Some(shared::Shared {
+                demotions: shared::DemotionStore::Objects(::kube::Api::namespaced(client, &namespace)),
+                checkpoint: shared::SharedDoc::ConfigMap {
+                    kube: Arc::new(kube::Kube::in_cluster().map_err(|e| anyhow::anyhow!("shared state: {e}"))?),
+                    namespace,
+                    name: name.clone(),
+                },
+            })
+        }
         (None, None) => None,
     };
-    let _shared = shared.map(|doc| {
+    let _shared = shared.map(|s| {
         let t = Some(telemetry.clone());
-        tokio::spawn(shared::run(doc, state.clone(), t, Duration::from_secs(2)))
+        tokio::spawn(shared::run(s, state.clone(), t, Duration::from_secs(2)))
     });
     let auth = match (&a.jwt_hs256_secret_file, &a.jwt_rs256_public_key) {
         (Some(f), _) => {

@@ -278,6 +278,20 @@ impl ConfigState {
         }
     }
 
+    /// Gives a demotion made here the id `to`: another replica stored a different one under its
+    /// id first (two leaders for a moment, at a handover).
+    pub fn renumber(&self, from: u64, to: u64) {
+        let mut inner = self.lock();
+        if inner.demotions.iter().any(|d| d.id == to) {
+            return;
+        }
+        if let Some(d) = inner.demotions.iter_mut().find(|d| d.id == from) {
+            d.id = to;
+        }
+        inner.demotions.sort_by_key(|d| d.id);
+        inner.next_id = inner.next_id.max(to);
+    }
+
     /// Undoes a demotion: the hierarchy is the base config's again.
     pub fn undo(&self, id: u64, who: &str) -> Result<Demotion, String> {
         let mut inner = self.lock();

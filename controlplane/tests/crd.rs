@@ -4,10 +4,28 @@
 use serde_json::Value;
 use spillway_controlplane::crd::{SpillwayRouting, definition_yaml};
 
-fn schema() -> Value {
+/// The definition of `kind`, of those the chart installs.
+fn definition(kind: &str) -> Value {
     let yaml = definition_yaml();
-    let crd: Value = serde_saphyr::from_str(&yaml).expect("the definition is YAML");
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+    let docs: Vec<Value> =
+        yaml.split("\n---\n").map(|d| serde_saphyr::from_str(d).expect("each definition is YAML")).collect();
+    docs.into_iter().find(|d| d["spec"]["names"]["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in {yaml}"))
+}
+
+fn schema() -> Value {
+    definition("SpillwayRouting")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+}
+
+#[test]
+fn a_demotion_object_says_what_was_moved_and_whether_it_still_is() {
+    let crd = definition("SpillwayDemotion");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut required: Vec<&str> = spec["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    required.sort_unstable();
+    assert_eq!(required, ["active", "atUnixMs", "endpoint", "feature", "reason"], "{spec}");
+    let columns = &crd["spec"]["versions"][0]["additionalPrinterColumns"];
+    assert!(columns.as_array().unwrap().iter().any(|c| c["jsonPath"] == ".spec.active"), "{columns}");
 }
 
 #[test]
@@ -63,11 +81,11 @@ fn every_shipped_config_is_a_valid_spec() {
 /// The chart installs the definition from `crds/`; it must be the one the model derives.
 #[test]
 fn the_chart_installs_the_derived_definition() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/spillway/crds/spillwayrouting.yaml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/spillway/crds/spillway.yaml");
     let installed = std::fs::read_to_string(&path).unwrap();
     assert!(
         installed == definition_yaml(),
-        "{} is stale: run `cargo run -p spillway-controlplane --bin spillway-control -- crd > helm/spillway/crds/spillwayrouting.yaml`",
+        "{} is stale: run `cargo run -p spillway-controlplane --bin spillway-control -- crd > helm/spillway/crds/spillway.yaml`",
         path.display()
     );
 }

@@ -26,9 +26,9 @@ for values in "" examples/k8s/values.yaml tests/k8s/values-full.yaml tests/k8s/v
   "${control[@]}" check "$out/$(basename "$rendered" .rendered.yaml).routing.yaml"
 done
 
-echo "the SpillwayRouting CRD, as derived from the config model" >&2
-"${control[@]}" crd > "$out/spillwayrouting.crd.yaml"
-"${validate[@]}" "$out/spillwayrouting.crd.yaml"
+echo "the SpillwayRouting and SpillwayDemotion CRDs, as derived from the config model" >&2
+"${control[@]}" crd > "$out/spillway.crds.yaml"
+"${validate[@]}" "$out/spillway.crds.yaml"
 
 echo "examples/k8s/app.yaml, as written and injected" >&2
 "${validate[@]}" examples/k8s/app.yaml

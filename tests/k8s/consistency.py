@@ -86,7 +86,10 @@ if "leader-election-lease" in args:
                                   for r in role["rules"]), "RBAC does not cover the leader Lease")
     need(any(e["name"] == "POD_NAME" for e in c["env"]), "replicas have no POD_NAME to campaign with")
     need(role is not None and any(args.get("shared-state-configmap") in r.get("resourceNames", []) and "update" in r["verbs"]
-                                  for r in role["rules"]), "replicas cannot share their demotions (RBAC or flag missing)")
+                                  for r in role["rules"]), "replicas cannot share the leader's checkpoint (RBAC or flag missing)")
+    need(role is not None and all(any("spillwaydemotions" in r["resources"] and verb in r["verbs"] for r in role["rules"])
+                                  for verb in ("list", "create", "patch", "delete")),
+         "replicas cannot share their demotions (SpillwayDemotion RBAC missing)")
     need(pod["automountServiceAccountToken"] is True, "leader election needs the service-account token")
 elif "etcd-endpoints" in args:
     # etcd holds the election and the shared state: no Lease or ConfigMap RBAC is needed.

@@ -6,13 +6,12 @@
 //!
 //! Real time with short leases; every wait is for an observable change, bounded.
 
-use serde_json::Value;
 use spillway_api::config::load_str;
 use spillway_controlplane::ads::{Discovery, DiscoveryService};
 use spillway_controlplane::election::{self, ElectionConfig};
 use spillway_controlplane::identity::Authenticator;
 use spillway_controlplane::leases::LeasePolicy;
-use spillway_controlplane::shared::SharedDoc;
+use spillway_controlplane::shared::{DemotionStore, Shared, SharedDoc};
 use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
 use spillway_tests::fake::kube::FakeKube;
@@ -131,67 +130,6 @@ features:
     assert_eq!(view["pools"][0]["sidecars"], 4, "{view}");
 }
 
-/// Feedback demotions are the leader's to make, an editor's to undo through any replica, and every
-/// replica's to apply — also after a restart. They are kept in one ConfigMap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demotions_are_shared_by_every_replica_and_survive_a_restart() {
-    let yaml = "endpoints:
-  a: { provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }
-  b: { provider: openai_compatible, base_url: \"http://127.0.0.1:9/v1\", model: m }
-features:
-  search: { hierarchy: [a, b] }
-";
-    let kube = FakeKube::start().await;
-    let replica = || {
-        let d = Discovery::new();
-        let s = ConfigState::new(d.clone());
-        s.set_base(load_str(yaml, "t.yaml").unwrap(), "test", "file").unwrap();
-        let task = tokio::spawn(spillway_controlplane::shared::run(
-            state_configmap(&kube),
-            s.clone(),
-            None,
-            Duration::from_millis(100),
-        ));
-        (d, s, task)
-    };
-    let hierarchy = |s: &ConfigState| s.subscribe().borrow().as_ref().unwrap().features["search"].hierarchy.clone();
-    // Waits on the config in force, which is what the check reads.
-    let until = |s: Arc<ConfigState>, what: &'static str, check: Box<dyn Fn() -> bool + Send>| async move {
-        let mut rx = s.subscribe();
-        tokio::time::timeout(Duration::from_secs(20), async {
-            while !check() {
-                rx.changed().await.unwrap();
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{what}"));
-    };
-    let (_, leader, _t1) = replica();
-    let (_, follower, _t2) = replica();
-    // The leader demotes `a`; the follower's snapshots carry it too.
-    let dem = leader.demote("search", "a", "feedback fell").unwrap();
-    let f = follower.clone();
-    until(follower.clone(), "the follower to apply the demotion", Box::new(move || hierarchy(&f) == ["b", "a"])).await;
-    assert_eq!(follower.demotions()[0].id, dem.id);
-
-    // A restarted replica starts from the store.
-    let (_, restarted, _t3) = replica();
-    let r = restarted.clone();
-    until(restarted.clone(), "the restarted replica to apply it", Box::new(move || hierarchy(&r) == ["b", "a"])).await;
-
-    // An editor undoes it through the follower; the leader's snapshots follow.
-    follower.undo(dem.id, "bob").unwrap();
-    let l = leader.clone();
-    until(leader.clone(), "the undo to reach the leader", Box::new(move || hierarchy(&l) == ["a", "b"])).await;
-    let stored = kube.configmap("spillway", "spillway-state").unwrap();
-    let list: Value = serde_json::from_str(stored["data"]["demotions.json"].as_str().unwrap()).unwrap();
-    assert_eq!(list[0]["active"], false);
-    assert_eq!(list[0]["undone_by"], "bob");
-    // A new demotion never reuses an id.
-    let again = leader.demote("search", "a", "fell again").unwrap();
-    assert!(again.id > dem.id);
-}
-
 /// A new leader resumes what the last one decided: a fleet-wide open stays open for the rest of
 /// its time instead of being forgotten with the process that judged it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +151,7 @@ features:
         let t = Telemetry::new(s.clone(), TelemetryPolicy::default());
         t.set_config(&load_str(yaml, "t.yaml").unwrap());
         let task = tokio::spawn(spillway_controlplane::shared::run(
-            state_configmap(&kube),
+            shared(&kube),
             s.clone(),
             Some(t.clone()),
             Duration::from_millis(50),
@@ -222,7 +160,7 @@ features:
     };
     let (leader, leader_state, leader_task) = replica();
     let (follower, _, _follower_task) = replica();
-    // A demotion too: its key and the checkpoint's share the ConfigMap, neither erasing the other.
+    // A demotion too: kept beside the checkpoint, neither erasing the other.
     leader_state.demote("chat", "flaky", "feedback fell").unwrap();
     follower.set_leading(None);
     // Three sidecars' errors: the leader opens `flaky` fleet-wide for five minutes.
@@ -257,16 +195,23 @@ features:
     })
     .await
     .expect("the follower to read the leader's checkpoint");
-    let stored = kube.configmap("spillway", "spillway-state").unwrap();
-    let demotions = stored["data"]["demotions.json"].as_str().unwrap_or_default();
-    assert!(demotions.contains("flaky"), "one key does not erase the other: {stored}");
+    let stored = kube.demotions("spillway");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["spec"]["endpoint"], "flaky");
     leader_task.abort();
     leader.set_leading(None);
     follower.set_leading(Some(2));
     assert!(open(&follower), "the new leader keeps the open: {}", follower.view());
 }
 
-/// The ConfigMap the replicas share their demotions and the leader's checkpoint in.
-fn state_configmap(kube: &FakeKube) -> SharedDoc {
-    SharedDoc::ConfigMap { kube: Arc::new(kube.client()), namespace: "spillway".into(), name: "spillway-state".into() }
+/// Where the replicas share their demotions (objects) and the leader's checkpoint (a ConfigMap).
+fn shared(kube: &FakeKube) -> Shared {
+    Shared {
+        demotions: DemotionStore::Objects(kube::Api::namespaced(kube.kube_client(), "spillway")),
+        checkpoint: SharedDoc::ConfigMap {
+            kube: Arc::new(kube.client()),
+            namespace: "spillway".into(),
+            name: "spillway-state".into(),
+        },
+    }
 }

@@ -7,7 +7,8 @@
 //!   its `mod_revision` ([`config`]);
 //! - `<prefix>/history/<seq>` — every published edit, its author, action and diff, the last
 //!   [`config::HISTORY_KEPT`] kept, written in the same transaction as the config;
-//! - `<prefix>/shared` — the feedback demotions and the leader's checkpoint (`shared`);
+//! - `<prefix>/demotions/<id>` — one key per feedback demotion (`shared::demotions`);
+//! - `<prefix>/shared` — the leader's checkpoint (`shared::checkpoint`);
 //! - `<prefix>/leader` — the etcd election ([`election`]), the leader's key bound to its lease,
 //!   and `<prefix>/epoch`, the leader epochs;
 //! - `<prefix>/replicas/<name>` — each live replica's admin URL, bound to its lease ([`replicas`]).

@@ -127,6 +127,13 @@ impl FakeKube {
         self.api.lock().unwrap().objects.get(&format!("configmaps/{namespace}/{name}")).cloned()
     }
 
+    /// Stores a ConfigMap with `data`, as `kubectl apply` would.
+    pub fn put_configmap(&self, namespace: &str, name: &str, data: &Value) {
+        let object = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": name, "namespace": namespace}, "data": data});
+        store(&mut self.api.lock().unwrap(), format!("configmaps/{namespace}/{name}"), object);
+    }
+
     /// Forgets the change history up to now: a watch from an older resourceVersion gets 410 Gone,
     /// as after the API server's compaction.
     /// Open watches end, as when an API server restarts; their clients resume from a version
@@ -183,6 +190,25 @@ impl FakeKube {
             "ports": [{"name": "grpc", "port": 7000}, {"name": "admin", "port": admin_port}],
             "endpoints": endpoints});
         store(&mut self.api.lock().unwrap(), format!("endpointslices/{namespace}/{name}"), slice);
+    }
+
+    /// The SpillwayDemotion objects stored.
+    pub fn demotions(&self, namespace: &str) -> Vec<Value> {
+        self.api.lock().unwrap().objects_under(&format!("spillwaydemotions/{namespace}/"))
+    }
+
+    /// Changes a SpillwayDemotion as `kubectl patch --type merge` would.
+    pub fn patch_demotion(&self, namespace: &str, name: &str, patch: &Value) {
+        let key = format!("spillwaydemotions/{namespace}/{name}");
+        let mut api = self.api.lock().unwrap();
+        let mut object = api.object(&key).cloned().expect("the demotion exists");
+        json_patch::merge(&mut object, patch);
+        store(&mut api, key, object);
+    }
+
+    /// Deletes a SpillwayDemotion, as `kubectl delete` would.
+    pub fn delete_demotion(&self, namespace: &str, name: &str) {
+        remove(&mut self.api.lock().unwrap(), &format!("spillwaydemotions/{namespace}/{name}"));
     }
 
     /// Deletes a SpillwayRouting.

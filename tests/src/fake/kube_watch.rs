@@ -3,7 +3,9 @@
 //! it, then new ones as they happen, as newline-delimited JSON events), 410 Gone (an `ERROR`
 //! event with a `Status` of code 410) for a version older than the retained history, replace
 //! with resourceVersion preconditions (409), delete, and merge patches of the status
-//! subresource.
+//! subresource. Beside it the collections listed, created and deleted the same way:
+//! SpillwayDemotions (merge patches with a resourceVersion precondition), ControllerRevisions and
+//! EndpointSlices.
 
 use super::kube::{Shared, create, read, remove, replace, status, store, unauthorized};
 use axum::Router;
@@ -37,6 +39,17 @@ pub(super) fn routes() -> Router<Shared> {
                 .delete(|s, h, p| delete(s, h, p, KIND)),
         )
         .route(&format!("{BASE}/{{name}}/status"), patch(patch_status))
+        // SpillwayDemotions: created once, undone by a merge patch with a resourceVersion, pruned.
+        .route(
+            DEMOTIONS,
+            get(|s, h, p, q| list(s, h, p, q, &DEMOTION)).post(|s, h, p, b| create(s, h, p, b, DEMOTION.kind)),
+        )
+        .route(
+            &format!("{DEMOTIONS}/{{name}}"),
+            get(|s, h, p| read(s, h, p, DEMOTION.kind))
+                .patch(|s, h, p, b| merge_patch(s, h, p, b, DEMOTION.kind))
+                .delete(|s, h, p| delete(s, h, p, DEMOTION.kind)),
+        )
         // EndpointSlices, selected by `kubernetes.io/service-name`: how replicas find each other.
         .route("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", get(|s, h, p, q| list(s, h, p, q, &SLICES)))
         // ControllerRevisions: the config history (created once, listed, deleted).
@@ -64,6 +77,10 @@ const HISTORY: Collection =
     Collection { kind: "controllerrevisions", api_version: "apps/v1", list_kind: "ControllerRevisionList" };
 const SLICES: Collection =
     Collection { kind: "endpointslices", api_version: "discovery.k8s.io/v1", list_kind: "EndpointSliceList" };
+
+const DEMOTION: Collection =
+    Collection { kind: "spillwaydemotions", api_version: "spillway.dev/v1alpha1", list_kind: "SpillwayDemotionList" };
+const DEMOTIONS: &str = "/apis/spillway.dev/v1alpha1/namespaces/{ns}/spillwaydemotions";
 
 const REVISIONS: &str = "/apis/apps/v1/namespaces/{ns}/controllerrevisions";
 
@@ -166,6 +183,35 @@ async fn delete(
         Some(o) => (StatusCode::OK, axum::Json(o)).into_response(),
         None => status(StatusCode::NOT_FOUND, "not found").into_response(),
     }
+}
+
+/// A JSON merge patch of an object; a `metadata.resourceVersion` in the patch is a precondition
+/// (409 when the object has moved on), as the API server treats it.
+pub(super) async fn merge_patch(
+    State(api): State<Shared>,
+    h: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+    kind: &str,
+) -> Response {
+    if let Some(denied) = unauthorized(&h) {
+        return denied.into_response();
+    }
+    if h.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/merge-patch+json") {
+        return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "only merge patches here").into_response();
+    }
+    let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let key = format!("{kind}/{ns}/{name}");
+    let mut api = api.lock().unwrap();
+    let Some(mut object) = api.object(&key).cloned() else {
+        return status(StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let precondition = &patch["metadata"]["resourceVersion"];
+    if !precondition.is_null() && *precondition != object["metadata"]["resourceVersion"] {
+        return status(StatusCode::CONFLICT, "the object has been modified").into_response();
+    }
+    json_patch::merge(&mut object, &patch);
+    (StatusCode::OK, axum::Json(store(&mut api, key, object))).into_response()
 }
 
 /// A merge patch of `.status` (what the control plane writes conditions with).
