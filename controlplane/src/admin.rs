@@ -139,7 +139,7 @@ impl Admin {
         state: Arc<ConfigState>,
         telemetry: Arc<Telemetry>,
         auth: AdminAuth,
-        leader_url: tokio::sync::watch::Receiver<Option<String>>,
+        leader_url: tokio::sync::watch::Receiver<Option<crate::election::Advertised>>,
     ) -> Arc<Admin> {
         Self::build(discovery, state, telemetry, auth, Some(ToLeader::new(leader_url)))
     }

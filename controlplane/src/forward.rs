@@ -23,7 +23,7 @@ use tokio::sync::watch;
 pub const FORWARDED: &str = "x-spillway-forwarded";
 
 pub struct ToLeader {
-    url: watch::Receiver<Option<String>>,
+    url: watch::Receiver<Option<crate::election::Advertised>>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -34,7 +34,7 @@ fn unavailable(message: &str) -> Response {
 }
 
 impl ToLeader {
-    pub fn new(url: watch::Receiver<Option<String>>) -> Self {
+    pub fn new(url: watch::Receiver<Option<crate::election::Advertised>>) -> Self {
         ToLeader { url, client: Client::builder(TokioExecutor::new()).build_http() }
     }
 
@@ -43,7 +43,7 @@ impl ToLeader {
         if headers.contains_key(FORWARDED) {
             return unavailable("this replica no longer leads; retry");
         }
-        let Some(base) = self.url.borrow().clone() else {
+        let Some(base) = self.url.borrow().as_ref().map(|a| a.admin.clone()).filter(|u| !u.is_empty()) else {
             return unavailable("this replica does not lead and no leader is known yet; retry");
         };
         match call(&self.client, &base, method, path, headers).await {

@@ -122,6 +122,12 @@ struct Serve {
     /// is a specific one (not 0.0.0.0).
     #[arg(long, env = "SPILLWAY_ADVERTISE_ADMIN_URL", default_value = "")]
     advertise_admin_url: String,
+    /// Where this replica's gRPC server answers, for a follower to send sidecars' telemetry
+    /// streams to while it leads (e.g. https://$(POD_IP):7000; sidecars verify the certificate
+    /// against the control-plane address they were given). Default: the gRPC listen address,
+    /// when it is a specific one.
+    #[arg(long, env = "SPILLWAY_ADVERTISE_GRPC_URL", default_value = "")]
+    advertise_grpc_url: String,
     /// This replica's name in the election (the pod's name).
     #[arg(long, env = "POD_NAME", default_value = "spillway-control")]
     pod_name: String,
@@ -407,12 +413,22 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         Some(_) => Some(tokio::net::TcpListener::bind(a.admin_listen).await?),
         None => None,
     };
-    let advertise = match (&admin_listener, a.advertise_admin_url.as_str()) {
+    let incoming = tonic::transport::server::TcpIncoming::bind(a.listen)?.with_keepalive(Some(Duration::from_secs(60)));
+    let admin_url = match (&admin_listener, a.advertise_admin_url.as_str()) {
         (_, url) if !url.is_empty() => url.to_owned(),
         // A specific address (not 0.0.0.0) is where the others can reach it.
         (Some(l), _) if !l.local_addr()?.ip().is_unspecified() => format!("http://{}", l.local_addr()?),
         _ => String::new(),
     };
+    let grpc_url = match a.advertise_grpc_url.as_str() {
+        url if !url.is_empty() => url.to_owned(),
+        _ if incoming.local_addr()?.ip().is_unspecified() => String::new(),
+        _ => {
+            let scheme = if a.tls_cert.is_some() || a.tls_from_webhook { "https" } else { "http" };
+            format!("{scheme}://{}", incoming.local_addr()?)
+        }
+    };
+    let advertise = election::Advertised { admin: admin_url, grpc: grpc_url };
     let lease_s = Duration::from_secs(a.leader_lease_s.max(1));
     let timing = |config: election::ElectionConfig| election::ElectionConfig {
         advertise: advertise.clone(),
@@ -435,9 +451,9 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
         (None, None) => None,
     };
     // Live replicas, for the admin views merged across them.
-    let _registered = match (&etcd, advertise.is_empty()) {
+    let _registered = match (&etcd, advertise.admin.is_empty()) {
         (Some(etcd), false) => {
-            let me = etcd::replicas::Replica { name: a.pod_name.clone(), url: advertise.clone() };
+            let me = etcd::replicas::Replica { name: a.pod_name.clone(), url: advertise.admin.clone() };
             Some(etcd::replicas::register(etcd.clone(), me, lease_s))
         }
         (Some(_), true) => {
@@ -451,7 +467,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let election = match campaign {
         Some(e) => {
             telemetry.set_leading(None);
-            let (mut leadership, leader_url, task) = (e.leading, e.leader_url, e.task);
+            let (mut leadership, leader, task) = (e.leading, e.leader, e.task);
             let t = telemetry.clone();
             tokio::spawn(async move {
                 loop {
@@ -462,7 +478,17 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
                     }
                 }
             });
-            Some((task, leader_url))
+            let (t, mut address) = (telemetry.clone(), leader.clone());
+            tokio::spawn(async move {
+                loop {
+                    let grpc = address.borrow_and_update().as_ref().map(|a| a.grpc.clone());
+                    t.set_leader_address(grpc);
+                    if address.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Some((task, leader))
         }
         None => None,
     };
@@ -541,7 +567,6 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let auth = Arc::new(auth);
 
     let version = discovery.current().map(|s| s.version.clone()).unwrap_or_default();
-    let incoming = tonic::transport::server::TcpIncoming::bind(a.listen)?.with_keepalive(Some(Duration::from_secs(60)));
     tracing::info!(%version, listen = %incoming.local_addr()?, tls = tls.is_some(), "serving routing snapshots");
     // Dead peers are found by pings; a connection lives at most half an hour (sidecars resume by
     // version, and a scaled-out control plane gets its share of them); a TLS handshake gets 10 s.

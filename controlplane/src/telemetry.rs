@@ -74,6 +74,8 @@ pub struct Telemetry {
     leading: Mutex<Option<u64>>,
     /// The last leader's checkpoint seen in the shared state, to resume from on taking over.
     inherited: Mutex<Option<LeaderCheckpoint>>,
+    /// Where the leader's gRPC server answers, while another replica leads: named in refusals.
+    leader_grpc: Mutex<Option<String>>,
     next_stream: std::sync::atomic::AtomicU64,
     /// Zones the fleet had evicted when last looked at, to count new evictions.
     zones_evicted: std::sync::atomic::AtomicUsize,
@@ -102,6 +104,7 @@ impl Telemetry {
             streams: Mutex::new(HashMap::new()),
             leading: Mutex::new(Some(epoch)),
             inherited: Mutex::default(),
+            leader_grpc: Mutex::default(),
             next_stream: Default::default(),
             zones_evicted: Default::default(),
             changes: watch::Sender::new(0),
@@ -254,6 +257,27 @@ impl Telemetry {
         }
     }
 
+    /// Where the leader's gRPC server answers, as the election says (`None`: not known).
+    pub fn set_leader_address(&self, grpc: Option<String>) {
+        *lock(&self.leader_grpc) = grpc.filter(|g| !g.is_empty());
+    }
+
+    pub fn leader_address(&self) -> Option<String> {
+        lock(&self.leader_grpc).clone()
+    }
+
+    /// `UNAVAILABLE`, marked so that the sidecar reconnects without backing off, and naming the
+    /// leader's address when it is known, so that it reconnects there.
+    fn not_leader(&self, message: &str) -> Status {
+        let mut meta = tonic::metadata::MetadataMap::new();
+        meta.insert(spillway_api::NOT_LEADER, tonic::metadata::MetadataValue::from_static("1"));
+        let leader = lock(&self.leader_grpc).clone();
+        if let Some(v) = leader.and_then(|l| tonic::metadata::MetadataValue::try_from(l.as_str()).ok()) {
+            meta.insert(spillway_api::LEADER, v);
+        }
+        Status::with_metadata(tonic::Code::Unavailable, message, meta)
+    }
+
     pub fn leading(&self) -> Option<u64> {
         *lock(&self.leading)
     }
@@ -375,21 +399,14 @@ impl TelemetryService {
     }
 }
 
-/// `UNAVAILABLE`, marked so that the sidecar reconnects without backing off.
-fn not_leader(message: &str) -> Status {
-    let mut meta = tonic::metadata::MetadataMap::new();
-    meta.insert(spillway_api::NOT_LEADER, tonic::metadata::MetadataValue::from_static("1"));
-    Status::with_metadata(tonic::Code::Unavailable, message, meta)
-}
-
 #[tonic::async_trait]
 impl TelemetryApi for TelemetryService {
     type ReportStream = ResponseStream;
 
     async fn report(&self, req: Request<Streaming<TelemetryReport>>) -> Result<Response<ResponseStream>, Status> {
         if self.0.leading().is_none() {
-            // The sidecar reconnects at once; through the Service it reaches the leader.
-            return Err(not_leader("this control-plane replica does not lead; reconnect"));
+            // The sidecar reconnects at once: to the leader named, else through the Service again.
+            return Err(self.0.not_leader("this control-plane replica does not lead; reconnect"));
         }
         let mut peer = self.1.authenticate(req.metadata()).await?;
         let mut inbound = req.into_inner();
@@ -400,7 +417,7 @@ impl TelemetryApi for TelemetryService {
             let mut node: Option<String> = None;
             while let Ok(Some(r)) = inbound.message().await {
                 if me.leading().is_none() {
-                    let _ = tx.send(Err(not_leader("this control-plane replica no longer leads; reconnect"))).await;
+                    let _ = tx.send(Err(me.not_leader("this control-plane replica no longer leads; reconnect"))).await;
                     break;
                 }
                 let declared = r.node.clone().unwrap_or_default();

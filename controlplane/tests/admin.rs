@@ -271,7 +271,10 @@ async fn a_follower_answers_with_the_leaders_fleet_and_feedback_views() {
     // No leader known yet: a clear, retryable 503, not an empty view.
     let (status, v) = follower.call("GET", "/v1/fleet", Some(&viewer), "").await;
     assert_eq!(status, 503, "{v}");
-    url_tx.send_replace(Some(leader_api.base.clone()));
+    url_tx.send_replace(Some(spillway_controlplane::election::Advertised {
+        admin: leader_api.base.clone(),
+        grpc: String::new(),
+    }));
     let (status, from_follower) = follower.call("GET", "/v1/fleet", Some(&viewer), "").await;
     let (_, from_leader) = leader_api.call("GET", "/v1/fleet", Some(&viewer), "").await;
     assert_eq!(status, 200);

@@ -110,10 +110,20 @@ impl ClientTls {
 
 /// A channel to the control plane, TLS as configured; discovery and telemetry share its settings.
 pub async fn channel(m: &Managed) -> Result<Channel, String> {
+    channel_to(m, &m.url).await
+}
+
+/// A channel to `url` — the configured control plane, or the leader a replica named — with the
+/// server verified as the configured control plane either way: every replica serves the same
+/// certificate, issued for the Service's name, not for its pod's address.
+pub async fn channel_to(m: &Managed, url: &str) -> Result<Channel, String> {
     let mut endpoint =
-        Channel::from_shared(m.url.clone()).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(5));
+        Channel::from_shared(url.to_owned()).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(5));
     if let Some(tls) = &m.tls {
         let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+        if let Some(host) = m.url.parse::<tonic::codegen::http::Uri>().ok().and_then(|u| u.host().map(str::to_owned)) {
+            cfg = cfg.domain_name(host.trim_start_matches('[').trim_end_matches(']'));
+        }
         if let Some((cert, key)) = &tls.identity {
             cfg = cfg.identity(Identity::from_pem(cert, key));
         }
@@ -136,8 +146,22 @@ pub async fn run(m: Arc<Managed>, routing: Arc<Routing>, metrics: Arc<Metrics>) 
 pub enum StreamError {
     /// Connection, protocol or server failure: reconnect with backoff.
     Failed(String),
-    /// A replica that does not lead refused it: reconnect soon, through the Service again.
-    NotLeader(String),
+    /// A replica that does not lead refused it: reconnect soon — to the leader it named, if any,
+    /// else through the Service again.
+    NotLeader { message: String, leader: Option<String> },
+}
+
+impl Managed {
+    /// The leader a refusal named, if the sidecar may follow it there: the same scheme as the
+    /// configured URL, so that a redirect can never turn TLS off.
+    pub fn follow(&self, named: &str) -> Option<String> {
+        let scheme = |u: &str| u.parse::<tonic::codegen::http::Uri>().ok()?.scheme_str().map(str::to_owned);
+        let ok = scheme(named).is_some_and(|s| Some(s) == scheme(&self.url));
+        if !ok {
+            tracing::warn!(leader = %named, control_plane = %self.url, "not following a leader address of another scheme");
+        }
+        ok.then(|| named.to_owned())
+    }
 }
 
 impl From<String> for StreamError {
@@ -149,7 +173,8 @@ impl From<String> for StreamError {
 impl From<tonic::Status> for StreamError {
     fn from(s: tonic::Status) -> Self {
         if s.metadata().get(spillway_api::NOT_LEADER).is_some() {
-            StreamError::NotLeader(s.message().to_owned())
+            let leader = s.metadata().get(spillway_api::LEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            StreamError::NotLeader { message: s.message().to_owned(), leader }
         } else {
             StreamError::Failed(s.to_string())
         }
@@ -179,10 +204,11 @@ where
                 backoff = FIRST_BACKOFF;
                 backoff
             }
-            // Not an outage: the next connection may land on the leader. A short jittered pause
-            // only, so that a fleet does not spin against a control plane without a leader.
-            Err(StreamError::NotLeader(e)) => {
-                tracing::debug!(control_plane = %url, stream = what, reason = %e, "replica does not lead; reconnecting");
+            // Not an outage: the next connection goes to the leader named, or may land on it. A
+            // short jittered pause only, so that a fleet does not spin against a control plane
+            // without a leader.
+            Err(StreamError::NotLeader { message, leader }) => {
+                tracing::debug!(control_plane = %url, stream = what, reason = %message, leader = leader.as_deref().unwrap_or("unknown"), "replica does not lead; reconnecting");
                 FIRST_BACKOFF
             }
             Err(StreamError::Failed(e)) => {
@@ -237,4 +263,45 @@ async fn session(m: &Managed, routing: &Routing, metrics: &Metrics) -> Result<()
         tx.send(reply).await.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn managed(url: &str) -> Managed {
+        Managed {
+            url: url.into(),
+            node: Node::default(),
+            snapshot_file: None,
+            tls: None,
+            token_file: None,
+            secrets: SecretPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn a_named_leader_is_followed_only_with_the_configured_scheme() {
+        let m = managed("https://spillway-control.spillway.svc:7000");
+        assert_eq!(m.follow("https://10.0.3.7:7000").as_deref(), Some("https://10.0.3.7:7000"));
+        assert_eq!(m.follow("http://10.0.3.7:7000"), None, "a redirect never turns TLS off");
+        assert_eq!(m.follow("not a url"), None);
+        assert_eq!(
+            managed("http://127.0.0.1:7000").follow("http://127.0.0.1:7100").as_deref(),
+            Some("http://127.0.0.1:7100")
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_leader_it_knows() {
+        let mut meta = tonic::metadata::MetadataMap::new();
+        meta.insert(spillway_api::NOT_LEADER, "1".parse().unwrap());
+        meta.insert(spillway_api::LEADER, "https://10.0.3.7:7000".parse().unwrap());
+        let refused = tonic::Status::with_metadata(tonic::Code::Unavailable, "does not lead", meta);
+        match StreamError::from(refused) {
+            StreamError::NotLeader { leader, .. } => assert_eq!(leader.as_deref(), Some("https://10.0.3.7:7000")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(StreamError::from(tonic::Status::unavailable("down")), StreamError::Failed(_)));
+    }
 }

@@ -15,6 +15,9 @@ pub mod histogram;
 /// does not lead. The sidecar reconnects at once rather than backing off: the control plane is
 /// up, and another connection through the Service may reach the leader.
 pub const NOT_LEADER: &str = "spillway-not-leader";
+/// With [`NOT_LEADER`]: the leader's gRPC URL, where the sidecar reconnects its telemetry stream
+/// (verifying the server as the control plane it was configured with).
+pub const LEADER: &str = "spillway-leader";
 pub mod window;
 
 /// Generated protobuf and gRPC types of the control-plane protocol.

@@ -79,6 +79,14 @@ else:
          "node zones cannot be read")
     need(pod["automountServiceAccountToken"] is True, "TokenReview needs the service-account token")
 
+# Several replicas: a follower sends sidecars' telemetry to the leader's advertised gRPC address,
+# in the scheme the server speaks (a redirect never turns TLS off, so a mismatch would strand it).
+if "leader-election-lease" in args or "etcd-endpoints" in args:
+    grpc_url = args.get("advertise-grpc-url", "")
+    tls = "tls-cert" in args or "--tls-from-webhook" in c["args"]
+    need(grpc_url.startswith("https://" if tls else "http://") and grpc_url.endswith(":7000"),
+         f"replicas advertise no usable gRPC address for the leader's telemetry: {grpc_url!r}")
+
 # Leader election: the Lease it is told to use is the one its Role may renew; replicas are named.
 if "leader-election-lease" in args:
     role = by.get(("Role", deploy["metadata"]["name"] + "-leader"))

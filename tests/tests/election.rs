@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 fn elector(kube: &FakeKube, who: &str) -> (Leadership, tokio::task::JoinHandle<()>) {
     let config = ElectionConfig {
-        advertise: format!("http://{who}:7001"),
+        advertise: election::Advertised { admin: format!("http://{who}:7001"), grpc: format!("https://{who}:7000") },
         ..ElectionConfig::new("spillway", "spillway-leader", who)
     };
     let e = election::run(kube.kube_client(), config);
@@ -74,6 +74,10 @@ async fn one_leader_at_a_time_and_every_new_one_a_later_epoch() {
     assert_eq!(
         lease["metadata"]["annotations"]["spillway.dev/admin-url"], "http://control-a:7001",
         "where its views are"
+    );
+    assert_eq!(
+        lease["metadata"]["annotations"]["spillway.dev/grpc-url"], "https://control-a:7000",
+        "where sidecars' telemetry goes"
     );
 }
 
@@ -183,7 +187,7 @@ async fn a_new_epoch_is_always_after_the_last() {
         transitions: 1,
         epoch: far,
         resource_version: String::new(),
-        leader_url: String::new(),
+        leader: Default::default(),
     };
     let api = kube::Api::namespaced(kube.kube_client(), "spillway");
     assert!(write(&api, "spillway-leader", &old).await.unwrap());

@@ -14,9 +14,12 @@ use spillway_controlplane::leases::LeasePolicy;
 use spillway_controlplane::shared::{DemotionStore, Shared, SharedDoc};
 use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
+use spillway_controlplane::webhook::{self, WebhookCert};
+use spillway_dataplane::managed::ClientTls;
+
 use spillway_tests::fake::kube::FakeKube;
 use spillway_tests::fake::{FakeConfig, FakeProvider};
-use spillway_tests::harness::{balancer, managed_sidecars, sample_until};
+use spillway_tests::harness::{TestSidecar, balancer, managed_sidecars, sample_until};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +34,8 @@ struct Replica {
 }
 
 impl Replica {
-    async fn start(yaml: &str, kube: &FakeKube, name: &str) -> Replica {
+    /// A replica serving gRPC in plaintext, or over TLS with `tls` (certificate and key, PEM).
+    async fn start(yaml: &str, kube: &FakeKube, name: &str, tls: Option<&WebhookCert>) -> Replica {
         let discovery = Discovery::new();
         let state = ConfigState::new(discovery.clone());
         state.set_base(load_str(yaml, "t.yaml").unwrap(), "test", "file").unwrap();
@@ -44,7 +48,14 @@ impl Replica {
             Telemetry::new(state, TelemetryPolicy { tick: Duration::from_millis(50), leases, ..Default::default() });
         let ticks = telemetry.start();
         telemetry.set_leading(None);
+        // Bound first: the address is what the leader advertises for sidecars' telemetry.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let config = ElectionConfig {
+            advertise: election::Advertised {
+                admin: String::new(),
+                grpc: format!("{}://{addr}", if tls.is_some() { "https" } else { "http" }),
+            },
             duration: Duration::from_millis(1500),
             renew_deadline: Duration::from_millis(1000),
             retry: Duration::from_millis(200),
@@ -52,6 +63,18 @@ impl Replica {
         };
         let e = election::run(kube.kube_client(), config);
         let (leadership, elector) = (e.leading, e.task);
+        let address = {
+            let (t, mut l) = (telemetry.clone(), e.leader);
+            tokio::spawn(async move {
+                loop {
+                    let grpc = l.borrow_and_update().as_ref().map(|a| a.grpc.clone());
+                    t.set_leader_address(grpc);
+                    if l.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
         let follow = {
             let (t, mut l) = (telemetry.clone(), leadership.clone());
             tokio::spawn(async move {
@@ -64,18 +87,21 @@ impl Replica {
                 }
             })
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let auth = Arc::new(Authenticator::SelfDeclared);
         let (d, t) = (discovery.clone(), telemetry.clone());
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(cert) = tls {
+            let identity = tonic::transport::Identity::from_pem(&cert.cert_pem, &cert.key_pem);
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).unwrap();
+        }
         let server = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_service(DiscoveryService::server(d, auth.clone()))
                 .add_service(TelemetryService::server(t, auth))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await;
         });
-        Replica { telemetry, addr, leadership, tasks: vec![ticks, elector, follow, server] }
+        Replica { telemetry, addr, leadership, tasks: vec![ticks, elector, follow, address, server] }
     }
 
     fn leading(&self) -> Option<u64> {
@@ -104,8 +130,8 @@ features:
         fake.base_url()
     );
     let kube = FakeKube::start().await;
-    let a = Replica::start(&yaml, &kube, "control-a").await;
-    let b = Replica::start(&yaml, &kube, "control-b").await;
+    let a = Replica::start(&yaml, &kube, "control-a", None).await;
+    let b = Replica::start(&yaml, &kube, "control-b", None).await;
     let backends = Arc::new(Mutex::new(vec![a.addr, b.addr]));
     let url = format!("http://{}", balancer(backends.clone()).await);
     let sidecars = managed_sidecars(&url, 4).await;
@@ -128,6 +154,59 @@ features:
     // And they are the new leader's: held grants carry its epoch once the old ones lapsed.
     let view = follower.telemetry.view();
     assert_eq!(view["pools"][0]["sidecars"], 4, "{view}");
+}
+
+/// A follower that refuses a telemetry stream names the leader, and the sidecar reconnects there:
+/// sidecars that know only the follower's address still report to the leader and are leased by
+/// it (before, they would retry the follower forever). Over TLS, with a certificate for the
+/// Service's name only, as on Kubernetes: the leader is named by its address, and the sidecar
+/// verifies it as the control plane it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sends_sidecars_telemetry_to_the_leader() {
+    let fake = FakeProvider::start(FakeConfig::named("pt")).await.unwrap();
+    let yaml = format!(
+        "endpoints:
+  pt: {{ provider: openai_compatible, base_url: \"{0}\", model: m, capacity: {{ pool: p, spill_to: od }} }}
+  od: {{ provider: openai_compatible, base_url: \"{0}\", model: m }}
+pools:
+  p: {{ model_units: 1, tokens_per_minute_per_unit: {POOL} }}
+features:
+  chat: {{ hierarchy: [pt] }}
+",
+        fake.base_url()
+    );
+    let kube = FakeKube::start().await;
+    let cert = webhook::generate(&["localhost".into()]).unwrap();
+    let a = Replica::start(&yaml, &kube, "control-a", Some(&cert)).await;
+    let b = Replica::start(&yaml, &kube, "control-b", Some(&cert)).await;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while a.leading().is_none() && b.leading().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a leader");
+    let (leader, follower) = if a.leading().is_some() { (a, b) } else { (b, a) };
+    let mut sidecars = Vec::new();
+    for i in 0..3 {
+        let (url, ca) = (format!("https://localhost:{}", follower.addr.port()), cert.ca_pem.clone());
+        let sidecar = TestSidecar::start_with("unused: true", move |o| {
+            o.control_plane = Some(url);
+            o.control_plane_tls = Some(ClientTls { ca_pem: ca.into_bytes(), identity: None });
+            o.node_id = format!("shop/pod-{i}");
+            o.report_interval = Duration::from_millis(100);
+        });
+        sidecars.push(sidecar.await.unwrap());
+    }
+
+    sample_until(&sidecars, POOL, "leases through the follower's redirect", |h| h.iter().all(|t| *t > 0)).await;
+    assert!(
+        follower.telemetry.leader_address().is_some_and(|l| l.starts_with("https://127.0.0.1:")),
+        "the leader is named by its address, not by the certificate's name"
+    );
+    let view = leader.telemetry.view();
+    assert_eq!(view["pools"][0]["sidecars"], 3, "{view}");
+    assert_eq!(follower.telemetry.view()["pools"][0]["sidecars"], 0, "the follower took no report");
 }
 
 /// A new leader resumes what the last one decided: a fleet-wide open stays open for the rest of

@@ -9,6 +9,8 @@ use kube::api::{Api, PostParams};
 const EPOCH: &str = "spillway.dev/epoch";
 /// Where the holder's admin API answers.
 const ADMIN_URL: &str = "spillway.dev/admin-url";
+/// Where the holder's gRPC server answers.
+const GRPC_URL: &str = "spillway.dev/grpc-url";
 
 /// What the elector reads and writes of a `coordination.k8s.io/v1` Lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +25,9 @@ pub struct LeaseRecord {
     pub epoch: u64,
     /// For the conditional replace; empty for a create.
     pub resource_version: String,
-    /// Where the holder's admin API answers (annotation `spillway.dev/admin-url`): followers
-    /// send the leader's views there.
-    pub leader_url: String,
+    /// Where the holder answers (annotations `spillway.dev/admin-url`, `spillway.dev/grpc-url`):
+    /// followers send the leader's views and sidecars' telemetry there.
+    pub leader: super::Advertised,
 }
 
 fn micro_time(rfc3339: &str) -> Option<MicroTime> {
@@ -50,7 +52,7 @@ pub async fn get(api: &Api<Lease>, name: &str) -> Result<Option<LeaseRecord>, St
         transitions: spec.lease_transitions.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
         epoch: annotation(EPOCH).parse().unwrap_or(0),
         resource_version: lease.metadata.resource_version.unwrap_or_default(),
-        leader_url: annotation(ADMIN_URL),
+        leader: super::Advertised { admin: annotation(ADMIN_URL), grpc: annotation(GRPC_URL) },
     }))
 }
 
@@ -69,8 +71,14 @@ pub async fn write(api: &Api<Lease>, name: &str, record: &LeaseRecord) -> Result
         ..Default::default()
     };
     lease.metadata.name = Some(name.to_owned());
-    lease.metadata.annotations =
-        Some([(EPOCH.to_owned(), record.epoch.to_string()), (ADMIN_URL.to_owned(), record.leader_url.clone())].into());
+    lease.metadata.annotations = Some(
+        [
+            (EPOCH.to_owned(), record.epoch.to_string()),
+            (ADMIN_URL.to_owned(), record.leader.admin.clone()),
+            (GRPC_URL.to_owned(), record.leader.grpc.clone()),
+        ]
+        .into(),
+    );
     let result = if record.resource_version.is_empty() {
         api.create(&PostParams::default(), &lease).await
     } else {

@@ -37,8 +37,25 @@ pub struct ElectionConfig {
     pub renew_deadline: Duration,
     /// How often everyone looks.
     pub retry: Duration,
-    /// Where this replica's admin API answers, told to the others while it leads.
-    pub advertise: String,
+    /// Where this replica answers, told to the others while it leads.
+    pub advertise: Advertised,
+}
+
+/// Where a replica can be reached by the others and by sidecars.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Advertised {
+    /// Its admin API: followers forward the calls only the leader can answer there.
+    pub admin: String,
+    /// Its gRPC server: a follower that refuses a sidecar's telemetry stream names it, so the
+    /// sidecar reconnects straight to the leader instead of trying replicas at random.
+    pub grpc: String,
+}
+
+impl Advertised {
+    /// `None` when nothing is advertised at all.
+    fn known(self) -> Option<Advertised> {
+        (!self.admin.is_empty() || !self.grpc.is_empty()).then_some(self)
+    }
 }
 
 impl ElectionConfig {
@@ -50,7 +67,7 @@ impl ElectionConfig {
             duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry: Duration::from_secs(2),
-            advertise: String::new(),
+            advertise: Advertised::default(),
         }
     }
 }
@@ -61,8 +78,8 @@ pub type Leadership = watch::Receiver<Option<u64>>;
 /// A running campaign.
 pub struct Election {
     pub leading: Leadership,
-    /// The current leader's admin URL, as its Lease says.
-    pub leader_url: watch::Receiver<Option<String>>,
+    /// Where the current leader answers, as its Lease says.
+    pub leader: watch::Receiver<Option<Advertised>>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -78,10 +95,10 @@ pub fn run(client: kube::Client, config: ElectionConfig) -> Election {
             let leading = elector.round(&api, now).await;
             let url = match leading {
                 Some(_) => Some(elector.config.advertise.clone()),
-                None => elector.observed.as_ref().map(|(r, _)| r.leader_url.clone()),
+                None => elector.observed.as_ref().map(|(r, _)| r.leader.clone()),
             };
             url_tx.send_if_modified(|cur| {
-                let url = url.filter(|u| !u.is_empty());
+                let url = url.and_then(Advertised::known);
                 let changed = *cur != url;
                 *cur = url;
                 changed
@@ -100,7 +117,7 @@ pub fn run(client: kube::Client, config: ElectionConfig) -> Election {
             tokio::time::sleep(elector.config.retry).await;
         }
     });
-    Election { leading: rx, leader_url: url_rx, task }
+    Election { leading: rx, leader: url_rx, task }
 }
 
 struct Elector {
@@ -136,7 +153,7 @@ impl Elector {
                 transitions: 1,
                 epoch: crate::ads::now_ms(),
                 resource_version: String::new(),
-                leader_url: c.advertise.clone(),
+                leader: c.advertise.clone(),
             };
             return self.write(api, &lease, now).await;
         };
@@ -147,7 +164,7 @@ impl Elector {
         let ours = record.holder == c.identity;
         if ours && self.epoch.is_some() {
             // Renew.
-            let lease = LeaseRecord { renew_time: rfc3339_now(), leader_url: c.advertise.clone(), ..record };
+            let lease = LeaseRecord { renew_time: rfc3339_now(), leader: c.advertise.clone(), ..record };
             return self.write(api, &lease, now).await;
         }
         let expired = now.saturating_duration_since(seen_at) >= Duration::from_secs(record.duration_s.max(1));
@@ -160,7 +177,7 @@ impl Elector {
                 transitions: record.transitions + 1,
                 epoch: crate::ads::now_ms().max(record.epoch + 1),
                 resource_version: record.resource_version,
-                leader_url: c.advertise.clone(),
+                leader: c.advertise.clone(),
             };
             return self.write(api, &lease, now).await;
         }

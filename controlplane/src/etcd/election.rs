@@ -13,17 +13,20 @@
 //! winning and writing cannot advance the epoch.
 
 use super::Etcd;
-use crate::election::{Election, ElectionConfig};
+use crate::election::{Advertised, Election, ElectionConfig};
 use etcd_client::{Compare, CompareOp, LeaderKey, Txn, TxnOp};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 
-/// The leader's record in the election: who, and where its admin API answers.
+/// The leader's record in the election: who, and where its admin API and gRPC server answer.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Candidate {
     holder: String,
+    /// The admin URL (named before there was a gRPC one).
     url: String,
+    #[serde(default)]
+    grpc: String,
 }
 
 /// Campaigns until the task is dropped. `config.name` names the election under the prefix.
@@ -41,11 +44,11 @@ pub fn run(etcd: Etcd, config: ElectionConfig) -> Election {
             tokio::time::sleep(config.retry).await;
         }
     });
-    Election { leading: rx, leader_url: url_rx, task }
+    Election { leading: rx, leader: url_rx, task }
 }
 
-fn set_url(url_tx: &watch::Sender<Option<String>>, url: Option<String>) {
-    let url = url.filter(|u| !u.is_empty());
+fn set_url(url_tx: &watch::Sender<Option<Advertised>>, url: Option<Advertised>) {
+    let url = url.filter(|u| !u.admin.is_empty() || !u.grpc.is_empty());
     url_tx.send_if_modified(|cur| {
         let changed = *cur != url;
         *cur = url;
@@ -58,7 +61,7 @@ async fn term(
     etcd: &Etcd,
     c: &ElectionConfig,
     tx: &watch::Sender<Option<u64>>,
-    url_tx: &watch::Sender<Option<String>>,
+    url_tx: &watch::Sender<Option<Advertised>>,
 ) -> Result<(), String> {
     let ttl = c.duration.as_secs().max(1) as i64;
     let lease = etcd
@@ -73,8 +76,12 @@ async fn term(
     let alive = || renewed.lock().map(|at| at.elapsed() < c.renew_deadline).unwrap_or(false);
 
     let name = etcd.key(&c.name);
-    let me = serde_json::to_vec(&Candidate { holder: c.identity.clone(), url: c.advertise.clone() })
-        .map_err(|e| e.to_string())?;
+    let me = serde_json::to_vec(&Candidate {
+        holder: c.identity.clone(),
+        url: c.advertise.admin.clone(),
+        grpc: c.advertise.grpc.clone(),
+    })
+    .map_err(|e| e.to_string())?;
     let mut elections = etcd.waiting().election_client();
     let campaign = elections.campaign(name.as_str(), me, lease);
     tokio::pin!(campaign);
@@ -184,10 +191,10 @@ pub(super) async fn keep_alive(etcd: Etcd, lease: i64, every: Duration, renewed:
     }
 }
 
-async fn leader_url(etcd: &Etcd, name: &str) -> Option<String> {
+async fn leader_url(etcd: &Etcd, name: &str) -> Option<Advertised> {
     let r = etcd.retry(|c| async move { c.election_client().leader(name).await }).await.ok()?;
     let kv = r.kv()?;
-    serde_json::from_slice::<Candidate>(kv.value()).ok().map(|c| c.url)
+    serde_json::from_slice::<Candidate>(kv.value()).ok().map(|c| Advertised { admin: c.url, grpc: c.grpc })
 }
 
 fn owns(won: &LeaderKey) -> Compare {

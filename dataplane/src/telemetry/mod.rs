@@ -14,7 +14,7 @@
 
 pub mod feedback;
 
-use crate::managed::{Managed, StreamError, channel, reconnecting};
+use crate::managed::{Managed, StreamError, channel_to, reconnecting};
 use crate::metrics::Metrics;
 use crate::routing::{Routing, RoutingTable};
 use feedback::Feedback;
@@ -42,7 +42,28 @@ pub async fn run(r: Reporter) {
     let url = r.managed.url.clone();
     // Outlives each session: the first report after a reconnect covers the whole gap.
     let since = std::sync::Mutex::new(Instant::now());
-    reconnecting("telemetry", &url, || session(&r, &since)).await
+    // The leader a refusing replica named: the next session goes straight there.
+    let leader = std::sync::Mutex::new(None::<String>);
+    reconnecting("telemetry", &url, || to_leader(&r, &since, &leader)).await
+}
+
+/// One session, to the leader last named or else to the configured URL. A refusal naming
+/// another leader is followed; anything else returns to the configured URL (the Service), so a
+/// leader that has gone is never chased.
+async fn to_leader(
+    r: &Reporter,
+    since: &std::sync::Mutex<Instant>,
+    leader: &std::sync::Mutex<Option<String>>,
+) -> Result<(), StreamError> {
+    let target = leader.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let url = target.as_deref().unwrap_or(&r.managed.url);
+    let result = session(r, since, url).await;
+    let next = match &result {
+        Err(StreamError::NotLeader { leader: Some(named), .. }) if named != url => r.managed.follow(named),
+        _ => None,
+    };
+    *leader.lock().unwrap_or_else(|p| p.into_inner()) = next;
+    result
 }
 
 /// The report of everything since `since`, taking it from the table's endpoints and pools.
@@ -71,8 +92,8 @@ pub fn report(r: &Reporter, table: &RoutingTable, since: Instant) -> TelemetryRe
     }
 }
 
-async fn session(r: &Reporter, last: &std::sync::Mutex<Instant>) -> Result<(), StreamError> {
-    let mut client = TelemetryClient::new(channel(&r.managed).await?);
+async fn session(r: &Reporter, last: &std::sync::Mutex<Instant>, url: &str) -> Result<(), StreamError> {
+    let mut client = TelemetryClient::new(channel_to(&r.managed, url).await?);
     let (tx, rx) = mpsc::channel(2);
     // The first report is sent at once, so the control plane knows this sidecar's pools and can
     // lease it a share before the first interval ends.
