@@ -31,7 +31,7 @@ enum Command {
         #[command(flatten)]
         sidecar: Box<Sidecar>,
     },
-    /// Print the SpillwayRouting CustomResourceDefinition (the chart installs it from
+    /// Print the SpillwayRouting and SpillwayDemotion CustomResourceDefinitions (the chart installs them from
     /// helm/spillway/crds/).
     Crd,
     /// Validate routing config files; prints every problem with its file and path, exits 1 if
