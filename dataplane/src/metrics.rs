@@ -79,6 +79,7 @@ pub struct Metrics {
     pool_actual: Family<PoolLabels, Gauge>,
     pool_spill_ratio: Family<PoolLabels, Gauge<f64, AtomicU64>>,
     credentials_missing: Family<EndpointNameLabels, Gauge>,
+    dropped: Family<EndpointLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,7 +149,14 @@ impl Default for Metrics {
             "Share of the pool's eligible requests sent on-demand",
             pool_spill_ratio.clone(),
         );
+        let dropped = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "translation_dropped",
+            "Translated requests answered without a field the endpoint cannot carry (named in x-spillway-dropped)",
+            dropped.clone(),
+        );
         Metrics {
+            dropped,
             pool_spill_ratio,
             credentials_missing,
             registry,
@@ -173,6 +181,12 @@ impl Metrics {
         self.credentials_missing
             .get_or_create(&EndpointNameLabels { endpoint: endpoint.clone() })
             .set(i64::from(missing));
+    }
+
+    /// A translated request answered without some of its fields. Not labelled by field: the
+    /// names are the client's, and the `x-spillway-dropped` header carries them.
+    pub fn dropped(&self, feature: &Arc<str>, endpoint: &Arc<str>) {
+        self.dropped.get_or_create(&EndpointLabels { feature: feature.clone(), endpoint: endpoint.clone() }).inc();
     }
 
     pub fn request(&self, feature: &Arc<str>, outcome: &'static str) {

@@ -11,7 +11,7 @@ want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
-echo "setting up $venv (openai and anthropic SDKs, pytest)…" >&2
+echo "setting up $venv (openai, anthropic and google-genai SDKs, botocore, pytest)…" >&2
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 echo "$want" > "$stamp"

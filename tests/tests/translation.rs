@@ -39,6 +39,9 @@ features:
   claude-rejects: {{ hierarchy: [claude-bad, oai] }}
   claude-breaks: {{ hierarchy: [claude-flaky-stream] }}
   openai-breaks: {{ hierarchy: [oai-flaky-stream] }}
+  claude-or-openai: {{ hierarchy: [claude, oai] }}
+  strict-claude-or-openai: {{ hierarchy: [claude, oai], translation: strict }}
+  strict-claude: {{ hierarchy: [claude], translation: strict }}
 "#
     );
     (fake, TestSidecar::start(&yaml).await.unwrap())
@@ -226,4 +229,44 @@ async fn mid_stream_errors_reach_each_client_in_its_own_protocol() {
     let last_event = text.trim_end().rsplit("\n\n").next().unwrap();
     assert!(last_event.starts_with("event: error\n"), "{text}");
     assert!(!text.contains("message_stop"));
+}
+
+/// A field the endpoint cannot carry is never lost silently. One that only tunes the answer is
+/// dropped and named in `x-spillway-dropped`; one that changes the answer (`n: 2`) makes the
+/// endpoint ineligible, and the next tier serves it; with no tier left the caller is told which
+/// field, in its own format, without anything being sent.
+#[tokio::test]
+async fn fields_a_translation_cannot_carry_are_named_or_move_the_request_on() {
+    let (fake, sc) = setup().await;
+    let r = openai_call(&sc, "to-claude", json!({"seed": 7, "temperature": 0.3, "max_tokens": 50})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-spillway-dropped"), "seed, temperature");
+    let sent = &fake.recorded()[0].body;
+    assert!(sent.get("seed").is_none() && sent.get("temperature").is_none(), "{sent}");
+
+    // Several choices cannot be had from Claude: the OpenAI tier answers, untranslated.
+    let r = openai_call(&sc, "claude-or-openai", json!({"n": 2})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-spillway-endpoint"), "oai");
+    assert_eq!(r.header("x-spillway-dropped"), "");
+    assert_eq!(fake.recorded().last().unwrap().body["n"], 2);
+    // … and with Claude alone, nothing is sent and the caller learns why.
+    let hits = fake.hits();
+    let r = openai_call(&sc, "to-claude", json!({"n": 2})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "unsupported_by_every_endpoint");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("`n`"), "{}", r.text());
+    assert_eq!(fake.hits(), hits, "nothing sent");
+
+    // A strict feature drops nothing: the tier that would have to is skipped.
+    let r = openai_call(&sc, "strict-claude-or-openai", json!({"seed": 7})).await;
+    assert_eq!((r.status.as_u16(), r.header("x-spillway-endpoint")), (200, "oai"), "{}", r.text());
+    let r = openai_call(&sc, "strict-claude", json!({"seed": 7})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("strict"), "{}", r.text());
+    // An Anthropic caller's own fields are named the same way on an OpenAI endpoint.
+    let r = anthropic_call(&sc, "to-openai", json!({"top_k": 5, "service_tier": "auto"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-spillway-dropped"), "service_tier, top_k");
+    assert_eq!(r.json()["type"], "message");
 }

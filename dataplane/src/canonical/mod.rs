@@ -28,6 +28,56 @@ pub struct Request {
     pub include_usage: bool,
     /// End-user id for abuse tracking (OpenAI `user`, Anthropic `metadata.user_id`).
     pub user: Option<String>,
+    /// Fields of the client's request this form does not carry, as the client spelt them.
+    pub unrepresented: Vec<Unrepresented>,
+}
+
+/// A field of a client's request that a translation cannot carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrepresented {
+    /// The field's name in the client's request (a top-level key, or one the wire has no
+    /// place for, like `top_k`).
+    pub field: String,
+    pub loss: Loss,
+}
+
+/// What dropping a field costs the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// It only tunes the answer (a seed, a penalty, a sampling knob): dropped and reported in
+    /// `x-spillway-dropped`, unless the feature translates strictly.
+    Tuning,
+    /// It changes what the answer is (several choices, log-probabilities, audio): an endpoint
+    /// that cannot carry it cannot serve the request, and the next one is tried.
+    Meaning,
+}
+
+impl Unrepresented {
+    pub fn tuning(field: &str) -> Self {
+        Unrepresented { field: field.to_owned(), loss: Loss::Tuning }
+    }
+
+    pub fn meaning(field: &str) -> Self {
+        Unrepresented { field: field.to_owned(), loss: Loss::Meaning }
+    }
+}
+
+/// The top-level fields of `body` outside `carried`, each as `classify` judges its value
+/// (`None`: a value that asks for nothing, like `n: 1`). Names are the client's, so only those
+/// that look like field names are kept, and at most a few: they end up in a response header.
+pub fn unrepresented(
+    body: &serde_json::Map<String, Value>,
+    carried: &[&str],
+    classify: impl Fn(&str, &Value) -> Option<Loss>,
+) -> Vec<Unrepresented> {
+    const MAX: usize = 16;
+    let looks_like_a_field =
+        |k: &str| k.len() <= 64 && !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    body.iter()
+        .filter(|(k, v)| !carried.contains(&k.as_str()) && !v.is_null() && looks_like_a_field(k))
+        .filter_map(|(k, v)| classify(k, v).map(|loss| Unrepresented { field: k.clone(), loss }))
+        .take(MAX)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,13 +12,45 @@ use std::borrow::Cow;
 /// gets this.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// The `anthropic_version` Claude on Vertex wants in the body.
+pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
 fn bad(param: &'static str, message: String) -> ApiError {
     ApiError::invalid_request("invalid_value", Some(param), message)
+}
+
+/// The request fields the canonical form carries; any other is reported when translated.
+const CARRIED: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "max_tokens",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "tools",
+    "tool_choice",
+    "metadata",
+];
+
+/// What losing a field the canonical form does not carry costs: a container or MCP servers
+/// change what the model can do, a required output format what it answers; thinking off, or an
+/// empty one, asks for nothing; the rest only tune the answer.
+fn loss(field: &str, v: &Value) -> Option<c::Loss> {
+    match field {
+        "container" | "mcp_servers" => Some(c::Loss::Meaning),
+        "output_config" if v.get("format").is_some_and(|f| !f.is_null()) => Some(c::Loss::Meaning),
+        "thinking" if v.get("type").and_then(Value::as_str) == Some("disabled") => None,
+        _ => Some(c::Loss::Tuning),
+    }
 }
 
 /// A client's checked request body → canonical.
 pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError> {
     let mut req = c::Request {
+        unrepresented: c::unrepresented(body, CARRIED, loss),
         stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
         max_tokens: body.get("max_tokens").and_then(Value::as_u64),
         temperature: body.get("temperature").and_then(Value::as_f64),
@@ -161,15 +193,8 @@ pub fn encode_request(req: &c::Request, model: Option<&str>) -> Map<String, Valu
         super::push_turn(&mut messages, role, "content", m.content.iter().map(part_json).collect());
     }
     out.insert("messages".into(), messages.into());
-    if let Some(t) = req.temperature {
-        out.insert("temperature".into(), t.into());
-    }
-    if let Some(p) = req.top_p {
-        out.insert("top_p".into(), p.into());
-    }
-    if let Some(k) = req.top_k {
-        out.insert("top_k".into(), k.into());
-    }
+    // No sampling parameters: the Messages API (as the anthropic SDK's request types define it)
+    // has none; `Wire::losses` reports them.
     if !req.stop.is_empty() {
         out.insert("stop_sequences".into(), req.stop.clone().into());
     }

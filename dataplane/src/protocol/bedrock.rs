@@ -69,7 +69,17 @@ pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
     if let Some(k) = req.top_k {
         out.insert("additionalModelRequestFields".into(), json!({"top_k": k}));
     }
+    if let Some(u) = req.user.as_deref().filter(|u| metadata_value(u)) {
+        out.insert("requestMetadata".into(), json!({"user": u}));
+    }
     Ok(out)
+}
+
+/// Whether `v` fits a Converse `requestMetadata` value (botocore's model: at most 256 of
+/// letters, digits, whitespace and `:_@$#=/+,-.`), where the end user's id is recorded for the
+/// invocation logs.
+pub fn metadata_value(v: &str) -> bool {
+    v.len() <= 256 && v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch.is_whitespace() || ":_@$#=/+,-.".contains(ch))
 }
 
 fn block(p: &Part) -> Result<Value, String> {
@@ -424,11 +434,13 @@ mod tests {
         assert_eq!(v["messages"][2]["content"][0]["toolResult"]["status"], "success");
         assert!(v["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"].is_object());
         assert!(v.get("model").is_none(), "the model goes in the URL");
+        assert_eq!(v["requestMetadata"]["user"], c.user.as_deref().unwrap(), "the end user, for the invocation logs");
         let fixture: Value = serde_json::from_slice(&fixture("converse_request.json")).unwrap();
         for key in v.as_object().unwrap().keys() {
             assert!(
-                fixture.get(key).is_some() || key == "additionalModelRequestFields",
-                "{key} is not a Converse field"
+                fixture.get(key).is_some()
+                    || ["additionalModelRequestFields", "requestMetadata"].contains(&key.as_str()),
+                "{key} is not a Converse field (tests/schemas.rs checks every field against botocore's model)"
             );
         }
     }

@@ -166,7 +166,7 @@ fn every_provider_fixture_is_exercised() {
                 }
                 ("vertex", n) if n.starts_with("anthropic_") && n.ends_with("_request.json") => {
                     let b = body(&path);
-                    assert_eq!(b["anthropic_version"], crate::upstream::provider::VERTEX_ANTHROPIC_VERSION);
+                    assert_eq!(b["anthropic_version"], crate::protocol::anthropic::VERTEX_VERSION);
                     assert!(!b.contains_key("model"));
                 }
                 ("vertex", "anthropic_rawpredict_response.json") => {

@@ -53,6 +53,59 @@ impl Wire {
         )
     }
 
+    /// The request body in this wire's format, from the canonical form, as it is sent to an
+    /// endpoint serving `model` (keyed providers' `model` is set again on sending; Bedrock and
+    /// Vertex take it from the URL).
+    pub fn encode_request(
+        self,
+        c: &canonical::Request,
+        model: &str,
+        max_tokens_field: openai::MaxTokensField,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        Ok(match self {
+            Wire::OpenAi => openai::encode_request(c, model, max_tokens_field),
+            Wire::Anthropic => anthropic::encode_request(c, Some(model)),
+            Wire::BedrockConverse => bedrock::encode_converse(c)?,
+            Wire::BedrockInvoke => bedrock::encode_invoke(c),
+            Wire::VertexGemini => gemini::encode_request(c)?,
+            Wire::VertexAnthropic => {
+                // Unlike on Bedrock, `stream` stays in the body.
+                let mut body = anthropic::encode_request(c, None);
+                body.insert("anthropic_version".into(), anthropic::VERTEX_VERSION.into());
+                body
+            }
+        })
+    }
+
+    /// What a translation of `c` to this wire loses: the client's fields the canonical form does
+    /// not carry, and those this wire has no place for.
+    pub fn losses(self, c: &canonical::Request) -> Vec<canonical::Unrepresented> {
+        let mut out = c.unrepresented.clone();
+        let mut lose = |present: bool, field: &str| {
+            if present {
+                out.push(canonical::Unrepresented::tuning(field));
+            }
+        };
+        match self {
+            // The Messages API has no sampling parameters (the anthropic SDK's request types).
+            Wire::Anthropic | Wire::BedrockInvoke | Wire::VertexAnthropic => {
+                lose(c.temperature.is_some(), "temperature");
+                lose(c.top_p.is_some(), "top_p");
+                lose(c.top_k.is_some(), "top_k");
+            }
+            Wire::BedrockConverse => {
+                lose(c.no_parallel_tools && !c.tools.is_empty(), "parallel_tool_calls");
+                lose(c.user.as_deref().is_some_and(|u| !bedrock::metadata_value(u)), "user");
+            }
+            Wire::VertexGemini => {
+                lose(c.no_parallel_tools && !c.tools.is_empty(), "parallel_tool_calls");
+                lose(c.user.is_some(), "user");
+            }
+            Wire::OpenAi => lose(c.top_k.is_some(), "top_k"),
+        }
+        out
+    }
+
     /// A provider reply body → canonical; `None` if it is not a reply of this wire.
     pub fn decode_response(self, body: &[u8], model: &str) -> Option<canonical::Response> {
         match self {

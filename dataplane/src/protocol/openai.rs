@@ -11,10 +11,46 @@ fn bad(param: &'static str, message: String) -> ApiError {
     ApiError::invalid_request("invalid_value", Some(param), message)
 }
 
+/// The request fields the canonical form carries; any other is reported when translated.
+const CARRIED: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "user",
+    "stop",
+    "parallel_tool_calls",
+    "tools",
+    "tool_choice",
+];
+
+/// What losing a field the canonical form does not carry costs: the fields that ask for a
+/// different answer (several choices, log-probabilities, a format, audio) change its meaning,
+/// unless their value asks for nothing; the rest only tune it.
+fn loss(field: &str, v: &Value) -> Option<c::Loss> {
+    let asks = match field {
+        "n" => v.as_u64().is_some_and(|n| n > 1),
+        "logprobs" => v.as_bool() == Some(true),
+        "top_logprobs" => v.as_u64().is_some_and(|n| n > 0),
+        "response_format" => v.get("type").and_then(Value::as_str).is_some_and(|t| t != "text"),
+        "modalities" => v.as_array().is_some_and(|m| m.iter().any(|x| x != "text")),
+        "audio" | "functions" | "function_call" | "web_search_options" => true,
+        _ => return Some(c::Loss::Tuning),
+    };
+    asks.then_some(c::Loss::Meaning)
+}
+
 /// A client's checked request body → canonical.
 pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError> {
-    let mut req =
-        c::Request { stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false), ..Default::default() };
+    let mut req = c::Request {
+        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        unrepresented: c::unrepresented(body, CARRIED, loss),
+        ..Default::default()
+    };
     req.include_usage = body.pointer_get("stream_options", "include_usage").and_then(Value::as_bool).unwrap_or(false);
     req.max_tokens = body.get("max_completion_tokens").or(body.get("max_tokens")).and_then(Value::as_u64);
     req.temperature = body.get("temperature").and_then(Value::as_f64);

@@ -96,7 +96,7 @@ prop_compose! {
         Request {
             system: system.into_iter().collect(), messages, no_parallel_tools: no_parallel && !tools.is_empty(),
             tools, tool_choice, max_tokens: Some(max_tokens), temperature, top_p, top_k: None, stop, stream,
-            include_usage: stream, user,
+            include_usage: stream, user, unrepresented: Vec::new(),
         }
     }
 }
@@ -121,7 +121,11 @@ proptest! {
             (c, _) => c.clone(),
         };
         let no_parallel_tools = req.no_parallel_tools && tool_choice != Some(ToolChoice::None);
-        let want = Request { include_usage: true, tool_choice, no_parallel_tools, ..req };
+        // The Messages API has no sampling parameters: they are not sent, and reported lost.
+        let lost: Vec<String> = super::Wire::Anthropic.losses(&req).into_iter().map(|l| l.field).collect();
+        prop_assert_eq!(lost.contains(&"temperature".to_owned()), req.temperature.is_some());
+        prop_assert_eq!(lost.contains(&"top_p".to_owned()), req.top_p.is_some());
+        let want = Request { include_usage: true, tool_choice, no_parallel_tools, temperature: None, top_p: None, ..req };
         prop_assert_eq!(anthropic::decode_request(&body).unwrap(), want);
     }
 

@@ -8,7 +8,7 @@
 use super::RequestCtx;
 use crate::canonical::{self, Event};
 use crate::inbound;
-use crate::protocol::{Protocol, Wire, anthropic, bedrock, gemini, openai};
+use crate::protocol::{Protocol, Wire, anthropic, openai};
 use crate::routing::EndpointTarget;
 use crate::upstream::failure::{self, AttemptFailure};
 use crate::upstream::provider::Upstream;
@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use spillway_api::config::Translation;
 use tokio::time::{Instant, timeout_at};
 
 /// An upstream error body is only read to classify it; a larger one is cut.
@@ -24,9 +25,15 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 pub enum Reply {
     /// A whole, well-formed non-streaming reply, already in the caller's protocol, and the
     /// tokens it reports using.
-    Complete { status: StatusCode, content_type: HeaderValue, body: Bytes, usage: Option<canonical::Usage> },
+    Complete {
+        status: StatusCode,
+        content_type: HeaderValue,
+        body: Bytes,
+        usage: Option<canonical::Usage>,
+        dropped: Vec<String>,
+    },
     /// A stream whose first token has arrived; `first` holds the provider's bytes up to it.
-    Stream { first: Bytes, rest: Incoming },
+    Stream { first: Bytes, rest: Incoming, dropped: Vec<String> },
 }
 
 /// Sends `req` to `target`. `canonical` is the request in canonical form, present whenever some
@@ -47,13 +54,16 @@ pub async fn run(
     let first_byte_by = bound.map_or(ctx.deadline, |t| (now + t).min(ctx.deadline));
     let up = &target.upstream;
     let passthrough = up.wire.passes_through(req.protocol);
+    let mut dropped = Vec::new();
     let upstream_req = if passthrough {
         up.request(&mut req.body, req.stream, Some(&req.protocol_headers), &ctx.id).await?
     } else {
         let Some(c) = canonical else {
             return Err(AttemptFailure::unavailable("internal", "no canonical request to translate"));
         };
-        let mut body = encode(up, c).map_err(AttemptFailure::unsupported)?;
+        dropped = droppable(up.wire, c, ctx.feature.translation)?;
+        let mut body =
+            up.wire.encode_request(c, up.model(), up.max_tokens_field).map_err(AttemptFailure::unsupported)?;
         up.request(&mut body, req.stream, None, &ctx.id).await?
     };
     let resp = match timeout_at(first_byte_by, up.client.request(upstream_req)).await {
@@ -82,7 +92,7 @@ pub async fn run(
                 format!("asked for a stream, got Content-Type {content_type:?}"),
             ));
         }
-        return first_token(up, body, first_byte_by, ctx).await;
+        return first_token(up, body, first_byte_by, ctx, dropped).await;
     }
     // A non-streaming reply commits only when whole, so the attempt timeout covers its body too:
     // a body that stalls after the headers falls back instead of waiting out the deadline.
@@ -102,7 +112,7 @@ pub async fn run(
             return Err(AttemptFailure::unavailable("malformed", "reply body is not valid JSON"));
         };
         let usage = probe.usage.as_ref().and_then(|u| u.as_object()).map(canonical::Usage::reported);
-        return Ok(Reply::Complete { status: parts.status, content_type, body, usage });
+        return Ok(Reply::Complete { status: parts.status, content_type, body, usage, dropped });
     }
     let Some(reply) = up.wire.decode_response(&body, up.model()) else {
         return Err(AttemptFailure::unavailable("malformed", "reply body is not a well-formed reply of its protocol"));
@@ -116,7 +126,26 @@ pub async fn run(
         content_type: HeaderValue::from_static("application/json"),
         body: Bytes::from(encoded.to_string()),
         usage: Some(reply.usage),
+        dropped,
     })
+}
+
+/// The fields a translation to `wire` may drop from `c` — those that only tune the answer, in a
+/// lenient feature — or why this endpoint cannot serve it: a field that changes the answer, or
+/// any field in a strict feature. Such a refusal is the endpoint's, not the request's: the next
+/// tier is tried, and the breaker does not count it.
+fn droppable(wire: Wire, c: &canonical::Request, translation: Translation) -> Result<Vec<String>, AttemptFailure> {
+    let losses = wire.losses(c);
+    let refused: Vec<&str> = losses
+        .iter()
+        .filter(|l| l.loss == canonical::Loss::Meaning || translation == Translation::Strict)
+        .map(|l| l.field.as_str())
+        .collect();
+    if !refused.is_empty() {
+        let why = if translation == Translation::Strict { " (the feature translates strictly)" } else { "" };
+        return Err(AttemptFailure::unsupported(format!("{wire:?} cannot carry `{}`{why}", refused.join("`, `"))));
+    }
+    Ok(losses.into_iter().map(|l| l.field).collect())
 }
 
 /// A passed-through reply is read once, without building it as a tree: the parse proves it is
@@ -127,19 +156,6 @@ struct UsageProbe {
     usage: Option<serde_json::Value>,
 }
 
-/// The request body in the endpoint's wire format, from the canonical form.
-fn encode(up: &Upstream, c: &canonical::Request) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    Ok(match up.wire {
-        Wire::OpenAi => openai::encode_request(c, up.model(), up.max_tokens_field),
-        Wire::Anthropic => anthropic::encode_request(c, Some(up.model())),
-        Wire::BedrockConverse => bedrock::encode_converse(c)?,
-        Wire::BedrockInvoke => bedrock::encode_invoke(c),
-        Wire::VertexGemini => gemini::encode_request(c)?,
-        // The Vertex version and the URL-borne model are set on every Vertex request.
-        Wire::VertexAnthropic => anthropic::encode_request(c, None),
-    })
-}
-
 /// Reads until the stream's first token. What came before it (the role chunk, `message_start`,
 /// keep-alives) is kept and forwarded with it. An error event before it is a failed attempt.
 async fn first_token(
@@ -147,6 +163,7 @@ async fn first_token(
     mut body: Incoming,
     first_byte_by: Instant,
     ctx: &RequestCtx,
+    dropped: Vec<String>,
 ) -> Result<Reply, AttemptFailure> {
     let mut decoder = up.wire.stream_decoder(up.model(), ctx.max_frame);
     let mut first = BytesMut::new();
@@ -182,7 +199,7 @@ async fn first_token(
             }
         }
         if has_output {
-            return Ok(Reply::Stream { first: first.freeze(), rest: body });
+            return Ok(Reply::Stream { first: first.freeze(), rest: body, dropped });
         }
     }
 }

@@ -626,9 +626,15 @@ fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Response<ProxyBod
 
 fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
     let (endpoint, attempts, spilled) = (finish.target.name.clone(), finish.attempts, finish.spilled);
+    let dropped = match &reply {
+        Reply::Complete { dropped, .. } | Reply::Stream { dropped, .. } => dropped.join(", "),
+    };
+    if !dropped.is_empty() {
+        finish.metrics.dropped(&finish.feature, &endpoint);
+    }
     let mut resp = match reply {
         // A whole reply has no first token of its own: it is judged by its total time.
-        Reply::Complete { status, content_type, body, usage } => {
+        Reply::Complete { status, content_type, body, usage, .. } => {
             finish.usage = usage;
             finish.done("ok");
             let mut r = Response::new(full(body));
@@ -636,7 +642,7 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
             r.headers_mut().insert(header::CONTENT_TYPE, content_type);
             r
         }
-        Reply::Stream { first, rest } => {
+        Reply::Stream { first, rest, .. } => {
             finish.ttft = Some(finish.attempt_started.elapsed());
             finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
             let body =
@@ -648,6 +654,12 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
         }
     };
     explain(resp.headers_mut(), &endpoint, attempts);
+    // Names the client sent, kept to field-like ones by the decoder: always a valid value.
+    if let Ok(v) = HeaderValue::from_str(&dropped)
+        && !dropped.is_empty()
+    {
+        resp.headers_mut().insert("x-spillway-dropped", v);
+    }
     if let Some(s) = spilled {
         resp.headers_mut().insert("x-spillway-spilled", HeaderValue::from_static(s.as_str()));
     }
@@ -688,7 +700,18 @@ fn all_failed(
     let out_of_time = Instant::now() >= ctx.deadline;
     let total = ctx.feature.hierarchy.len();
     let feature = &ctx.feature.name;
-    let mut err = if out_of_time {
+    // No endpoint could carry the request as it is: the caller's to change, not to retry.
+    let all_unsupported = tried > 0 && failures.iter().all(|(_, f)| f.kind == FailureKind::Unsupported);
+    let mut err = if all_unsupported {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            code: "unsupported_by_every_endpoint",
+            message: format!("feature `{feature}`: no endpoint can carry this request ({summary})"),
+            param: None,
+            retry_after_s: None,
+        }
+    } else if out_of_time {
         ApiError {
             status: StatusCode::GATEWAY_TIMEOUT,
             kind: "timeout_error",

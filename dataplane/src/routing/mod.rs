@@ -44,6 +44,8 @@ pub struct FeatureRoute {
     pub tiers: Vec<Tier>,
     pub deadline: Duration,
     pub attempt_timeout: Option<Duration>,
+    /// Whether a translation may drop fields that only tune the answer.
+    pub translation: spillway_api::config::Translation,
     pub hedge: Option<HedgeAfter>,
     pub hedge_tool_results: bool,
     /// Hedges racing at once: at most this share of the feature's requests in flight.
@@ -143,6 +145,7 @@ impl RoutingTable {
                     hierarchy: f.hierarchy.iter().filter_map(|e| endpoints.get(e).cloned()).collect(),
                     deadline: Duration::from_millis(f.deadline_ms),
                     attempt_timeout: f.attempt_timeout_ms.map(Duration::from_millis),
+                    translation: f.translation,
                     hedge: f.hedge_after_ttft_ms.clone(),
                     hedge_tool_results: f.hedge_tool_results,
                     hedge_max_share: f.hedge_max_share,

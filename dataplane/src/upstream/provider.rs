@@ -70,9 +70,6 @@ enum Kind {
     },
 }
 
-/// The `anthropic_version` Claude on Vertex wants in the body.
-pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
-
 /// The process-wide value in `cell`, made on first use; a failed attempt leaves it unset so a
 /// later config can try again (once the environment is fixed).
 fn shared<T>(cell: &OnceLock<Arc<T>>, make: impl FnOnce() -> Result<Arc<T>, String>) -> Result<Arc<T>, String> {
@@ -269,7 +266,7 @@ impl Upstream {
         }
         if self.wire == Wire::VertexAnthropic {
             body.remove("model");
-            body.insert("anthropic_version".into(), VERTEX_ANTHROPIC_VERSION.into());
+            body.insert("anthropic_version".into(), crate::protocol::anthropic::VERTEX_VERSION.into());
         }
         // Serialising a serde_json::Map cannot fail: keys are strings and values are JSON.
         let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());

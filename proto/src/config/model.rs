@@ -191,11 +191,27 @@ pub enum FeatureClass {
     Batch,
 }
 
+/// What a translation to another provider's API may leave out of a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Translation {
+    /// A field that only tunes the answer (a seed, a penalty, a sampling knob) and that the
+    /// endpoint cannot carry is dropped, and named in the reply's `x-spillway-dropped` header.
+    #[default]
+    Lenient,
+    /// An endpoint that cannot carry every field of the request is skipped for it, as for a
+    /// field that changes what the answer is.
+    Strict,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Feature {
     #[serde(default)]
     pub class: FeatureClass,
+    /// What a translation to another provider's API may leave out (see [`Translation`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub translation: Translation,
     /// Region groups (`us`, `eu`, …) the feature's data may go to; empty = unrestricted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boundary: Vec<String>,
@@ -224,6 +240,10 @@ pub struct Feature {
     /// least one is always allowed), so a slow primary cannot double the feature's load.
     #[serde(default = "default_hedge_max_share")]
     pub hedge_max_share: f64,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn default_hedge_max_share() -> f64 {

@@ -1,0 +1,158 @@
+//! Every request spillway translates, checked against the providers' own published schemas rather
+//! than against spillway's fakes: each client request of the corpus (`fixtures/requests/` and the
+//! provider fixtures' request bodies) is decoded as the sidecar decodes it and encoded for every
+//! provider wire it would be translated to; `python/validate_requests.py` then runs the bodies
+//! through botocore's `bedrock-runtime` model and parameter validator, the google-genai SDK's types,
+//! and the anthropic and openai SDKs' request types, all made to refuse unknown fields.
+
+use serde_json::{Map, Value};
+use spillway_dataplane::protocol::openai::MaxTokensField;
+use spillway_dataplane::protocol::{Protocol, Wire, anthropic, openai};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WIRES: [(Wire, &str); 6] = [
+    (Wire::OpenAi, "openai"),
+    (Wire::Anthropic, "anthropic"),
+    (Wire::BedrockConverse, "converse"),
+    (Wire::BedrockInvoke, "bedrock_invoke"),
+    (Wire::VertexGemini, "gemini"),
+    (Wire::VertexAnthropic, "vertex_anthropic"),
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = std::env::var_os("SPILLWAY_VENV").map_or_else(|| root.join("target/sdk-venv"), PathBuf::from);
+    let p = venv.join("bin/python");
+    assert!(p.exists(), "{} is missing: run `bash tests/python/setup.sh` (the README test command does)", p.display());
+    p
+}
+
+/// A request body as an app sends it: the fixture minus its `_`-prefixed reader notes.
+fn body(path: &Path) -> Map<String, Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let Value::Object(mut m) = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())) else {
+        panic!("{} is not an object", path.display())
+    };
+    m.retain(|k, _| !k.starts_with('_'));
+    m
+}
+
+/// (name, client protocol, body) of every client request in the corpus.
+fn corpus() -> Vec<(String, Protocol, Map<String, Value>)> {
+    let mut out = Vec::new();
+    let mut add = |dir: &str, prefix: &str, protocol: Protocol| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with(prefix) && name.ends_with(".json")
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            let name = format!("{dir}_{}", f.file_stem().unwrap().to_string_lossy());
+            out.push((name, protocol, body(&f)));
+        }
+    };
+    add("requests", "openai_", Protocol::OpenAi);
+    add("requests", "anthropic_", Protocol::Anthropic);
+    add("openai", "chat_request", Protocol::OpenAi);
+    add("anthropic", "messages_request", Protocol::Anthropic);
+    assert!(out.len() >= 8, "the corpus is missing: {out:?}");
+    out
+}
+
+/// Writes every translated body into `dir`; returns how many.
+fn translate_corpus(dir: &Path) -> usize {
+    let mut written = 0;
+    for (name, protocol, body) in corpus() {
+        let canonical = match protocol {
+            Protocol::OpenAi => openai::decode_request(&body),
+            Protocol::Anthropic => anthropic::decode_request(&body),
+        }
+        .unwrap_or_else(|e| panic!("{name} does not decode: {e:?}"));
+        for (wire, target) in WIRES {
+            if wire.passes_through(protocol) {
+                continue;
+            }
+            match wire.encode_request(&canonical, "model-from-config", MaxTokensField::MaxCompletionTokens) {
+                Ok(encoded) => {
+                    let file = dir.join(format!("{name}--{target}.json"));
+                    std::fs::write(file, serde_json::to_vec_pretty(&encoded).unwrap()).unwrap();
+                    written += 1;
+                }
+                // Refused before sending, with the reason: a body the wire cannot carry.
+                Err(e) => assert!(!e.is_empty(), "{name} → {target}: refused without a reason"),
+            }
+        }
+    }
+    written
+}
+
+fn validate(dir: &Path) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/validate_requests.py");
+    let out = Command::new(python()).arg(script).arg(dir).output().expect("run the validator");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn every_translated_request_matches_the_providers_published_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = translate_corpus(dir.path());
+    if let Some(keep) = std::env::var_os("SPILLWAY_KEEP_CORPUS") {
+        translate_corpus(Path::new(&keep));
+    }
+    assert!(written >= 30, "only {written} bodies translated");
+    let (ok, report) = validate(dir.path());
+    eprintln!("{report}");
+    assert!(ok, "translated requests the providers would refuse:\n{report}");
+}
+
+/// The validator is not a rubber stamp: a field each provider does not define fails it, and
+/// the report names the body.
+#[test]
+fn the_schema_check_refuses_what_a_provider_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [
+        (
+            "converse",
+            r#"{"messages": [{"role": "user", "content": [{"text": "hi", "cache_control": {"type": "ephemeral"}}]}]}"#,
+        ),
+        (
+            "gemini",
+            r#"{"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"response_format": "json"}}"#,
+        ),
+        (
+            "anthropic",
+            r#"{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cachePoint": {}}]}]}"#,
+        ),
+        (
+            "bedrock_invoke",
+            r#"{"model": "m", "anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}"#,
+        ),
+        (
+            "vertex_anthropic",
+            r#"{"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "anthropic_version": "vertex-2023-10-16"}"#,
+        ),
+        (
+            "openai",
+            r#"{"model": "m", "messages": [{"role": "user", "content": "hi", "cache_control": {"type": "ephemeral"}}]}"#,
+        ),
+    ];
+    for (target, body) in bad {
+        std::fs::write(dir.path().join(format!("bad--{target}.json")), body).unwrap();
+    }
+    let (ok, report) = validate(dir.path());
+    assert!(!ok, "{report}");
+    for (target, body) in bad {
+        assert!(report.contains(&format!("bad--{target}.json:")), "{target}: accepted {body}\n{report}");
+    }
+    assert!(report.contains(&format!("0 of {} request bodies match", bad.len())), "{report}");
+}
