@@ -133,10 +133,13 @@ features:
         assert_eq!(endpoint_state(sc, "flaky").await["state"], "closed", "too few to trip locally");
     }
     let mut fleet = cp.telemetry.subscribe();
-    until(&mut fleet, "the fleet view to open `flaky`", || async move {
+    // A request's failure at `flaky` and its answer from `backup` may fall in two reports: wait
+    // for both to be merged.
+    until(&mut fleet, "the fleet view to open `flaky` and count every answer", || async move {
         let v = cp.telemetry.view();
-        let e = v["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == "flaky").cloned();
-        e.is_some_and(|e| e["fleet_breaker"]["state"] == "open")
+        let find = |name: &str| v["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == name).cloned();
+        find("flaky").is_some_and(|e| e["fleet_breaker"]["state"] == "open")
+            && find("backup").is_some_and(|b| b["total"]["count"] == 9)
     })
     .await;
     let v = cp.telemetry.view();

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Request {
-    pub system: Vec<String>,
+    /// System instructions, one text part per block the client sent, with cache points.
+    pub system: Vec<Part>,
     pub messages: Vec<Message>,
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
@@ -108,6 +109,16 @@ pub enum Part {
         content: Vec<Part>,
         is_error: bool,
     },
+    /// The prompt up to and including the part before is to be cached (Anthropic
+    /// `cache_control` on that block, a Converse `cachePoint` block after it).
+    CachePoint(Cache),
+}
+
+/// A prompt-cache breakpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cache {
+    /// How long the entry lives, as the providers spell it (`5m`, `1h`); `None`: their default.
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +133,8 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the input object.
     pub schema: Value,
+    /// The tool definitions up to this one are to be cached.
+    pub cache: Option<Cache>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,20 +160,57 @@ pub enum StopReason {
     Other(String),
 }
 
+/// Token counts, in Anthropic's sense of each: the providers count the same things in
+/// different fields, and each protocol module converts (OpenAI's `prompt_tokens` and Gemini's
+/// `promptTokenCount` include cached tokens; Gemini's `candidatesTokenCount` leaves out thinking).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
+    /// Input tokens read neither from nor into the prompt cache.
     pub input_tokens: u64,
+    /// All output tokens, reasoning included.
     pub output_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write_tokens: u64,
+    /// The share of `output_tokens` spent reasoning.
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
+    /// Every input token, cached or not (OpenAI's `prompt_tokens`).
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+    }
+
+    /// Every token the request cost the provider, for capacity accounting.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens() + self.output_tokens
+    }
+
     /// The tokens a passed-through `usage` object reports, in OpenAI's spelling
-    /// (`prompt_tokens`, `completion_tokens`) or Anthropic's (`input_tokens`, `output_tokens`).
+    /// (`prompt_tokens`, `completion_tokens`, their details) or Anthropic's (`input_tokens`,
+    /// `output_tokens`, `cache_*_input_tokens`).
     pub fn reported(u: &serde_json::Map<String, Value>) -> Usage {
         let get = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-        Usage {
-            input_tokens: get("prompt_tokens").max(get("input_tokens")),
-            output_tokens: get("completion_tokens").max(get("output_tokens")),
+        let detail = |k: &str, d: &str| u.get(k).and_then(|v| v.get(d)).and_then(Value::as_u64).unwrap_or(0);
+        if u.contains_key("prompt_tokens") || u.contains_key("completion_tokens") {
+            let cached = detail("prompt_tokens_details", "cached_tokens");
+            Usage {
+                input_tokens: get("prompt_tokens").saturating_sub(cached),
+                output_tokens: get("completion_tokens"),
+                cache_read_tokens: cached,
+                cache_write_tokens: 0,
+                reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
+            }
+        } else {
+            Usage {
+                input_tokens: get("input_tokens"),
+                output_tokens: get("output_tokens"),
+                cache_read_tokens: get("cache_read_input_tokens"),
+                cache_write_tokens: get("cache_creation_input_tokens"),
+                reasoning_tokens: 0,
+            }
         }
     }
 }
@@ -208,12 +258,26 @@ pub enum Event {
 impl Usage {
     /// Merges a later report: providers send input and output counts at different points.
     pub fn merge(&mut self, later: Usage) {
-        if later.input_tokens > 0 {
-            self.input_tokens = later.input_tokens;
-        }
-        if later.output_tokens > 0 {
-            self.output_tokens = later.output_tokens;
-        }
+        let take = |mine: &mut u64, theirs: u64| {
+            if theirs > 0 {
+                *mine = theirs;
+            }
+        };
+        take(&mut self.input_tokens, later.input_tokens);
+        take(&mut self.output_tokens, later.output_tokens);
+        take(&mut self.cache_read_tokens, later.cache_read_tokens);
+        take(&mut self.cache_write_tokens, later.cache_write_tokens);
+        take(&mut self.reasoning_tokens, later.reasoning_tokens);
+    }
+}
+
+impl Request {
+    /// Whether the client asked for prompt caching anywhere.
+    pub fn caches(&self) -> bool {
+        let point = |p: &Part| matches!(p, Part::CachePoint(_));
+        self.system.iter().any(point)
+            || self.messages.iter().flat_map(|m| &m.content).any(point)
+            || self.tools.iter().any(|t| t.cache.is_some())
     }
 }
 

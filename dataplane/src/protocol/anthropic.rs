@@ -67,9 +67,14 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
         .unwrap_or_default();
     match body.get("system") {
-        Some(Value::String(s)) if !s.is_empty() => req.system.push(s.clone()),
+        Some(Value::String(s)) if !s.is_empty() => req.system.push(Part::Text(s.clone())),
         Some(Value::Array(blocks)) => {
-            req.system.extend(blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(str::to_owned))
+            for b in blocks {
+                if let Some(t) = b.get("text").and_then(Value::as_str) {
+                    req.system.push(Part::Text(t.to_owned()));
+                    req.system.extend(cache_point(b));
+                }
+            }
         }
         _ => {}
     }
@@ -88,6 +93,7 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
             name: name.to_owned(),
             description: t.get("description").and_then(Value::as_str).map(str::to_owned),
             schema: schema.clone(),
+            cache: cache_of(t),
         });
     }
     if let Some(tc) = body.get("tool_choice") {
@@ -111,6 +117,41 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
     Ok(req)
 }
 
+/// A block's `cache_control`, as the canonical breakpoint.
+fn cache_of(block: &Value) -> Option<c::Cache> {
+    let cc = block.get("cache_control").filter(|v| v.is_object())?;
+    Some(c::Cache { ttl: cc.get("ttl").and_then(Value::as_str).map(str::to_owned) })
+}
+
+/// The breakpoint that follows a block with `cache_control`, if it has one.
+fn cache_point(block: &Value) -> Option<Part> {
+    cache_of(block).map(Part::CachePoint)
+}
+
+/// `cache_control` for a breakpoint.
+fn cache_control(cache: &c::Cache) -> Value {
+    match &cache.ttl {
+        Some(ttl) => json!({"type": "ephemeral", "ttl": ttl}),
+        None => json!({"type": "ephemeral"}),
+    }
+}
+
+/// Parts as Anthropic blocks: a breakpoint becomes the `cache_control` of the block before it.
+fn blocks_json(parts: &[Part]) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::with_capacity(parts.len());
+    for p in parts {
+        match p {
+            Part::CachePoint(cache) => {
+                if let Some(last) = out.last_mut() {
+                    last["cache_control"] = cache_control(cache);
+                }
+            }
+            p => out.push(part_json(p)),
+        }
+    }
+    out
+}
+
 fn blocks(content: &Value, at: &str) -> Result<Vec<Part>, ApiError> {
     let list = match content {
         Value::String(s) => return Ok(vec![Part::Text(s.clone())]),
@@ -121,6 +162,7 @@ fn blocks(content: &Value, at: &str) -> Result<Vec<Part>, ApiError> {
     for (j, b) in list.iter().enumerate() {
         let kind = b.get("type").and_then(Value::as_str).unwrap_or_default();
         let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let cached = cache_point(b);
         match kind {
             "text" => parts.push(Part::Text(s("text"))),
             "image" => {
@@ -153,6 +195,7 @@ fn blocks(content: &Value, at: &str) -> Result<Vec<Part>, ApiError> {
                 ));
             }
         }
+        parts.extend(cached);
     }
     Ok(parts)
 }
@@ -169,9 +212,10 @@ fn part_json(p: &Part) -> Value {
             json!({"type": "tool_use", "id": id, "name": name, "input": input})
         }
         Part::ToolResult { tool_use_id, content, is_error } => {
-            let content: Vec<Value> = content.iter().map(part_json).collect();
-            json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error})
+            json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": blocks_json(content), "is_error": is_error})
         }
+        // Only reached outside `blocks_json`, which folds breakpoints into the block before.
+        Part::CachePoint(_) => Value::Null,
     }
 }
 
@@ -183,14 +227,20 @@ pub fn encode_request(req: &c::Request, model: Option<&str>) -> Map<String, Valu
         out.insert("model".into(), m.into());
     }
     out.insert("max_tokens".into(), req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into());
-    if !req.system.is_empty() {
-        out.insert("system".into(), req.system.join("\n\n").into());
+    match req.system.as_slice() {
+        [] => {}
+        [Part::Text(t)] => {
+            out.insert("system".into(), t.clone().into());
+        }
+        parts => {
+            out.insert("system".into(), blocks_json(parts).into());
+        }
     }
     // Anthropic wants strictly alternating turns that start with the user.
     let mut messages: Vec<Value> = Vec::new();
     for m in &req.messages {
         let role = if m.role == Role::User { "user" } else { "assistant" };
-        super::push_turn(&mut messages, role, "content", m.content.iter().map(part_json).collect());
+        super::push_turn(&mut messages, role, "content", blocks_json(&m.content));
     }
     out.insert("messages".into(), messages.into());
     // No sampling parameters: the Messages API (as the anthropic SDK's request types define it)
@@ -209,6 +259,9 @@ pub fn encode_request(req: &c::Request, model: Option<&str>) -> Map<String, Valu
                 let mut v = json!({"name": t.name, "input_schema": t.schema});
                 if let Some(d) = &t.description {
                     v["description"] = d.clone().into();
+                }
+                if let Some(cache) = &t.cache {
+                    v["cache_control"] = cache_control(cache);
                 }
                 v
             })
@@ -258,9 +311,14 @@ pub fn stop_to(reason: &StopReason) -> &str {
     }
 }
 
+/// Anthropic's usage, the canonical sense of each count.
+fn usage_json(u: &Usage) -> Value {
+    json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+           "cache_creation_input_tokens": u.cache_write_tokens, "cache_read_input_tokens": u.cache_read_tokens})
+}
+
 fn usage_from(v: Option<&Value>) -> Usage {
-    let get = |k: &str| v.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
-    Usage { input_tokens: get("input_tokens"), output_tokens: get("output_tokens") }
+    v.and_then(Value::as_object).map(Usage::reported).unwrap_or_default()
 }
 
 /// A provider's `message` → canonical. `None` if it is not one.
@@ -285,10 +343,10 @@ fn message_id(id: &str) -> String {
 
 /// Canonical → the client's `message`.
 pub fn encode_response(r: &c::Response) -> Value {
-    let content: Vec<Value> = r.content.iter().map(part_json).collect();
+    let content: Vec<Value> = blocks_json(&r.content);
     json!({"id": message_id(&r.id), "type": "message", "role": "assistant", "model": r.model, "content": content,
            "stop_reason": stop_to(&r.stop), "stop_sequence": null,
-           "usage": {"input_tokens": r.usage.input_tokens, "output_tokens": r.usage.output_tokens}})
+           "usage": usage_json(&r.usage)})
 }
 
 /// The Anthropic `error.type` for a status.
@@ -480,7 +538,7 @@ impl StreamEncoder for Encoder {
             Event::Start { id, model } => {
                 let msg = json!({"id": message_id(id), "type": "message", "role": "assistant", "model": model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": 0}});
+                    "usage": usage_json(&Usage { output_tokens: 0, ..self.usage })});
                 write_event("message_start", &json!({"type": "message_start", "message": msg}), out);
             }
             Event::Text(t) => {
@@ -507,7 +565,7 @@ impl StreamEncoder for Encoder {
                 self.close(out);
                 let reason = self.stop.take().unwrap_or(StopReason::EndTurn);
                 let delta = json!({"type": "message_delta", "delta": {"stop_reason": stop_to(&reason), "stop_sequence": null},
-                    "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens}});
+                    "usage": usage_json(&self.usage)});
                 write_event("message_delta", &delta, out);
                 write_event("message_stop", &json!({"type": "message_stop"}), out);
             }

@@ -19,7 +19,8 @@ pub const INVOKE_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     if !req.system.is_empty() {
-        out.insert("system".into(), req.system.iter().map(|s| json!({"text": s})).collect::<Vec<_>>().into());
+        // Only text and cache points are ever system parts.
+        out.insert("system".into(), req.system.iter().filter_map(|p| block(p).ok()).collect::<Vec<_>>().into());
     }
     let mut messages: Vec<Value> = Vec::new();
     for m in &req.messages {
@@ -48,12 +49,13 @@ pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
         let tools: Vec<Value> = req
             .tools
             .iter()
-            .map(|t| {
+            .flat_map(|t| {
                 let mut spec = json!({"name": t.name, "inputSchema": {"json": t.schema}});
                 if let Some(d) = &t.description {
                     spec["description"] = d.clone().into();
                 }
-                json!({"toolSpec": spec})
+                let point = t.cache.as_ref().map(cache_point);
+                std::iter::once(json!({"toolSpec": spec})).chain(point)
             })
             .collect();
         let mut config = json!({"tools": tools});
@@ -82,8 +84,17 @@ pub fn metadata_value(v: &str) -> bool {
     v.len() <= 256 && v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch.is_whitespace() || ":_@$#=/+,-.".contains(ch))
 }
 
+/// A `cachePoint` block: everything before it is cached.
+fn cache_point(cache: &c::Cache) -> Value {
+    match &cache.ttl {
+        Some(ttl) => json!({"cachePoint": {"type": "default", "ttl": ttl}}),
+        None => json!({"cachePoint": {"type": "default"}}),
+    }
+}
+
 fn block(p: &Part) -> Result<Value, String> {
     Ok(match p {
+        Part::CachePoint(cache) => cache_point(cache),
         Part::Text(t) => json!({"text": t}),
         Part::Image(Image::Base64 { media_type, data }) => {
             let format = media_type.strip_prefix("image/").unwrap_or(media_type);
@@ -123,7 +134,13 @@ pub fn stop_from(reason: &str) -> StopReason {
 
 fn usage_from(v: Option<&Value>) -> Usage {
     let get = |k: &str| v.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
-    Usage { input_tokens: get("inputTokens"), output_tokens: get("outputTokens") }
+    Usage {
+        input_tokens: get("inputTokens"),
+        output_tokens: get("outputTokens"),
+        cache_read_tokens: get("cacheReadInputTokens"),
+        cache_write_tokens: get("cacheWriteInputTokens"),
+        reasoning_tokens: 0,
+    }
 }
 
 /// A Converse reply → canonical. Converse replies carry no id; `model` names the endpoint's.

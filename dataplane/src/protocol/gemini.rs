@@ -24,6 +24,8 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
         let mut parts = Vec::new();
         for p in &m.content {
             parts.push(match p {
+                // Vertex caches implicitly; an explicit breakpoint is reported dropped.
+                Part::CachePoint(_) => continue,
                 Part::Text(t) => json!({"text": t}),
                 Part::Image(Image::Base64 { media_type, data }) => {
                     json!({"inlineData": {"mimeType": media_type, "data": data}})
@@ -49,7 +51,14 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     out.insert("contents".into(), contents.into());
     if !req.system.is_empty() {
-        let parts: Vec<Value> = req.system.iter().map(|s| json!({"text": s})).collect();
+        let parts: Vec<Value> = req
+            .system
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(json!({"text": t})),
+                _ => None,
+            })
+            .collect();
         out.insert("systemInstruction".into(), json!({"parts": parts}));
     }
     let mut config = Map::new();
@@ -112,7 +121,16 @@ fn stop_from(reason: &str, called_tool: bool) -> StopReason {
 
 fn usage_from(v: Option<&Value>) -> Usage {
     let get = |k: &str| v.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
-    Usage { input_tokens: get("promptTokenCount"), output_tokens: get("candidatesTokenCount") }
+    // `promptTokenCount` includes the cached tokens; `candidatesTokenCount` leaves out thinking.
+    let cached = get("cachedContentTokenCount");
+    let thoughts = get("thoughtsTokenCount");
+    Usage {
+        input_tokens: get("promptTokenCount").saturating_sub(cached),
+        output_tokens: get("candidatesTokenCount") + thoughts,
+        cache_read_tokens: cached,
+        cache_write_tokens: 0,
+        reasoning_tokens: thoughts,
+    }
 }
 
 /// A generateContent reply → canonical.

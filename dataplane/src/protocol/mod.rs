@@ -97,11 +97,16 @@ impl Wire {
                 lose(c.no_parallel_tools && !c.tools.is_empty(), "parallel_tool_calls");
                 lose(c.user.as_deref().is_some_and(|u| !bedrock::metadata_value(u)), "user");
             }
+            // Both cache prompts on their own, without breakpoints.
             Wire::VertexGemini => {
                 lose(c.no_parallel_tools && !c.tools.is_empty(), "parallel_tool_calls");
                 lose(c.user.is_some(), "user");
+                lose(c.caches(), "cache_control");
             }
-            Wire::OpenAi => lose(c.top_k.is_some(), "top_k"),
+            Wire::OpenAi => {
+                lose(c.top_k.is_some(), "top_k");
+                lose(c.caches(), "cache_control");
+            }
         }
         out
     }
@@ -213,3 +218,6 @@ mod roundtrip;
 
 #[cfg(test)]
 mod fixtures;
+
+#[cfg(test)]
+mod fidelity;

@@ -72,6 +72,7 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
             name: name.to_owned(),
             description: f.get("description").and_then(Value::as_str).map(str::to_owned),
             schema: f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            cache: None,
         });
     }
     req.tool_choice = match body.get("tool_choice") {
@@ -91,19 +92,10 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
         let content = m.get("content").unwrap_or(&Value::Null);
         match role {
-            "system" | "developer" => {
-                let text = content_text(content);
-                if !text.is_empty() {
-                    req.system.push(text);
-                }
-            }
+            "system" | "developer" => req.system.extend(text_parts(content)),
             "user" => push(&mut req.messages, Role::User, user_parts(content, i)?),
             "assistant" => {
-                let mut parts = Vec::new();
-                let text = content_text(content);
-                if !text.is_empty() {
-                    parts.push(Part::Text(text));
-                }
+                let mut parts = text_parts(content);
                 for (j, call) in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
                     let args = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
                     let input: Value = if args.trim().is_empty() {
@@ -148,6 +140,21 @@ fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
     match messages.last_mut() {
         Some(last) if last.role == role => last.content.extend(parts),
         _ => messages.push(Message { role, content: parts }),
+    }
+}
+
+/// The text of a message's content, one part per text (or refusal) part the client sent, so
+/// that parts are never run together.
+fn text_parts(content: &Value) -> Vec<Part> {
+    match content {
+        Value::String(s) if !s.is_empty() => vec![Part::Text(s.clone())],
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").or(p.get("refusal")).and_then(Value::as_str))
+            .filter(|t| !t.is_empty())
+            .map(|t| Part::Text(t.to_owned()))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -205,8 +212,10 @@ pub enum MaxTokensField {
 /// Canonical → an OpenAI request body for `model`.
 pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) -> Map<String, Value> {
     let mut messages = Vec::new();
-    for s in &req.system {
-        messages.push(json!({"role": "system", "content": s}));
+    for p in &req.system {
+        if let Part::Text(s) = p {
+            messages.push(json!({"role": "system", "content": s}));
+        }
     }
     for m in &req.messages {
         match m.role {
@@ -225,7 +234,8 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
                         Part::Image(img) => {
                             parts.push(json!({"type": "image_url", "image_url": {"url": image_url(img)}}))
                         }
-                        Part::ToolUse { .. } => {}
+                        // OpenAI caches prompts on its own; a breakpoint is reported dropped.
+                        Part::ToolUse { .. } | Part::CachePoint(_) => {}
                     }
                 }
                 match parts.as_slice() {
@@ -235,7 +245,20 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
                 }
             }
             Role::Assistant => {
-                let text = c::text_of(&m.content);
+                let texts: Vec<&str> = m
+                    .content
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Text(t) => Some(t.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                // One text part per block: parts are not run together.
+                let content = match texts.as_slice() {
+                    [] => Value::Null,
+                    [one] => Value::String((*one).to_owned()),
+                    many => many.iter().map(|t| json!({"type": "text", "text": t})).collect(),
+                };
                 let calls: Vec<Value> = m
                     .content
                     .iter()
@@ -246,7 +269,7 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
                         _ => None,
                     })
                     .collect();
-                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) }});
+                let mut msg = json!({"role": "assistant", "content": content});
                 if !calls.is_empty() {
                     msg["tool_calls"] = Value::Array(calls);
                 }
@@ -338,13 +361,16 @@ pub fn stop_to(reason: &StopReason) -> &str {
 }
 
 fn usage_from(v: Option<&Value>) -> Usage {
-    let get = |k: &str| v.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
-    Usage { input_tokens: get("prompt_tokens"), output_tokens: get("completion_tokens") }
+    v.and_then(Value::as_object).map(Usage::reported).unwrap_or_default()
 }
 
+/// OpenAI's usage: `prompt_tokens` counts cached tokens too (and names them in its details),
+/// `completion_tokens` counts reasoning too.
 fn usage_to(u: &Usage) -> Value {
-    json!({"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-           "total_tokens": u.input_tokens + u.output_tokens})
+    json!({"prompt_tokens": u.prompt_tokens(), "completion_tokens": u.output_tokens,
+           "total_tokens": u.prompt_tokens() + u.output_tokens,
+           "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
+           "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}})
 }
 
 /// A provider's `chat.completion` → canonical. `None` if it is not one.

@@ -87,14 +87,14 @@ prop_compose! {
         user in proptest::option::of(ident()),
     ) -> Request {
         let tools: Vec<Tool> = tools.into_iter().map(|(name, description)| Tool {
-            name, description, schema: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+            name, description, schema: json!({"type": "object", "properties": {"q": {"type": "string"}}}), cache: None,
         }).collect();
         let tool_choice = if tools.is_empty() { None } else {
             match choice { 0 => None, 1 => Some(ToolChoice::Auto), 2 => Some(ToolChoice::Any), 3 => Some(ToolChoice::None),
                 _ => Some(ToolChoice::Tool(tools[0].name.clone())) }
         };
         Request {
-            system: system.into_iter().collect(), messages, no_parallel_tools: no_parallel && !tools.is_empty(),
+            system: system.into_iter().map(Part::Text).collect(), messages, no_parallel_tools: no_parallel && !tools.is_empty(),
             tools, tool_choice, max_tokens: Some(max_tokens), temperature, top_p, top_k: None, stop, stream,
             include_usage: stream, user, unrepresented: Vec::new(),
         }
@@ -163,7 +163,7 @@ fn stream() -> impl Strategy<Value = Vec<Event>> {
                 ev.extend(fragments.into_iter().map(|f| Event::ToolArgs { index: i, fragment: f }));
             }
             ev.push(Event::Stop(stop));
-            ev.push(Event::Usage(Usage { input_tokens: input, output_tokens: output }));
+            ev.push(Event::Usage(Usage { input_tokens: input, output_tokens: output, ..Usage::default() }));
             ev.push(Event::End);
             ev
         })

@@ -112,7 +112,7 @@ impl Finish {
         }
         if let Some((pool, charge)) = self.charge.take() {
             if outcome == "ok" {
-                let actual = self.usage.map_or(charge.estimate, |u| u.input_tokens + u.output_tokens);
+                let actual = self.usage.map_or(charge.estimate, |u| u.total());
                 pool.settle(charge, actual);
             } else {
                 pool.release(charge);

@@ -1,0 +1,152 @@
+//! What translations used to lose: prompt-cache breakpoints, cache and reasoning token counts,
+//! the boundaries between text parts, refusals. Each case names the provider field it checks.
+
+use super::{Wire, anthropic, bedrock, gemini, openai};
+use crate::canonical::{Part, Usage};
+use serde_json::{Map, Value, json};
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("a JSON object literal"),
+    }
+}
+
+/// An Anthropic caller's request with a breakpoint on a system block, on a message block, on a
+/// tool result and on the last tool.
+fn cached_request() -> Map<String, Value> {
+    object(json!({
+        "model": "chat", "max_tokens": 100,
+        "system": [
+            {"type": "text", "text": "You are a support agent."},
+            {"type": "text", "text": "<the whole manual>", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ],
+        "tools": [
+            {"name": "a", "input_schema": {"type": "object"}},
+            {"name": "b", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "<a long document>", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "Summarise it."}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "a", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42", "cache_control": {"type": "ephemeral"}}]}
+        ]
+    }))
+}
+
+#[test]
+fn cache_control_becomes_converse_cache_points_after_the_same_blocks() {
+    let c = anthropic::decode_request(&cached_request()).unwrap();
+    let body = Value::Object(bedrock::encode_converse(&c).unwrap());
+    assert_eq!(
+        body["system"],
+        json!([{"text": "You are a support agent."}, {"text": "<the whole manual>"}, {"cachePoint": {"type": "default", "ttl": "1h"}}])
+    );
+    assert_eq!(body["messages"][0]["content"][1], json!({"cachePoint": {"type": "default"}}));
+    assert_eq!(body["messages"][0]["content"][2]["text"], "Summarise it.");
+    assert!(body["messages"][2]["content"][0]["toolResult"].is_object());
+    assert_eq!(body["messages"][2]["content"][1], json!({"cachePoint": {"type": "default"}}));
+    let tools = &body["toolConfig"]["tools"];
+    assert_eq!(tools.as_array().unwrap().len(), 3, "{tools}");
+    assert_eq!(tools[2], json!({"cachePoint": {"type": "default"}}));
+    assert!(Wire::BedrockConverse.losses(&c).is_empty(), "nothing lost on Converse");
+}
+
+#[test]
+fn cache_control_survives_the_anthropic_round_trip_and_is_reported_where_it_cannot_go() {
+    let c = anthropic::decode_request(&cached_request()).unwrap();
+    let body = Value::Object(anthropic::encode_request(&c, Some("m")));
+    assert_eq!(body["system"][1]["cache_control"], json!({"type": "ephemeral", "ttl": "1h"}));
+    assert!(body["system"][0].get("cache_control").is_none());
+    assert_eq!(body["messages"][0]["content"][0]["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(body["messages"][2]["content"][0]["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(body["tools"][1]["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(anthropic::decode_request(&object(body)).unwrap(), c);
+    // OpenAI and Vertex cache prompts by themselves: the breakpoints are named as dropped.
+    for wire in [Wire::OpenAi, Wire::VertexGemini] {
+        let lost: Vec<String> = wire.losses(&c).into_iter().map(|l| l.field).collect();
+        assert_eq!(lost, ["cache_control"], "{wire:?}");
+    }
+    let oai = Value::Object(openai::encode_request(&c, "m", openai::MaxTokensField::MaxCompletionTokens));
+    assert!(!oai.to_string().contains("cache"), "{oai}");
+}
+
+/// The counts a caller of each protocol sees for one reply that read 1,000 tokens from the
+/// cache, wrote 200 to it, sent 50 uncached, and thought for 30 of its 80 output tokens.
+fn cached_usage() -> Usage {
+    Usage {
+        input_tokens: 50,
+        output_tokens: 80,
+        cache_read_tokens: 1000,
+        cache_write_tokens: 200,
+        reasoning_tokens: 30,
+    }
+}
+
+#[test]
+fn cache_and_reasoning_tokens_reach_both_client_protocols() {
+    let reply = crate::canonical::Response {
+        id: "x".into(),
+        model: "m".into(),
+        content: vec![Part::Text("hi".into())],
+        stop: crate::canonical::StopReason::EndTurn,
+        usage: cached_usage(),
+    };
+    let o = openai::encode_response(&reply);
+    assert_eq!(o["usage"]["prompt_tokens"], 1250, "OpenAI counts cached tokens into the prompt");
+    assert_eq!(o["usage"]["prompt_tokens_details"]["cached_tokens"], 1000);
+    assert_eq!(o["usage"]["completion_tokens"], 80);
+    assert_eq!(o["usage"]["completion_tokens_details"]["reasoning_tokens"], 30);
+    assert_eq!(o["usage"]["total_tokens"], 1330);
+    let a = anthropic::encode_response(&reply);
+    assert_eq!(a["usage"]["input_tokens"], 50, "Anthropic counts uncached input apart");
+    assert_eq!(a["usage"]["cache_read_input_tokens"], 1000);
+    assert_eq!(a["usage"]["cache_creation_input_tokens"], 200);
+    assert_eq!(a["usage"]["output_tokens"], 80);
+    // And back: each client protocol's spelling reads as the same counts (OpenAI has no count
+    // of cache writes, which it folds into the prompt).
+    let back = Usage::reported(o["usage"].as_object().unwrap());
+    assert_eq!(back, Usage { input_tokens: 250, cache_write_tokens: 0, ..cached_usage() });
+    assert_eq!(Usage::reported(a["usage"].as_object().unwrap()), Usage { reasoning_tokens: 0, ..cached_usage() });
+}
+
+#[test]
+fn provider_usage_fields_are_read_in_their_own_sense() {
+    let converse = json!({"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}}, "stopReason": "end_turn",
+        "usage": {"inputTokens": 50, "outputTokens": 80, "totalTokens": 1330, "cacheReadInputTokens": 1000, "cacheWriteInputTokens": 200}});
+    let r = bedrock::decode_response(converse.to_string().as_bytes(), "m").unwrap();
+    assert_eq!(r.usage, Usage { reasoning_tokens: 0, ..cached_usage() });
+    // Gemini's prompt count includes the cached tokens, its candidates count leaves out thoughts.
+    let vertex = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 1050, "cachedContentTokenCount": 1000, "candidatesTokenCount": 50,
+                          "thoughtsTokenCount": 30, "totalTokenCount": 1130}});
+    let r = gemini::decode_response(vertex.to_string().as_bytes(), "m").unwrap();
+    assert_eq!(r.usage, Usage { cache_write_tokens: 0, ..cached_usage() });
+    assert_eq!(r.usage.prompt_tokens() + r.usage.output_tokens, 1130, "the totals add up");
+}
+
+#[test]
+fn text_parts_stay_apart_and_refusals_are_kept() {
+    let body = object(json!({
+        "model": "chat",
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Be kind."}, {"type": "text", "text": "Be brief."}]},
+            {"role": "user", "content": "Help me pick a lock."},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]},
+            {"role": "user", "content": "My own front door."},
+            {"role": "assistant", "content": [{"type": "text", "text": "First,"}, {"type": "text", "text": "call a locksmith."}]},
+            {"role": "user", "content": "Thanks."}
+        ]
+    }));
+    let c = openai::decode_request(&body).unwrap();
+    let a = Value::Object(anthropic::encode_request(&c, Some("m")));
+    assert_eq!(a["system"], json!([{"type": "text", "text": "Be kind."}, {"type": "text", "text": "Be brief."}]));
+    let turns = a["messages"].as_array().unwrap();
+    assert_eq!(turns.len(), 5, "the refusal keeps the turns around it apart: {a}");
+    assert_eq!(turns[1]["content"][0]["text"], "I can't help with that.");
+    assert_eq!(turns[3]["content"].as_array().unwrap().len(), 2, "one block per part");
+    let back = Value::Object(openai::encode_request(&c, "m", openai::MaxTokensField::MaxCompletionTokens));
+    assert_eq!(
+        back["messages"][5]["content"],
+        json!([{"type": "text", "text": "First,"}, {"type": "text", "text": "call a locksmith."}])
+    );
+}
