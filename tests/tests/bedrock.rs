@@ -44,6 +44,7 @@ endpoints:
   throttled: {{ provider: bedrock, region: us-east-1, base_url: "http://{a}", model: m, headers: {{ x-fake-status: "429" }} }}
   breaking: {{ provider: bedrock, region: us-east-1, base_url: "http://{a}", model: m, headers: {{ x-fake-error-after: "2" }} }}
   invoke-breaking: {{ provider: bedrock, region: us-east-1, base_url: "http://{a}", model: m, api: invoke, headers: {{ x-fake-error-after: "2" }} }}
+  invoke-rejecting: {{ provider: bedrock, region: us-east-1, base_url: "http://{a}", model: m, api: invoke, headers: {{ x-fake-status: "400" }} }}
   wrong-key: {{ provider: bedrock, region: us-east-1, base_url: "http://{s}", model: m }}
   backup:   {{ provider: openai_compatible, base_url: "http://{a}/v1", model: gpt-backup }}
 features:
@@ -53,6 +54,7 @@ features:
   spill: {{ hierarchy: [throttled, backup] }}
   breaks: {{ hierarchy: [breaking] }}
   invoke-breaks: {{ hierarchy: [invoke-breaking] }}
+  invoke-rejects: {{ hierarchy: [invoke-rejecting] }}
   unsigned: {{ hierarchy: [wrong-key, backup] }}
 "#
     );
@@ -155,6 +157,50 @@ async fn invoke_model_carries_anthropic_bodies() {
     );
     let r = openai_call(&sc, "invoke", json!({"stream": true})).await;
     assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+}
+
+/// An Anthropic caller's own body goes to InvokeModel — fields spillway does not know included —
+/// with the model and stream flag moved where Bedrock wants them and the caller's betas in the
+/// body; the reply stream is Bedrock's Anthropic events, re-framed as SSE unchanged.
+#[tokio::test]
+async fn an_anthropic_callers_body_passes_through_invoke_model() {
+    let (fake, _strict, sc) = setup().await;
+    let body = json!({"model": "invoke", "max_tokens": 64, "stream": true,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]});
+    let headers = [
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "context-management-2025-06-27, interleaved-thinking-2025-05-14"),
+    ];
+    let r = TestClient::default().post_json(&sc.url("/v1/messages"), &headers, body.to_string()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = &fake.recorded()[0];
+    assert_eq!(sent.path, "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke-with-response-stream");
+    assert_eq!(sent.body["thinking"], body["thinking"]);
+    assert_eq!(sent.body["context_management"], body["context_management"]);
+    assert_eq!(sent.body["messages"], body["messages"], "cache_control and all");
+    assert_eq!(
+        sent.body["anthropic_beta"],
+        json!(["context-management-2025-06-27", "interleaved-thinking-2025-05-14"])
+    );
+    assert_eq!(sent.body["anthropic_version"], "bedrock-2023-05-31");
+    assert!(sent.body.get("model").is_none() && sent.body.get("stream").is_none(), "{}", sent.body);
+    assert_eq!(r.header("x-spillway-dropped"), "", "nothing dropped on the way");
+    // The events are Bedrock's own, unchanged: its invocation metrics are still on `message_stop`.
+    let events = r.sse_data();
+    assert_eq!(events.first().unwrap()["type"], "message_start");
+    let stop = events.last().unwrap();
+    assert_eq!(stop["type"], "message_stop");
+    assert!(stop["amazon-bedrock-invocationMetrics"]["outputTokenCount"].as_u64().is_some(), "{stop}");
+    assert!(r.text().contains("event: content_block_delta\ndata: "), "SSE with event names: {}", r.text());
+
+    // Bedrock's refusals are AWS-shaped: the caller gets them in Anthropic's shape.
+    let r = anthropic_call(&sc, "invoke-rejects", json!({})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["type"], "error", "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(r.json()["error"]["message"], "fake: Malformed input request");
 }
 
 #[tokio::test]

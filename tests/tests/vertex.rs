@@ -132,9 +132,16 @@ async fn claude_on_vertex_passes_anthropic_bodies_through() {
     assert_eq!(sent.body["stream"], true, "unlike Bedrock, stream stays in the body");
     assert_eq!(sent.body["top_k"], 3);
 
+    // The caller's betas go along as the same header.
+    let headers = [("anthropic-version", "2023-06-01"), ("anthropic-beta", "context-1m-2025-08-07")];
+    let body = json!({"model": "claude", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+    let r = TestClient::default().post_json(&sc.url("/v1/messages"), &headers, body.to_string()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(vertex.recorded()[1].headers["anthropic-beta"], "context-1m-2025-08-07");
+
     let r = call(&sc, "/v1/chat/completions", openai("claude", json!({}))).await;
     assert!(r.json()["choices"][0]["message"]["content"].as_str().unwrap().starts_with("Hello from vertex."));
-    assert!(vertex.recorded()[1].path.ends_with(":rawPredict"));
+    assert!(vertex.recorded()[2].path.ends_with(":rawPredict"));
 }
 
 #[tokio::test]

@@ -497,7 +497,7 @@ pub struct Encoder {
     usage: Usage,
 }
 
-fn write_event(name: &str, data: &Value, out: &mut BytesMut) {
+pub(crate) fn write_event(name: &str, data: &Value, out: &mut BytesMut) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\ndata: ");

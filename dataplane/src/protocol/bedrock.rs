@@ -360,6 +360,51 @@ impl StreamDecoder for InvokeStream {
     }
 }
 
+/// InvokeModelWithResponseStream for an Anthropic caller whose body was passed through: each
+/// `chunk` carries exactly the event Anthropic itself would have streamed, so it is re-framed as
+/// SSE unchanged — fields spillway does not know (thinking signatures, citations, newer block
+/// types) reach the caller — and also decoded, for the stream's end and its usage. A Bedrock
+/// exception frame becomes Anthropic's `error` event.
+pub struct InvokeReframe {
+    frames: Frames,
+    anthropic: anthropic::Decoder,
+}
+
+impl InvokeReframe {
+    pub fn new(max_frame: usize) -> Self {
+        InvokeReframe { frames: Frames::new(max_frame), anthropic: anthropic::Decoder::default() }
+    }
+
+    /// Appends the SSE of every frame completed by `bytes` to `sse`, and its events to `events`.
+    pub fn feed(&mut self, bytes: &[u8], sse: &mut BytesMut, events: &mut Vec<Event>) -> Result<(), String> {
+        let inner = &mut self.anthropic;
+        self.frames.feed(bytes, |m| {
+            if let Some(e) = failure(&m) {
+                if let Event::Error { overloaded, message } = &e {
+                    let kind = if *overloaded { "overloaded_error" } else { "api_error" };
+                    anthropic::write_event("error", &anthropic::error_body(kind, message), sse);
+                }
+                events.push(e);
+                return;
+            }
+            if header(&m, ":event-type") != Some("chunk") {
+                return;
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(m.payload()) else { return };
+            let Some(b64) = v.get("bytes").and_then(Value::as_str) else { return };
+            let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else { return };
+            let Ok(event) = serde_json::from_slice::<Value>(&raw) else { return };
+            let Some(name) = event.get("type").and_then(Value::as_str) else { return };
+            sse.extend_from_slice(b"event: ");
+            sse.extend_from_slice(name.as_bytes());
+            sse.extend_from_slice(b"\ndata: ");
+            sse.extend_from_slice(&raw);
+            sse.extend_from_slice(b"\n\n");
+            inner.decode_json(&event, events);
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

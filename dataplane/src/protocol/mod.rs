@@ -45,12 +45,22 @@ pub enum Wire {
 }
 
 impl Wire {
-    /// Whether a client of `client` can be passed through to this wire untranslated.
+    /// Whether a client of `client` can be passed through to this wire untranslated: its own
+    /// body sent (with the model, stream flag, version and betas moved where the provider wants
+    /// them), so fields spillway does not know still work.
     pub fn passes_through(self, client: Protocol) -> bool {
         matches!(
             (self, client),
-            (Wire::OpenAi, Protocol::OpenAi) | (Wire::Anthropic | Wire::VertexAnthropic, Protocol::Anthropic)
+            (Wire::OpenAi, Protocol::OpenAi)
+                | (Wire::Anthropic | Wire::VertexAnthropic | Wire::BedrockInvoke, Protocol::Anthropic)
         )
+    }
+
+    /// Whether this wire's replies, errors and stream framing are `client`'s own, to forward
+    /// as they are. Bedrock InvokeModel carries Anthropic's replies, but its errors are AWS's and
+    /// its stream is event-stream frames.
+    pub fn replies_natively(self, client: Protocol) -> bool {
+        self.passes_through(client) && self != Wire::BedrockInvoke
     }
 
     /// The request body in this wire's format, from the canonical form, as it is sent to an

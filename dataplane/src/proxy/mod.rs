@@ -606,7 +606,7 @@ fn include_usage(req: &inbound::Request, canonical: Option<&canonical::Request>)
 /// match, else its message re-wrapped.
 fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Response<ProxyBody> {
     let (status, body) = f.reply.unwrap_or((StatusCode::BAD_REQUEST, Default::default()));
-    let body = if wire.passes_through(client) {
+    let body = if wire.replies_natively(client) {
         body
     } else {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();

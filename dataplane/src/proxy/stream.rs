@@ -28,6 +28,9 @@ pub enum Mode {
     PassthroughHidingUsage,
     /// Provider events → canonical events → client events.
     Translate { decoder: Box<dyn StreamDecoder>, encoder: Box<dyn StreamEncoder> },
+    /// The client's own events in another framing (Anthropic's on Bedrock InvokeModel), re-framed
+    /// as SSE unchanged.
+    Reframe(Box<protocol::bedrock::InvokeReframe>),
 }
 
 impl Mode {
@@ -39,10 +42,12 @@ impl Mode {
         hide_usage: bool,
         max_frame: usize,
     ) -> Mode {
-        if wire.passes_through(client) && hide_usage && client == Protocol::OpenAi {
+        if wire.replies_natively(client) && hide_usage && client == Protocol::OpenAi {
             Mode::PassthroughHidingUsage
-        } else if wire.passes_through(client) {
+        } else if wire.replies_natively(client) {
             Mode::Passthrough(client)
+        } else if wire.passes_through(client) {
+            Mode::Reframe(Box::new(protocol::bedrock::InvokeReframe::new(max_frame)))
         } else {
             Mode::Translate {
                 decoder: wire.stream_decoder(model, max_frame),
@@ -112,6 +117,22 @@ impl GuardedStream {
                     }
                 };
             }
+            Mode::Reframe(reframe) => {
+                let mut out = BytesMut::new();
+                if let Err(e) = reframe.feed(data, &mut out, &mut self.events) {
+                    let msg = format!("upstream `{}` sent a corrupt stream: {e}", self.endpoint);
+                    return Some(self.fail("malformed", "upstream_stream_corrupt", msg));
+                }
+                for e in self.events.drain(..) {
+                    match e {
+                        Event::Usage(u) => self.usage.merge(u),
+                        Event::End => ended = Some("ok"),
+                        Event::Error { .. } => ended = Some("stream_error"),
+                        _ => {}
+                    }
+                }
+                out.freeze()
+            }
             Mode::Translate { decoder, encoder } => {
                 if let Err(e) = decoder.feed(data, &mut self.events) {
                     let msg = format!("upstream `{}` sent a corrupt stream: {e}", self.endpoint);
@@ -178,7 +199,7 @@ impl GuardedStream {
                 }
                 block
             }
-            Mode::Translate { .. } => block,
+            Mode::Translate { .. } | Mode::Reframe(_) => block,
         };
         if let Some(outcome) = ended {
             self.end(outcome);
@@ -203,6 +224,7 @@ impl GuardedStream {
         match &mut self.mode {
             Mode::Translate { encoder, .. } => encoder.failure(code, &message, &mut out),
             Mode::Passthrough(p) => protocol::stream_encoder(*p, false).failure(code, &message, &mut out),
+            Mode::Reframe(_) => protocol::stream_encoder(Protocol::Anthropic, false).failure(code, &message, &mut out),
             Mode::PassthroughHidingUsage => {
                 protocol::stream_encoder(Protocol::OpenAi, false).failure(code, &message, &mut out)
             }

@@ -264,9 +264,26 @@ impl Upstream {
                 body.remove("model");
             }
         }
-        if self.wire == Wire::VertexAnthropic {
-            body.remove("model");
-            body.insert("anthropic_version".into(), crate::protocol::anthropic::VERTEX_VERSION.into());
+        let betas = client_headers.and_then(|h| h.get("anthropic-beta"));
+        match self.wire {
+            // The model is in the URL; unlike Bedrock, `stream` stays in the body.
+            Wire::VertexAnthropic => {
+                body.remove("model");
+                body.insert("anthropic_version".into(), crate::protocol::anthropic::VERTEX_VERSION.into());
+            }
+            // The model is in the URL, the operation decides streaming, and the betas an
+            // Anthropic caller names in its `anthropic-beta` header are a body field.
+            Wire::BedrockInvoke => {
+                body.remove("model");
+                body.remove("stream");
+                body.insert("anthropic_version".into(), crate::protocol::bedrock::INVOKE_ANTHROPIC_VERSION.into());
+                if let Some(list) = betas.and_then(|b| b.to_str().ok()) {
+                    let list: Vec<Value> =
+                        list.split(',').map(str::trim).filter(|b| !b.is_empty()).map(Value::from).collect();
+                    body.insert("anthropic_beta".into(), list.into());
+                }
+            }
+            _ => {}
         }
         // Serialising a serde_json::Map cannot fail: keys are strings and values are JSON.
         let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
@@ -314,6 +331,10 @@ impl Upstream {
                     reply: None,
                 })?;
                 req.headers_mut().insert(header::AUTHORIZATION, auth);
+                // Claude on Vertex takes an Anthropic caller's betas as the same header.
+                if let Some(b) = betas.filter(|_| self.wire == Wire::VertexAnthropic) {
+                    req.headers_mut().insert("anthropic-beta", b.clone());
+                }
             }
             Kind::Bedrock { base, region, credentials } => {
                 let op = match (self.wire, stream) {

@@ -149,11 +149,16 @@ pub fn converse_stream(a: &Answer) -> [Vec<Bytes>; 3] {
     [opening, content, closing]
 }
 
-/// InvokeModelWithResponseStream frames: each Anthropic stream event base64-encoded in a `chunk`.
+/// InvokeModelWithResponseStream frames: each Anthropic stream event base64-encoded in a `chunk`;
+/// Bedrock adds its invocation metrics to `message_stop`.
 pub fn invoke_stream(a: &Answer) -> [Vec<Bytes>; 3] {
     anthropic::stream_event_values(a).map(|part| {
         part.into_iter()
-            .map(|v| {
+            .map(|mut v| {
+                if v["type"] == "message_stop" {
+                    v["amazon-bedrock-invocationMetrics"] = json!({"inputTokenCount": a.prompt_tokens,
+                        "outputTokenCount": a.chunks, "invocationLatency": 5, "firstByteLatency": 1});
+                }
                 let b64 = base64::engine::general_purpose::STANDARD.encode(v.to_string());
                 event("chunk", json!({"bytes": b64, "p": "abc"}))
             })
