@@ -29,8 +29,36 @@ pub struct Request {
     pub include_usage: bool,
     /// End-user id for abuse tracking (OpenAI `user`, Anthropic `metadata.user_id`).
     pub user: Option<String>,
+    /// The answer must be JSON (OpenAI `response_format`, Anthropic `output_config.format`).
+    pub format: Option<OutputFormat>,
     /// Fields of the client's request this form does not carry, as the client spelt them.
     pub unrepresented: Vec<Unrepresented>,
+}
+
+/// A required shape for the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputFormat {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON that matches `schema`.
+    JsonSchema { name: String, schema: Value, strict: bool },
+}
+
+impl OutputFormat {
+    /// The schema the answer must match: any object, for [`OutputFormat::JsonObject`].
+    pub fn schema(&self) -> Value {
+        match self {
+            OutputFormat::JsonObject => serde_json::json!({"type": "object"}),
+            OutputFormat::JsonSchema { schema, .. } => schema.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            OutputFormat::JsonObject => "output",
+            OutputFormat::JsonSchema { name, .. } => name,
+        }
+    }
 }
 
 /// A field of a client's request that a translation cannot carry.
@@ -133,6 +161,9 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the input object.
     pub schema: Value,
+    /// Calls must match the schema exactly (OpenAI `function.strict`, Anthropic and Converse
+    /// `strict`).
+    pub strict: bool,
     /// The tool definitions up to this one are to be cached.
     pub cache: Option<Cache>,
 }

@@ -33,6 +33,7 @@ const CARRIED: &[&str] = &[
     "tools",
     "tool_choice",
     "metadata",
+    "output_config",
 ];
 
 /// What losing a field the canonical form does not carry costs: a container or MCP servers
@@ -41,7 +42,6 @@ const CARRIED: &[&str] = &[
 fn loss(field: &str, v: &Value) -> Option<c::Loss> {
     match field {
         "container" | "mcp_servers" => Some(c::Loss::Meaning),
-        "output_config" if v.get("format").is_some_and(|f| !f.is_null()) => Some(c::Loss::Meaning),
         "thinking" if v.get("type").and_then(Value::as_str) == Some("disabled") => None,
         _ => Some(c::Loss::Tuning),
     }
@@ -61,6 +61,28 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
     };
     // An Anthropic client always gets usage in its stream.
     req.include_usage = true;
+    if let Some(oc) = body.get("output_config").filter(|v| v.is_object()) {
+        if let Some(f) = oc.get("format").filter(|f| !f.is_null()) {
+            match (f.get("type").and_then(Value::as_str), f.get("schema").filter(|s| s.is_object())) {
+                (Some("json_schema"), Some(schema)) => {
+                    req.format = Some(c::OutputFormat::JsonSchema {
+                        name: "output".into(),
+                        schema: schema.clone(),
+                        strict: true,
+                    })
+                }
+                _ => {
+                    return Err(bad(
+                        "output_config",
+                        "output_config.format needs type `json_schema` and a `schema` object".into(),
+                    ));
+                }
+            }
+        }
+        if oc.get("effort").is_some_and(|e| !e.is_null()) {
+            req.unrepresented.push(c::Unrepresented::tuning("output_config.effort"));
+        }
+    }
     req.stop = body
         .get("stop_sequences")
         .and_then(Value::as_array)
@@ -93,6 +115,7 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
             name: name.to_owned(),
             description: t.get("description").and_then(Value::as_str).map(str::to_owned),
             schema: schema.clone(),
+            strict: t.get("strict").and_then(Value::as_bool).unwrap_or(false),
             cache: cache_of(t),
         });
     }
@@ -260,6 +283,9 @@ pub fn encode_request(req: &c::Request, model: Option<&str>) -> Map<String, Valu
                 if let Some(d) = &t.description {
                     v["description"] = d.clone().into();
                 }
+                if t.strict {
+                    v["strict"] = true.into();
+                }
                 if let Some(cache) = &t.cache {
                     v["cache_control"] = cache_control(cache);
                 }
@@ -280,6 +306,9 @@ pub fn encode_request(req: &c::Request, model: Option<&str>) -> Map<String, Valu
             ch["disable_parallel_tool_use"] = true.into();
         }
         out.insert("tool_choice".into(), ch);
+    }
+    if let Some(f) = &req.format {
+        out.insert("output_config".into(), json!({"format": {"type": "json_schema", "schema": f.schema()}}));
     }
     if req.stream {
         out.insert("stream".into(), true.into());

@@ -54,6 +54,9 @@ pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
                 if let Some(d) = &t.description {
                     spec["description"] = d.clone().into();
                 }
+                if t.strict {
+                    spec["strict"] = true.into();
+                }
                 let point = t.cache.as_ref().map(cache_point);
                 std::iter::once(json!({"toolSpec": spec})).chain(point)
             })
@@ -70,6 +73,14 @@ pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
     }
     if let Some(k) = req.top_k {
         out.insert("additionalModelRequestFields".into(), json!({"top_k": k}));
+    }
+    // Converse takes the schema as a JSON string.
+    if let Some(f) = &req.format {
+        let spec = json!({"schema": f.schema().to_string(), "name": f.name()});
+        out.insert(
+            "outputConfig".into(),
+            json!({"textFormat": {"type": "json_schema", "structure": {"jsonSchema": spec}}}),
+        );
     }
     if let Some(u) = req.user.as_deref().filter(|u| metadata_value(u)) {
         out.insert("requestMetadata".into(), json!({"user": u}));

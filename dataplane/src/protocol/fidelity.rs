@@ -150,3 +150,60 @@ fn text_parts_stay_apart_and_refusals_are_kept() {
         json!([{"type": "text", "text": "First,"}, {"type": "text", "text": "call a locksmith."}])
     );
 }
+
+#[test]
+fn a_required_json_schema_reaches_every_provider_by_its_own_mechanism() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false});
+    let body = object(json!({
+        "model": "extract", "messages": [{"role": "user", "content": "I live in Lyon."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": true}}
+    }));
+    let c = openai::decode_request(&body).unwrap();
+    for wire in [Wire::Anthropic, Wire::BedrockConverse, Wire::VertexGemini, Wire::BedrockInvoke] {
+        assert!(wire.losses(&c).is_empty(), "{wire:?} carries it");
+    }
+    let g = Value::Object(gemini::encode_request(&c).unwrap());
+    assert_eq!(g["generationConfig"]["responseMimeType"], "application/json");
+    assert_eq!(g["generationConfig"]["responseJsonSchema"], schema);
+    let b = Value::Object(bedrock::encode_converse(&c).unwrap());
+    let spec = &b["outputConfig"]["textFormat"]["structure"]["jsonSchema"];
+    assert_eq!(b["outputConfig"]["textFormat"]["type"], "json_schema");
+    assert_eq!(serde_json::from_str::<Value>(spec["schema"].as_str().unwrap()).unwrap(), schema, "a JSON string");
+    assert_eq!(spec["name"], "place");
+    let a = Value::Object(anthropic::encode_request(&c, Some("m")));
+    assert_eq!(a["output_config"], json!({"format": {"type": "json_schema", "schema": schema}}));
+    // And an Anthropic caller's format reaches OpenAI as a strict response_format.
+    let back = anthropic::decode_request(&object(a)).unwrap();
+    let o = Value::Object(openai::encode_request(&back, "m", openai::MaxTokensField::MaxCompletionTokens));
+    assert_eq!(o["response_format"]["type"], "json_schema");
+    assert_eq!(o["response_format"]["json_schema"]["schema"], schema);
+    // Any JSON object, where a provider wants a schema, is the schema of any object.
+    let c = openai::decode_request(&object(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_object"}})))
+    .unwrap();
+    let g = Value::Object(gemini::encode_request(&c).unwrap());
+    assert_eq!(g["generationConfig"]["responseMimeType"], "application/json");
+    assert!(g["generationConfig"].get("responseJsonSchema").is_none());
+    let a = Value::Object(anthropic::encode_request(&c, Some("m")));
+    assert_eq!(a["output_config"]["format"]["schema"], json!({"type": "object"}));
+}
+
+#[test]
+fn strict_and_mcp_tool_schemas_reach_gemini_whole() {
+    let schema = json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+        "properties": {"q": {"type": "string", "default": "x"}}, "additionalProperties": false});
+    let body = object(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "search", "parameters": schema, "strict": true}}]}));
+    let c = openai::decode_request(&body).unwrap();
+    let g = Value::Object(gemini::encode_request(&c).unwrap());
+    let decl = &g["tools"][0]["functionDeclarations"][0];
+    assert_eq!(decl["parametersJsonSchema"], schema);
+    assert!(decl.get("parameters").is_none(), "not the OpenAPI subset, which refuses $schema");
+    let lost: Vec<String> = Wire::VertexGemini.losses(&c).into_iter().map(|l| l.field).collect();
+    assert_eq!(lost, ["strict"], "no promise that calls match: named");
+    // Where strict tools exist, they stay strict.
+    let b = Value::Object(bedrock::encode_converse(&c).unwrap());
+    assert_eq!(b["toolConfig"]["tools"][0]["toolSpec"]["strict"], true);
+    let a = Value::Object(anthropic::encode_request(&c, Some("m")));
+    assert_eq!(a["tools"][0]["strict"], true);
+}

@@ -72,6 +72,12 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
     put("topP", req.top_p.map(Value::from));
     put("topK", req.top_k.map(Value::from));
     put("stopSequences", (!req.stop.is_empty()).then(|| req.stop.clone().into()));
+    if let Some(f) = &req.format {
+        put("responseMimeType", Some("application/json".into()));
+        if let c::OutputFormat::JsonSchema { schema, .. } = f {
+            put("responseJsonSchema", Some(schema.clone()));
+        }
+    }
     if !config.is_empty() {
         out.insert("generationConfig".into(), config.into());
     }
@@ -80,7 +86,9 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
             .tools
             .iter()
             .map(|t| {
-                let mut d = json!({"name": t.name, "parameters": t.schema});
+                // The full JSON Schema: `parameters` takes only Vertex's OpenAPI subset, and
+                // refuses what strict and MCP tool schemas carry (`additionalProperties`, `$schema`).
+                let mut d = json!({"name": t.name, "parametersJsonSchema": t.schema});
                 if let Some(desc) = &t.description {
                     d["description"] = desc.clone().into();
                 }

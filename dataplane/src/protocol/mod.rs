@@ -112,6 +112,8 @@ impl Wire {
                 lose(c.no_parallel_tools && !c.tools.is_empty(), "parallel_tool_calls");
                 lose(c.user.is_some(), "user");
                 lose(c.caches(), "cache_control");
+                // Gemini takes the whole schema, but does not promise calls will match it.
+                lose(c.tools.iter().any(|t| t.strict), "strict");
             }
             Wire::OpenAi => {
                 lose(c.top_k.is_some(), "top_k");

@@ -26,6 +26,7 @@ const CARRIED: &[&str] = &[
     "parallel_tool_calls",
     "tools",
     "tool_choice",
+    "response_format",
 ];
 
 /// What losing a field the canonical form does not carry costs: the fields that ask for a
@@ -36,7 +37,6 @@ fn loss(field: &str, v: &Value) -> Option<c::Loss> {
         "n" => v.as_u64().is_some_and(|n| n > 1),
         "logprobs" => v.as_bool() == Some(true),
         "top_logprobs" => v.as_u64().is_some_and(|n| n > 0),
-        "response_format" => v.get("type").and_then(Value::as_str).is_some_and(|t| t != "text"),
         "modalities" => v.as_array().is_some_and(|m| m.iter().any(|x| x != "text")),
         "audio" | "functions" | "function_call" | "web_search_options" => true,
         _ => return Some(c::Loss::Tuning),
@@ -62,6 +62,24 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
         _ => Vec::new(),
     };
     req.no_parallel_tools = body.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    match body.get("response_format") {
+        None | Some(Value::Null) => {}
+        Some(f) => match f.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some("json_object") => req.format = Some(c::OutputFormat::JsonObject),
+            Some("json_schema") => {
+                let spec = f.get("json_schema").unwrap_or(&Value::Null);
+                let name = spec.get("name").and_then(Value::as_str).unwrap_or("output").to_owned();
+                let Some(schema) = spec.get("schema").filter(|s| s.is_object()) else {
+                    return Err(bad("response_format", "response_format.json_schema.schema must be an object".into()));
+                };
+                let strict = spec.get("strict").and_then(Value::as_bool).unwrap_or(false);
+                req.format = Some(c::OutputFormat::JsonSchema { name, schema: schema.clone(), strict });
+            }
+            // A format this form does not know: only an endpoint of the caller's own protocol may answer.
+            _ => req.unrepresented.push(c::Unrepresented::meaning("response_format")),
+        },
+    }
     for (i, t) in body.get("tools").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let f = t.get("function").ok_or_else(|| bad("tools", format!("tools[{i}] has no `function`")))?;
         let name = f
@@ -72,6 +90,7 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
             name: name.to_owned(),
             description: f.get("description").and_then(Value::as_str).map(str::to_owned),
             schema: f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            strict: f.get("strict").and_then(Value::as_bool).unwrap_or(false),
             cache: None,
         });
     }
@@ -296,6 +315,18 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
     if !req.stop.is_empty() {
         out.insert("stop".into(), req.stop.clone().into());
     }
+    match &req.format {
+        None => {}
+        Some(c::OutputFormat::JsonObject) => {
+            out.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Some(c::OutputFormat::JsonSchema { name, schema, strict }) => {
+            out.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": strict}}),
+            );
+        }
+    }
     if let Some(u) = &req.user {
         out.insert("user".into(), u.clone().into());
     }
@@ -307,6 +338,9 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
                 let mut f = json!({"name": t.name, "parameters": t.schema});
                 if let Some(d) = &t.description {
                     f["description"] = d.clone().into();
+                }
+                if t.strict {
+                    f["strict"] = true.into();
                 }
                 json!({"type": "function", "function": f})
             })

@@ -87,7 +87,7 @@ prop_compose! {
         user in proptest::option::of(ident()),
     ) -> Request {
         let tools: Vec<Tool> = tools.into_iter().map(|(name, description)| Tool {
-            name, description, schema: json!({"type": "object", "properties": {"q": {"type": "string"}}}), cache: None,
+            name, description, schema: json!({"type": "object", "properties": {"q": {"type": "string"}}}), strict: false, cache: None,
         }).collect();
         let tool_choice = if tools.is_empty() { None } else {
             match choice { 0 => None, 1 => Some(ToolChoice::Auto), 2 => Some(ToolChoice::Any), 3 => Some(ToolChoice::None),
@@ -96,7 +96,7 @@ prop_compose! {
         Request {
             system: system.into_iter().map(Part::Text).collect(), messages, no_parallel_tools: no_parallel && !tools.is_empty(),
             tools, tool_choice, max_tokens: Some(max_tokens), temperature, top_p, top_k: None, stop, stream,
-            include_usage: stream, user, unrepresented: Vec::new(),
+            include_usage: stream, user, format: None, unrepresented: Vec::new(),
         }
     }
 }

@@ -27,7 +27,11 @@ pub fn gemini_answer(body: &Value, name: &str, chunks: u32, body_len: usize, seq
     let decls = body.pointer("/tools/0/functionDeclarations").and_then(Value::as_array).cloned().unwrap_or_default();
     let specs: Vec<(String, Option<Value>)> = decls
         .iter()
-        .filter_map(|d| Some((d.get("name")?.as_str()?.to_owned(), d.get("parameters").cloned())))
+        // Vertex takes either the OpenAPI subset or a whole JSON Schema.
+        .filter_map(|d| {
+            let schema = d.get("parametersJsonSchema").or(d.get("parameters")).cloned();
+            Some((d.get("name")?.as_str()?.to_owned(), schema))
+        })
         .collect();
     let config = body.pointer("/toolConfig/functionCallingConfig");
     let choice = match (
