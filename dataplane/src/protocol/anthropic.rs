@@ -367,7 +367,7 @@ pub fn decode_response(body: &[u8]) -> Option<c::Response> {
 }
 
 fn message_id(id: &str) -> String {
-    if id.starts_with("msg_") { id.to_owned() } else { format!("msg_{id}") }
+    super::reply_id("msg_", id)
 }
 
 /// Canonical → the client's `message`.

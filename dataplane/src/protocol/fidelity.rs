@@ -207,3 +207,21 @@ fn strict_and_mcp_tool_schemas_reach_gemini_whole() {
     let a = Value::Object(anthropic::encode_request(&c, Some("m")));
     assert_eq!(a["tools"][0]["strict"], true);
 }
+
+#[test]
+fn a_reply_without_a_provider_id_gets_a_unique_one_in_the_callers_form() {
+    let converse = json!({"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}}, "stopReason": "end_turn",
+        "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}});
+    let r = bedrock::decode_response(converse.to_string().as_bytes(), "m").unwrap();
+    assert_eq!(r.id, "", "Converse names no reply");
+    let (a, b) = (openai::encode_response(&r), openai::encode_response(&r));
+    let id = a["id"].as_str().unwrap();
+    assert!(id.starts_with("chatcmpl-") && id.len() > "chatcmpl-".len() + 16, "{id}");
+    assert_ne!(a["id"], b["id"]);
+    let (a, b) = (anthropic::encode_response(&r), anthropic::encode_response(&r));
+    assert!(a["id"].as_str().unwrap().starts_with("msg_") && a["id"] != b["id"], "{a}");
+    // A provider's own id is kept, in the caller's form.
+    let r = crate::canonical::Response { id: "msg_01XYZ".into(), ..r };
+    assert_eq!(anthropic::encode_response(&r)["id"], "msg_01XYZ");
+    assert_eq!(openai::encode_response(&r)["id"], "chatcmpl-msg_01XYZ");
+}

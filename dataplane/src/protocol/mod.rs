@@ -217,6 +217,23 @@ pub(crate) fn push_turn(turns: &mut Vec<serde_json::Value>, role: &str, key: &st
     turns.push(serde_json::json!({"role": role, key: content}));
 }
 
+/// The id a translated reply carries: the provider's, in the form the caller's protocol uses
+/// (`chatcmpl-…`, `msg_…`), or a fresh one where the provider gives none (Converse), so that no
+/// two replies share an id.
+pub(crate) fn reply_id(prefix: &str, upstream: &str) -> String {
+    if upstream.starts_with(prefix) {
+        return upstream.to_owned();
+    }
+    if !upstream.is_empty() {
+        return format!("{prefix}{upstream}");
+    }
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut id = String::with_capacity(prefix.len() + 24);
+    id.push_str(prefix);
+    id.extend((0..24).map(|_| char::from(ALNUM[fastrand::usize(..ALNUM.len())])));
+    id
+}
+
 /// Seconds since the epoch, for the `created` fields.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -451,7 +451,7 @@ pub fn encode_response(r: &c::Response) -> Value {
     if !calls.is_empty() {
         message["tool_calls"] = calls.into();
     }
-    json!({"id": r.id, "object": "chat.completion", "created": unix_now(), "model": r.model,
+    json!({"id": super::reply_id("chatcmpl-", &r.id), "object": "chat.completion", "created": unix_now(), "model": r.model,
            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": stop_to(&r.stop)}],
            "usage": usage_to(&r.usage)})
 }
@@ -602,7 +602,7 @@ impl StreamEncoder for Encoder {
     fn encode(&mut self, event: &Event, out: &mut BytesMut) {
         match event {
             Event::Start { id, model } => {
-                self.id = if id.starts_with("chatcmpl") { id.clone() } else { format!("chatcmpl-{id}") };
+                self.id = super::reply_id("chatcmpl-", id);
                 self.model = model.clone();
                 self.rebuild_prefix();
                 self.chunk(json!({"role": "assistant", "content": ""}), None, out);
