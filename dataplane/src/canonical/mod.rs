@@ -125,6 +125,13 @@ pub struct Message {
 pub enum Part {
     Text(String),
     Image(Image),
+    /// A document (a PDF, a spreadsheet, text) given inline, base64-encoded.
+    Document {
+        media_type: String,
+        data: String,
+        /// Its file name, where the client gave one.
+        name: Option<String>,
+    },
     /// A call the assistant made; `input` is a JSON object.
     ToolUse {
         id: String,

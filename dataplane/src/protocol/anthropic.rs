@@ -199,6 +199,13 @@ fn blocks(content: &Value, at: &str) -> Result<Vec<Part>, ApiError> {
                 };
                 parts.push(Part::Image(img));
             }
+            "document" if b.pointer("/source/type").and_then(Value::as_str) == Some("base64") => {
+                parts.push(Part::Document {
+                    media_type: b.pointer("/source/media_type").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    data: b.pointer("/source/data").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    name: b.get("title").and_then(Value::as_str).map(str::to_owned),
+                });
+            }
             "tool_use" => parts.push(Part::ToolUse {
                 id: s("id"),
                 name: s("name"),
@@ -227,6 +234,14 @@ fn part_json(p: &Part) -> Value {
     match p {
         Part::Text(t) => json!({"type": "text", "text": t}),
         Part::Image(Image::Url(u)) => json!({"type": "image", "source": {"type": "url", "url": u}}),
+        Part::Document { media_type, data, name } => {
+            let mut d =
+                json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}});
+            if let Some(n) = name {
+                d["title"] = n.clone().into();
+            }
+            d
+        }
         Part::Image(Image::Base64 { media_type, data }) => {
             json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
         }

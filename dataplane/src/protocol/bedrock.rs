@@ -95,6 +95,41 @@ pub fn metadata_value(v: &str) -> bool {
     v.len() <= 256 && v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch.is_whitespace() || ":_@$#=/+,-.".contains(ch))
 }
 
+/// Converse's document format for a media type.
+fn document_format(media_type: &str) -> Option<&'static str> {
+    Some(match media_type {
+        "application/pdf" => "pdf",
+        "text/csv" => "csv",
+        "application/msword" => "doc",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => "docx",
+        "application/vnd.ms-excel" => "xls",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => "xlsx",
+        "text/html" => "html",
+        "text/plain" => "txt",
+        "text/markdown" => "md",
+        _ => return None,
+    })
+}
+
+/// A document name Converse accepts (letters, digits, single spaces, hyphens, parentheses and
+/// square brackets, at most 200): the file name without its extension, other characters
+/// replaced.
+fn document_name(name: Option<&str>) -> String {
+    let stem = name.map(|n| n.rsplit_once('.').map_or(n, |(s, _)| s)).unwrap_or("document");
+    let mut out = String::new();
+    for ch in stem.chars() {
+        let ch = if ch.is_ascii_alphanumeric() || "-()[]".contains(ch) { ch } else { ' ' };
+        if !(ch == ' ' && (out.is_empty() || out.ends_with(' '))) {
+            out.push(ch);
+        }
+        if out.len() >= 200 {
+            break;
+        }
+    }
+    let out = out.trim_end().to_owned();
+    if out.is_empty() { "document".to_owned() } else { out }
+}
+
 /// A `cachePoint` block: everything before it is cached.
 fn cache_point(cache: &c::Cache) -> Value {
     match &cache.ttl {
@@ -112,6 +147,11 @@ fn block(p: &Part) -> Result<Value, String> {
             json!({"image": {"format": format, "source": {"bytes": data}}})
         }
         Part::Image(Image::Url(_)) => return Err("Bedrock Converse takes images as bytes, not URLs".into()),
+        Part::Document { media_type, data, name } => {
+            let format = document_format(media_type)
+                .ok_or_else(|| format!("Bedrock Converse takes no `{media_type}` documents"))?;
+            json!({"document": {"format": format, "name": document_name(name.as_deref()), "source": {"bytes": data}}})
+        }
         Part::ToolUse { id, name, input } => json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}),
         Part::ToolResult { tool_use_id, content, is_error } => {
             let content: Vec<Value> = content.iter().filter_map(|p| block(p).ok()).collect();

@@ -225,3 +225,30 @@ fn a_reply_without_a_provider_id_gets_a_unique_one_in_the_callers_form() {
     assert_eq!(anthropic::encode_response(&r)["id"], "msg_01XYZ");
     assert_eq!(openai::encode_response(&r)["id"], "chatcmpl-msg_01XYZ");
 }
+
+#[test]
+fn documents_reach_the_providers_that_carry_them() {
+    let body = object(json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}, "title": "Invoice #42 (final).pdf"},
+        {"type": "text", "text": "Total?"}]}]}));
+    let c = anthropic::decode_request(&body).unwrap();
+    let b = Value::Object(bedrock::encode_converse(&c).unwrap());
+    assert_eq!(
+        b["messages"][0]["content"][0],
+        json!({"document": {"format": "pdf", "name": "Invoice 42 (final)", "source": {"bytes": "JVBERi0="}}})
+    );
+    let g = Value::Object(gemini::encode_request(&c).unwrap());
+    assert_eq!(
+        g["contents"][0]["parts"][0],
+        json!({"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}})
+    );
+    let o = Value::Object(openai::encode_request(&c, "m", openai::MaxTokensField::MaxCompletionTokens));
+    assert_eq!(o["messages"][0]["content"][0]["file"]["file_data"], "data:application/pdf;base64,JVBERi0=");
+    // Back from OpenAI's shape, the same document.
+    assert_eq!(openai::decode_request(&object(o)).unwrap().messages[0].content[0], c.messages[0].content[0]);
+    // A format Converse has no name for is refused there, with the reason, before sending.
+    let odd = object(json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/zip", "data": "UEs="}}]}]}));
+    let e = bedrock::encode_converse(&anthropic::decode_request(&odd).unwrap()).unwrap_err();
+    assert!(e.contains("application/zip"), "{e}");
+}

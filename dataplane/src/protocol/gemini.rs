@@ -34,6 +34,9 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
                     json!({"fileData": {"mimeType": mime_from_path(u), "fileUri": u}})
                 }
                 Part::Image(Image::Url(_)) => return Err("Vertex Gemini takes images inline or from gs:// URIs".into()),
+                Part::Document { media_type, data, .. } => {
+                    json!({"inlineData": {"mimeType": media_type, "data": data}})
+                }
                 Part::ToolUse { name, input, .. } => json!({"functionCall": {"name": name, "args": input}}),
                 Part::ToolResult { tool_use_id, content, .. } => {
                     let name = names.get(tool_use_id.as_str()).copied().unwrap_or(tool_use_id.as_str());

@@ -198,6 +198,22 @@ fn user_parts(content: &Value, i: usize) -> Result<Vec<Part>, ApiError> {
                     let url = p.pointer("/image_url/url").and_then(Value::as_str).unwrap_or_default();
                     Some(Ok(Part::Image(image_from_url(url))))
                 }
+                Some("file") => {
+                    let file = p.get("file").unwrap_or(&Value::Null);
+                    let data_url = file.get("file_data").and_then(Value::as_str).unwrap_or_default();
+                    match image_from_url(data_url) {
+                        Image::Base64 { media_type, data } => Some(Ok(Part::Document {
+                            media_type,
+                            data,
+                            name: file.get("filename").and_then(Value::as_str).map(str::to_owned),
+                        })),
+                        // An uploaded file's id means something to OpenAI only.
+                        Image::Url(_) => Some(Err(bad(
+                            "messages",
+                            format!("messages[{i}] names an uploaded file, which only OpenAI endpoints can read; send its `file_data` instead"),
+                        ))),
+                    }
+                }
                 Some(other) => Some(Err(bad(
                     "messages",
                     format!("messages[{i}] has a `{other}` part, which this endpoint's protocol cannot carry"),
@@ -253,6 +269,9 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
                         Part::Image(img) => {
                             parts.push(json!({"type": "image_url", "image_url": {"url": image_url(img)}}))
                         }
+                        Part::Document { media_type, data, name } => parts.push(json!({"type": "file", "file": {
+                            "file_data": format!("data:{media_type};base64,{data}"),
+                            "filename": name.as_deref().unwrap_or("document")}})),
                         // OpenAI caches prompts on its own; a breakpoint is reported dropped.
                         Part::ToolUse { .. } | Part::CachePoint(_) => {}
                     }
