@@ -252,3 +252,33 @@ fn documents_reach_the_providers_that_carry_them() {
     let e = bedrock::encode_converse(&anthropic::decode_request(&odd).unwrap()).unwrap_err();
     assert!(e.contains("application/zip"), "{e}");
 }
+
+/// Gemini 3 refuses a tool loop's second turn unless each replayed function call carries the
+/// `thoughtSignature` it came with; an OpenAI caller's tool-call id brings it back.
+#[test]
+fn gemini_thought_signatures_come_back_with_the_tool_calls_that_carried_them() {
+    let reply = |id: &str| {
+        json!({"responseId": id, "candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "weather", "args": {"city": "Paris"}}, "thoughtSignature": "CiQBVKhc7t/Fake+Si=="}]},
+        "finishReason": "STOP"}]})
+    };
+    let r = gemini::decode_response(reply("turn-1").to_string().as_bytes(), "m").unwrap();
+    let o = openai::encode_response(&r);
+    let call = &o["choices"][0]["message"]["tool_calls"][0];
+    let id = call["id"].as_str().unwrap();
+    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "an id every client keeps: {id}");
+    // The caller's next turn: the call and its result, by that id.
+    let next = object(json!({"model": "m", "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": id, "content": "{\"c\": 18}"}]}));
+    let c = openai::decode_request(&next).unwrap();
+    let g = Value::Object(gemini::encode_request(&c).unwrap());
+    let turns = g["contents"].as_array().unwrap();
+    assert_eq!(turns[1]["parts"][0]["functionCall"]["name"], "weather");
+    assert_eq!(turns[1]["parts"][0]["thoughtSignature"], "CiQBVKhc7t/Fake+Si==", "the signature, as Gemini gave it");
+    assert_eq!(turns[2]["parts"][0]["functionResponse"]["name"], "weather");
+    // Calls of different turns never share an id.
+    let again = gemini::decode_response(reply("turn-2").to_string().as_bytes(), "m").unwrap();
+    assert_ne!(openai::encode_response(&again)["choices"][0]["message"]["tool_calls"][0]["id"], call["id"]);
+}

@@ -37,7 +37,13 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
                 Part::Document { media_type, data, .. } => {
                     json!({"inlineData": {"mimeType": media_type, "data": data}})
                 }
-                Part::ToolUse { name, input, .. } => json!({"functionCall": {"name": name, "args": input}}),
+                Part::ToolUse { id, name, input } => {
+                    let mut part = json!({"functionCall": {"name": name, "args": input}});
+                    if let Some(sig) = signature_of(id) {
+                        part["thoughtSignature"] = sig.into();
+                    }
+                    part
+                }
                 Part::ToolResult { tool_use_id, content, .. } => {
                     let name = names.get(tool_use_id.as_str()).copied().unwrap_or(tool_use_id.as_str());
                     let text = c::text_of(content);
@@ -159,7 +165,7 @@ pub fn decode_response(body: &[u8], model: &str) -> Option<c::Response> {
             }
         } else if let Some(f) = p.get("functionCall") {
             content.push(Part::ToolUse {
-                id: call_id(f, calls),
+                id: call_id(f, p, v.get("responseId").and_then(Value::as_str).unwrap_or_default(), calls),
                 name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
                 input: f.get("args").cloned().unwrap_or(json!({})),
             });
@@ -185,8 +191,57 @@ fn parts(v: &Value) -> impl Iterator<Item = &Value> {
     v.pointer("/candidates/0/content/parts").and_then(Value::as_array).into_iter().flatten()
 }
 
-fn call_id(f: &Value, n: usize) -> String {
-    f.get("id").and_then(Value::as_str).map_or_else(|| format!("call_gemini_{n}"), str::to_owned)
+/// Marks the thought signature carried in a tool call's id.
+const SIGNATURE: &str = "__sig_";
+
+/// The id a Gemini function call gets: its own, else one made of the reply's id and the call's
+/// place in it (ids must tell calls of different turns apart: tool results are matched to calls
+/// by them). Gemini 3 wants a call's `thoughtSignature` back when the call is replayed in a
+/// later turn, and neither client protocol has a place for it on a tool call, so it rides in
+/// the id — its base64 in the URL-safe alphabet, which every client echoes back unchanged — and
+/// `encode_request` takes it out again.
+fn call_id(f: &Value, part: &Value, reply: &str, n: usize) -> String {
+    let base = match f.get("id").and_then(Value::as_str) {
+        Some(id) => id.to_owned(),
+        None if reply.is_empty() => format!("call_gemini_{n}"),
+        None => format!("call_{reply}_{n}"),
+    };
+    let signature = part
+        .get("thoughtSignature")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')));
+    match signature {
+        Some(sig) => {
+            let url_safe: String = sig
+                .trim_end_matches('=')
+                .chars()
+                .map(|ch| match ch {
+                    '+' => '-',
+                    '/' => '_',
+                    ch => ch,
+                })
+                .collect();
+            format!("{base}{SIGNATURE}{url_safe}")
+        }
+        None => base,
+    }
+}
+
+/// The thought signature a tool call's id carries, as Gemini spelt it, if any.
+fn signature_of(id: &str) -> Option<String> {
+    let (_, sig) = id.rsplit_once(SIGNATURE)?;
+    let mut out: String = sig
+        .chars()
+        .map(|ch| match ch {
+            '-' => '+',
+            '_' => '/',
+            ch => ch,
+        })
+        .collect();
+    while out.len() % 4 != 0 {
+        out.push('=');
+    }
+    Some(out)
 }
 
 /// streamGenerateContent chunks → canonical events. Gemini sends no end marker: the chunk with
@@ -232,7 +287,8 @@ impl SseEventDecoder for Decoder {
                 let index = self.calls;
                 self.calls += 1;
                 let name = f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-                out.push(Event::ToolStart { index, id: call_id(f, index), name });
+                let reply = v.get("responseId").and_then(Value::as_str).unwrap_or_default();
+                out.push(Event::ToolStart { index, id: call_id(f, p, reply, index), name });
                 out.push(Event::ToolArgs { index, fragment: f.get("args").cloned().unwrap_or(json!({})).to_string() });
             }
         }
