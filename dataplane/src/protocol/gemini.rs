@@ -238,7 +238,7 @@ fn signature_of(id: &str) -> Option<String> {
             ch => ch,
         })
         .collect();
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push('=');
     }
     Some(out)
