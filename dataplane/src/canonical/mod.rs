@@ -31,8 +31,80 @@ pub struct Request {
     pub user: Option<String>,
     /// The answer must be JSON (OpenAI `response_format`, Anthropic `output_config.format`).
     pub format: Option<OutputFormat>,
+    /// The model is to reason before answering (OpenAI `reasoning_effort`, Anthropic
+    /// `thinking` and `output_config.effort`).
+    pub reasoning: Option<Reasoning>,
     /// Fields of the client's request this form does not carry, as the client spelt them.
     pub unrepresented: Vec<Unrepresented>,
+}
+
+/// How much to reason: a token budget, an effort level, both, or neither (the model decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reasoning {
+    pub budget_tokens: Option<u64>,
+    pub effort: Option<Effort>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Effort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+    XHigh,
+    Max,
+}
+
+impl Effort {
+    /// As OpenAI, Anthropic and Converse spell it (lower case).
+    pub fn parse(s: &str) -> Option<Effort> {
+        Some(match s {
+            "minimal" => Effort::Minimal,
+            "low" => Effort::Low,
+            "medium" => Effort::Medium,
+            "high" => Effort::High,
+            "xhigh" => Effort::XHigh,
+            "max" => Effort::Max,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effort::Minimal => "minimal",
+            Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+            Effort::XHigh => "xhigh",
+            Effort::Max => "max",
+        }
+    }
+
+    /// The level a token budget amounts to, for a provider that takes only levels.
+    pub fn of_budget(budget: u64) -> Effort {
+        match budget {
+            ..2048 => Effort::Low,
+            2048..16384 => Effort::Medium,
+            _ => Effort::High,
+        }
+    }
+
+    /// The budget a level amounts to, for a provider that takes only budgets.
+    pub fn budget(self) -> u64 {
+        match self {
+            Effort::Minimal | Effort::Low => 1024,
+            Effort::Medium => 4096,
+            Effort::High => 16384,
+            Effort::XHigh | Effort::Max => 32768,
+        }
+    }
+}
+
+impl Reasoning {
+    /// The effort level to send a provider that takes only levels.
+    pub fn level(&self) -> Effort {
+        self.effort.or(self.budget_tokens.map(Effort::of_budget)).unwrap_or(Effort::Medium)
+    }
 }
 
 /// A required shape for the answer.

@@ -12,6 +12,9 @@ use std::borrow::Cow;
 /// gets this.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// The smallest thinking budget the Messages API takes.
+pub const MIN_THINKING_BUDGET: u64 = 1024;
+
 /// The `anthropic_version` Claude on Vertex wants in the body.
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
@@ -34,15 +37,14 @@ const CARRIED: &[&str] = &[
     "tool_choice",
     "metadata",
     "output_config",
+    "thinking",
 ];
 
 /// What losing a field the canonical form does not carry costs: a container or MCP servers
-/// change what the model can do, a required output format what it answers; thinking off, or an
-/// empty one, asks for nothing; the rest only tune the answer.
-fn loss(field: &str, v: &Value) -> Option<c::Loss> {
+/// change what the model can do; the rest only tune the answer.
+fn loss(field: &str, _: &Value) -> Option<c::Loss> {
     match field {
         "container" | "mcp_servers" => Some(c::Loss::Meaning),
-        "thinking" if v.get("type").and_then(Value::as_str) == Some("disabled") => None,
         _ => Some(c::Loss::Tuning),
     }
 }
@@ -79,8 +81,17 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
                 }
             }
         }
-        if oc.get("effort").is_some_and(|e| !e.is_null()) {
-            req.unrepresented.push(c::Unrepresented::tuning("output_config.effort"));
+        if let Some(e) = oc.get("effort").and_then(Value::as_str) {
+            let effort = c::Effort::parse(e)
+                .ok_or_else(|| bad("output_config", format!("output_config.effort `{e}` is not a known level")))?;
+            req.reasoning = Some(c::Reasoning { effort: Some(effort), ..req.reasoning.unwrap_or_default() });
+        }
+    }
+    match body.get("thinking").and_then(|t| t.get("type")).and_then(Value::as_str) {
+        None | Some("disabled") => {}
+        Some(_) => {
+            let budget = body.get("thinking").and_then(|t| t.get("budget_tokens")).and_then(Value::as_u64);
+            req.reasoning = Some(c::Reasoning { budget_tokens: budget, ..req.reasoning.unwrap_or_default() });
         }
     }
     req.stop = body
@@ -322,8 +333,31 @@ pub fn encode_request(req: &c::Request, model: Option<&str>) -> Map<String, Valu
         }
         out.insert("tool_choice".into(), ch);
     }
+    let mut output_config = Map::new();
     if let Some(f) = &req.format {
-        out.insert("output_config".into(), json!({"format": {"type": "json_schema", "schema": f.schema()}}));
+        output_config.insert("format".into(), json!({"type": "json_schema", "schema": f.schema()}));
+    }
+    if let Some(r) = &req.reasoning {
+        // A budget must be at least 1,024 and below `max_tokens` (`Wire::losses` reports the
+        // thinking dropped when there is no room); without one the model decides.
+        let max = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        match r.budget_tokens {
+            Some(b) if max > MIN_THINKING_BUDGET => {
+                let budget = b.clamp(MIN_THINKING_BUDGET, max - 1);
+                out.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
+            }
+            Some(_) => {}
+            None => {
+                out.insert("thinking".into(), json!({"type": "adaptive"}));
+            }
+        }
+        if let Some(e) = r.effort {
+            // Anthropic's levels start at `low`.
+            output_config.insert("effort".into(), e.max(c::Effort::Low).as_str().into());
+        }
+    }
+    if !output_config.is_empty() {
+        out.insert("output_config".into(), output_config.into());
     }
     if req.stream {
         out.insert("stream".into(), true.into());

@@ -74,13 +74,18 @@ pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
     if let Some(k) = req.top_k {
         out.insert("additionalModelRequestFields".into(), json!({"top_k": k}));
     }
+    let mut output = Map::new();
     // Converse takes the schema as a JSON string.
     if let Some(f) = &req.format {
         let spec = json!({"schema": f.schema().to_string(), "name": f.name()});
-        out.insert(
-            "outputConfig".into(),
-            json!({"textFormat": {"type": "json_schema", "structure": {"jsonSchema": spec}}}),
-        );
+        output.insert("textFormat".into(), json!({"type": "json_schema", "structure": {"jsonSchema": spec}}));
+    }
+    // Converse's own, model-independent reasoning control is a level.
+    if let Some(r) = &req.reasoning {
+        output.insert("effort".into(), r.level().max(c::Effort::Low).as_str().into());
+    }
+    if !output.is_empty() {
+        out.insert("outputConfig".into(), output.into());
     }
     if let Some(u) = req.user.as_deref().filter(|u| metadata_value(u)) {
         out.insert("requestMetadata".into(), json!({"user": u}));

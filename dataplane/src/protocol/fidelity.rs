@@ -282,3 +282,39 @@ fn gemini_thought_signatures_come_back_with_the_tool_calls_that_carried_them() {
     let again = gemini::decode_response(reply("turn-2").to_string().as_bytes(), "m").unwrap();
     assert_ne!(openai::encode_response(&again)["choices"][0]["message"]["tool_calls"][0]["id"], call["id"]);
 }
+
+#[test]
+fn reasoning_settings_reach_each_provider_as_its_own_control() {
+    // An OpenAI caller's effort level.
+    let c = openai::decode_request(&object(json!({"model": "m", "max_completion_tokens": 8000,
+        "messages": [{"role": "user", "content": "Prove it."}], "reasoning_effort": "high"})))
+    .unwrap();
+    let a = Value::Object(anthropic::encode_request(&c, Some("m")));
+    assert_eq!(a["thinking"], json!({"type": "adaptive"}), "the model decides how much, at that effort");
+    assert_eq!(a["output_config"]["effort"], "high");
+    let g = Value::Object(gemini::encode_request(&c).unwrap());
+    assert_eq!(g["generationConfig"]["thinkingConfig"], json!({"includeThoughts": true, "thinkingLevel": "HIGH"}));
+    let b = Value::Object(bedrock::encode_converse(&c).unwrap());
+    assert_eq!(b["outputConfig"]["effort"], "high");
+    // An Anthropic caller's budget.
+    let c = anthropic::decode_request(&object(json!({"model": "m", "max_tokens": 20000,
+        "thinking": {"type": "enabled", "budget_tokens": 10000}, "messages": [{"role": "user", "content": "Prove it."}]}))).unwrap();
+    assert!(Wire::OpenAi.losses(&c).is_empty() && Wire::VertexGemini.losses(&c).is_empty());
+    let g = Value::Object(gemini::encode_request(&c).unwrap());
+    assert_eq!(g["generationConfig"]["thinkingConfig"]["thinkingBudget"], 10000);
+    let o = Value::Object(openai::encode_request(&c, "m", openai::MaxTokensField::MaxCompletionTokens));
+    assert_eq!(o["reasoning_effort"], "medium", "10,000 tokens of thinking is a medium effort");
+    let a = Value::Object(anthropic::encode_request(&c, Some("m")));
+    assert_eq!(a["thinking"], json!({"type": "enabled", "budget_tokens": 10000}));
+    // A budget Claude has no room for (it must be ≥ 1,024 and below max_tokens) is named dropped.
+    let tight = openai::decode_request(&object(json!({"model": "m", "max_tokens": 500,
+        "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "low"})))
+    .unwrap();
+    let tight = crate::canonical::Request {
+        reasoning: Some(crate::canonical::Reasoning { budget_tokens: Some(2000), effort: None }),
+        ..tight
+    };
+    let lost: Vec<String> = Wire::Anthropic.losses(&tight).into_iter().map(|l| l.field).collect();
+    assert_eq!(lost, ["thinking"]);
+    assert!(Value::Object(anthropic::encode_request(&tight, Some("m"))).get("thinking").is_none());
+}

@@ -81,6 +81,16 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
     put("topP", req.top_p.map(Value::from));
     put("topK", req.top_k.map(Value::from));
     put("stopSequences", (!req.stop.is_empty()).then(|| req.stop.clone().into()));
+    if let Some(r) = &req.reasoning {
+        // A budget or a level, not both; thoughts are asked for, so their count is reported.
+        let mut thinking = json!({"includeThoughts": true});
+        match (r.budget_tokens, r.effort) {
+            (Some(b), _) => thinking["thinkingBudget"] = b.into(),
+            (None, Some(e)) => thinking["thinkingLevel"] = e.min(c::Effort::XHigh).as_str().to_ascii_uppercase().into(),
+            (None, None) => {}
+        }
+        put("thinkingConfig", Some(thinking));
+    }
     if let Some(f) = &req.format {
         put("responseMimeType", Some("application/json".into()));
         if let c::OutputFormat::JsonSchema { schema, .. } = f {

@@ -99,6 +99,8 @@ impl Wire {
         match self {
             // The Messages API has no sampling parameters (the anthropic SDK's request types).
             Wire::Anthropic | Wire::BedrockInvoke | Wire::VertexAnthropic => {
+                let room = c.max_tokens.unwrap_or(anthropic::DEFAULT_MAX_TOKENS) > anthropic::MIN_THINKING_BUDGET;
+                lose(c.reasoning.is_some_and(|r| r.budget_tokens.is_some()) && !room, "thinking");
                 lose(c.temperature.is_some(), "temperature");
                 lose(c.top_p.is_some(), "top_p");
                 lose(c.top_k.is_some(), "top_k");

@@ -27,6 +27,7 @@ const CARRIED: &[&str] = &[
     "tools",
     "tool_choice",
     "response_format",
+    "reasoning_effort",
 ];
 
 /// What losing a field the canonical form does not carry costs: the fields that ask for a
@@ -62,6 +63,18 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
         _ => Vec::new(),
     };
     req.no_parallel_tools = body.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    match body.get("reasoning_effort").and_then(Value::as_str) {
+        None | Some("none") => {}
+        Some(e) => match c::Effort::parse(e) {
+            Some(effort) => req.reasoning = Some(c::Reasoning { budget_tokens: None, effort: Some(effort) }),
+            None => {
+                return Err(bad(
+                    "reasoning_effort",
+                    format!("reasoning_effort `{e}` is not one of none, minimal, low, medium, high, xhigh"),
+                ));
+            }
+        },
+    }
     match body.get("response_format") {
         None | Some(Value::Null) => {}
         Some(f) => match f.get("type").and_then(Value::as_str) {
@@ -333,6 +346,11 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
     }
     if !req.stop.is_empty() {
         out.insert("stop".into(), req.stop.clone().into());
+    }
+    if let Some(r) = &req.reasoning {
+        // OpenAI's levels stop at `xhigh`.
+        let level = r.level().min(c::Effort::XHigh);
+        out.insert("reasoning_effort".into(), level.as_str().into());
     }
     match &req.format {
         None => {}

@@ -96,7 +96,7 @@ prop_compose! {
         Request {
             system: system.into_iter().map(Part::Text).collect(), messages, no_parallel_tools: no_parallel && !tools.is_empty(),
             tools, tool_choice, max_tokens: Some(max_tokens), temperature, top_p, top_k: None, stop, stream,
-            include_usage: stream, user, format: None, unrepresented: Vec::new(),
+            include_usage: stream, user, format: None, reasoning: None, unrepresented: Vec::new(),
         }
     }
 }
