@@ -197,6 +197,16 @@ pub struct Message {
 pub enum Part {
     Text(String),
     Image(Image),
+    /// The model's reasoning before its answer, with the provider's signature that lets it be
+    /// handed back in a later turn (Anthropic `thinking`, Converse `reasoningContent`, Gemini
+    /// thought parts). Unsigned reasoning cannot be handed back to a provider that checks it.
+    Thinking {
+        text: String,
+        signature: Option<String>,
+    },
+    /// Reasoning the provider returned encrypted (Anthropic `redacted_thinking`, Converse
+    /// `redactedContent`), kept only to be handed back.
+    RedactedThinking(String),
     /// A document (a PDF, a spreadsheet, text) given inline, base64-encoded.
     Document {
         media_type: String,
@@ -348,6 +358,10 @@ pub enum Event {
         id: String,
         name: String,
     },
+    /// A fragment of the model's reasoning.
+    Thinking(String),
+    /// The signature of the reasoning streamed so far, which ends it.
+    ThinkingSignature(String),
     /// A fragment of the current call's JSON input.
     ToolArgs {
         index: usize,
@@ -378,6 +392,14 @@ impl Usage {
         take(&mut self.cache_read_tokens, later.cache_read_tokens);
         take(&mut self.cache_write_tokens, later.cache_write_tokens);
         take(&mut self.reasoning_tokens, later.reasoning_tokens);
+    }
+}
+
+impl Part {
+    /// Whether the part can be handed back to a provider in a later turn: reasoning only with
+    /// the signature that proves it the provider's own.
+    pub fn can_be_handed_back(&self) -> bool {
+        !matches!(self, Part::Thinking { signature: None, .. })
     }
 }
 

@@ -180,6 +180,8 @@ fn blocks_json(parts: &[Part]) -> Vec<Value> {
                     last["cache_control"] = cache_control(cache);
                 }
             }
+            // Unsigned reasoning (Gemini's, say) would be refused: it is not the model's own.
+            p if !p.can_be_handed_back() => {}
             p => out.push(part_json(p)),
         }
     }
@@ -227,8 +229,12 @@ fn blocks(content: &Value, at: &str) -> Result<Vec<Part>, ApiError> {
                 content: blocks(b.get("content").unwrap_or(&Value::Null), &format!("{at}.content[{j}]"))?,
                 is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
             }),
-            // Reasoning from an earlier Anthropic turn means nothing to another provider.
-            "thinking" | "redacted_thinking" => {}
+            // Reasoning from an earlier turn, kept to be handed back with its signature.
+            "thinking" => parts.push(Part::Thinking {
+                text: s("thinking"),
+                signature: b.get("signature").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+            }),
+            "redacted_thinking" => parts.push(Part::RedactedThinking(s("data"))),
             other => {
                 return Err(bad(
                     "messages",
@@ -244,6 +250,8 @@ fn blocks(content: &Value, at: &str) -> Result<Vec<Part>, ApiError> {
 fn part_json(p: &Part) -> Value {
     match p {
         Part::Text(t) => json!({"type": "text", "text": t}),
+        Part::Thinking { text, signature } => json!({"type": "thinking", "thinking": text, "signature": signature}),
+        Part::RedactedThinking(data) => json!({"type": "redacted_thinking", "data": data}),
         Part::Image(Image::Url(u)) => json!({"type": "image", "source": {"type": "url", "url": u}}),
         Part::Document { media_type, data, name } => {
             let mut d =
@@ -421,7 +429,17 @@ fn message_id(id: &str) -> String {
 
 /// Canonical → the client's `message`.
 pub fn encode_response(r: &c::Response) -> Value {
-    let content: Vec<Value> = blocks_json(&r.content);
+    // A reply shows all its reasoning; unsigned reasoning gets an empty signature, which a later
+    // turn's decode reads as none.
+    let content: Vec<Value> = r
+        .content
+        .iter()
+        .map(|p| match p {
+            Part::Thinking { text, signature: None } => json!({"type": "thinking", "thinking": text, "signature": ""}),
+            p => part_json(p),
+        })
+        .filter(|v| !v.is_null())
+        .collect();
     json!({"id": message_id(&r.id), "type": "message", "role": "assistant", "model": r.model, "content": content,
            "stop_reason": stop_to(&r.stop), "stop_sequence": null,
            "usage": usage_json(&r.usage)})
@@ -472,6 +490,10 @@ struct DeltaBody<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     partial_json: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
 }
 
 impl SseEventDecoder for Decoder {
@@ -481,11 +503,16 @@ impl SseEventDecoder for Decoder {
         if let Ok(d) = serde_json::from_str::<TextDelta<'_>>(&payload)
             && d.kind == "content_block_delta"
         {
-            match (d.delta.kind.as_ref(), d.delta.text, d.delta.partial_json) {
-                ("text_delta", Some(t), _) => out.push(Event::Text(t.into_owned())),
-                ("input_json_delta", _, Some(f)) if self.tool_block.is_some() && !f.is_empty() => {
-                    out.push(Event::ToolArgs { index: self.tools - 1, fragment: f.into_owned() })
+            let delta = d.delta;
+            match delta.kind.as_ref() {
+                "text_delta" => out.extend(delta.text.map(|t| Event::Text(t.into_owned()))),
+                "input_json_delta" => {
+                    if let Some(f) = delta.partial_json.filter(|f| self.tool_block.is_some() && !f.is_empty()) {
+                        out.push(Event::ToolArgs { index: self.tools - 1, fragment: f.into_owned() })
+                    }
                 }
+                "thinking_delta" => out.extend(delta.thinking.map(|t| Event::Thinking(t.into_owned()))),
+                "signature_delta" => out.extend(delta.signature.map(|s| Event::ThinkingSignature(s.into_owned()))),
                 _ => {}
             }
             return;
@@ -537,6 +564,14 @@ impl Decoder {
                             out.push(Event::ToolArgs { index: self.tools - 1, fragment: f.to_owned() });
                         }
                     }
+                    Some("thinking_delta") => {
+                        let t = d.and_then(|d| d.get("thinking")).and_then(Value::as_str).unwrap_or_default();
+                        out.push(Event::Thinking(t.to_owned()));
+                    }
+                    Some("signature_delta") => {
+                        let sig = d.and_then(|d| d.get("signature")).and_then(Value::as_str).unwrap_or_default();
+                        out.push(Event::ThinkingSignature(sig.to_owned()));
+                    }
                     _ => {}
                 }
             }
@@ -563,6 +598,7 @@ impl Decoder {
 enum Block {
     Text,
     Tool,
+    Thinking,
 }
 
 /// Canonical events → Anthropic events.
@@ -627,6 +663,18 @@ impl StreamEncoder for Encoder {
             }
             Event::ToolStart { id, name, .. } => {
                 self.open(Block::Tool, json!({"type": "tool_use", "id": id, "name": name, "input": {}}), out);
+            }
+            Event::Thinking(t) => {
+                if self.open != Some(Block::Thinking) {
+                    self.open(Block::Thinking, json!({"type": "thinking", "thinking": "", "signature": ""}), out);
+                }
+                self.delta(json!({"type": "thinking_delta", "thinking": t}), out);
+            }
+            Event::ThinkingSignature(sig) => {
+                if self.open != Some(Block::Thinking) {
+                    self.open(Block::Thinking, json!({"type": "thinking", "thinking": "", "signature": ""}), out);
+                }
+                self.delta(json!({"type": "signature_delta", "signature": sig}), out);
             }
             Event::ToolArgs { fragment, .. } => {
                 if self.open == Some(Block::Tool) {

@@ -25,7 +25,7 @@ pub fn encode_converse(req: &c::Request) -> Result<Map<String, Value>, String> {
     let mut messages: Vec<Value> = Vec::new();
     for m in &req.messages {
         let role = if m.role == Role::User { "user" } else { "assistant" };
-        let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
+        let content = m.content.iter().filter(|p| p.can_be_handed_back()).map(block).collect::<Result<Vec<_>, _>>()?;
         super::push_turn(&mut messages, role, "content", content);
     }
     out.insert("messages".into(), messages.into());
@@ -146,6 +146,11 @@ fn cache_point(cache: &c::Cache) -> Value {
 fn block(p: &Part) -> Result<Value, String> {
     Ok(match p {
         Part::CachePoint(cache) => cache_point(cache),
+        // Only signed reasoning can be handed back; unsigned reasoning is left out above.
+        Part::Thinking { text, signature } => {
+            json!({"reasoningContent": {"reasoningText": {"text": text, "signature": signature}}})
+        }
+        Part::RedactedThinking(data) => json!({"reasoningContent": {"redactedContent": data}}),
         Part::Text(t) => json!({"text": t}),
         Part::Image(Image::Base64 { media_type, data }) => {
             let format = media_type.strip_prefix("image/").unwrap_or(media_type);
@@ -207,6 +212,15 @@ pub fn decode_response(body: &[u8], model: &str) -> Option<c::Response> {
     for b in blocks {
         if let Some(t) = b.get("text").and_then(Value::as_str) {
             content.push(Part::Text(t.to_owned()));
+        } else if let Some(r) = b.get("reasoningContent") {
+            if let Some(t) = r.get("reasoningText") {
+                content.push(Part::Thinking {
+                    text: t.get("text").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    signature: t.get("signature").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+                });
+            } else if let Some(d) = r.get("redactedContent").and_then(Value::as_str) {
+                content.push(Part::RedactedThinking(d.to_owned()));
+            }
         } else if let Some(t) = b.get("toolUse") {
             let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
             content.push(Part::ToolUse {
@@ -315,6 +329,16 @@ struct DeltaBody<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(rename = "toolUse", borrow, default)]
     tool_use: Option<ToolInputDelta<'a>>,
+    #[serde(rename = "reasoningContent", borrow, default)]
+    reasoning: Option<ReasoningDelta<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReasoningDelta<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -348,10 +372,18 @@ impl StreamDecoder for ConverseStream {
             // Deltas are nearly every frame: read them without building a JSON tree.
             if kind == "contentBlockDelta" {
                 if let Ok(d) = serde_json::from_slice::<BlockDelta<'_>>(m.payload()) {
-                    match (d.delta.text, d.delta.tool_use) {
-                        (Some(t), _) => out.push(Event::Text(t.into_owned())),
-                        (None, Some(u)) if *tools > 0 && !u.input.is_empty() => {
+                    match (d.delta.text, d.delta.tool_use, d.delta.reasoning) {
+                        (Some(t), _, _) => out.push(Event::Text(t.into_owned())),
+                        (None, Some(u), _) if *tools > 0 && !u.input.is_empty() => {
                             out.push(Event::ToolArgs { index: *tools - 1, fragment: u.input.into_owned() })
+                        }
+                        (None, None, Some(r)) => {
+                            if let Some(t) = r.text.filter(|t| !t.is_empty()) {
+                                out.push(Event::Thinking(t.into_owned()));
+                            }
+                            if let Some(sig) = r.signature {
+                                out.push(Event::ThinkingSignature(sig.into_owned()));
+                            }
                         }
                         _ => {}
                     }

@@ -318,3 +318,82 @@ fn reasoning_settings_reach_each_provider_as_its_own_control() {
     assert_eq!(lost, ["thinking"]);
     assert!(Value::Object(anthropic::encode_request(&tight, Some("m"))).get("thinking").is_none());
 }
+
+/// A ConverseStream event frame.
+fn converse_frame(kind: &str, payload: Value) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let mut m = Message::new(bytes::Bytes::from(payload.to_string()));
+    for (k, v) in [(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")] {
+        m = m.add_header(Header::new(k.to_owned(), HeaderValue::String(v.to_owned().into())));
+    }
+    let mut out = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&m, &mut out).unwrap();
+    out
+}
+
+/// Claude on Converse reasons before it answers: an Anthropic caller gets the reasoning as
+/// thinking blocks with their signatures (streamed and whole), and hands them back next turn,
+/// where Converse gets them as the reasoning blocks they came as.
+#[test]
+fn reasoning_reaches_anthropic_callers_and_goes_back_signed() {
+    use super::StreamEncoder;
+    let whole = json!({"output": {"message": {"role": "assistant", "content": [
+        {"reasoningContent": {"reasoningText": {"text": "The user wants a prime check.", "signature": "sig-abc"}}},
+        {"reasoningContent": {"redactedContent": "ZW5jcnlwdGVk"}},
+        {"text": "Yes, it is prime."}]}}, "stopReason": "end_turn",
+        "usage": {"inputTokens": 10, "outputTokens": 30, "totalTokens": 40}});
+    let r = bedrock::decode_response(whole.to_string().as_bytes(), "m").unwrap();
+    let a = anthropic::encode_response(&r);
+    assert_eq!(
+        a["content"][0],
+        json!({"type": "thinking", "thinking": "The user wants a prime check.", "signature": "sig-abc"})
+    );
+    assert_eq!(a["content"][1], json!({"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"}));
+    assert_eq!(a["content"][2]["text"], "Yes, it is prime.");
+
+    // Streamed: the reasoning deltas and the signature arrive as Anthropic's thinking events.
+    let mut bytes = converse_frame("messageStart", json!({"role": "assistant"}));
+    bytes.extend(converse_frame(
+        "contentBlockDelta",
+        json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "The user wants "}}}),
+    ));
+    bytes.extend(converse_frame(
+        "contentBlockDelta",
+        json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "a prime check."}}}),
+    ));
+    bytes.extend(converse_frame(
+        "contentBlockDelta",
+        json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sig-abc"}}}),
+    ));
+    bytes.extend(converse_frame("contentBlockStop", json!({"contentBlockIndex": 0})));
+    bytes.extend(converse_frame("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"text": "Yes."}})));
+    bytes.extend(converse_frame("messageStop", json!({"stopReason": "end_turn"})));
+    let mut events = Vec::new();
+    Wire::BedrockConverse.stream_decoder("m", super::DEFAULT_MAX_FRAME).feed(&bytes, &mut events).unwrap();
+    let mut enc = anthropic::Encoder::default();
+    let mut out = bytes::BytesMut::new();
+    for e in &events {
+        enc.encode(e, &mut out);
+    }
+    let sse = String::from_utf8(out.to_vec()).unwrap();
+    let thinking_start = sse.find(r#""content_block":{"signature":"","thinking":"","type":"thinking"}"#);
+    assert!(thinking_start.is_some(), "{sse}");
+    assert!(sse.contains(r#"{"thinking":"The user wants ","type":"thinking_delta"}"#), "{sse}");
+    assert!(sse.contains(r#"{"signature":"sig-abc","type":"signature_delta"}"#), "{sse}");
+    assert!(sse.find("text_delta") > thinking_start, "reasoning first, then the answer: {sse}");
+
+    // The caller's next turn hands the blocks back; Converse gets them as reasoning blocks.
+    let next = object(json!({"model": "m", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "Is 2^31-1 prime?"},
+        {"role": "assistant", "content": a["content"]},
+        {"role": "user", "content": "And 2^32-1?"}]}));
+    let c = anthropic::decode_request(&next).unwrap();
+    let b = Value::Object(bedrock::encode_converse(&c).unwrap());
+    let replayed = &b["messages"][1]["content"];
+    assert_eq!(
+        replayed[0],
+        json!({"reasoningContent": {"reasoningText": {"text": "The user wants a prime check.", "signature": "sig-abc"}}})
+    );
+    assert_eq!(replayed[1], json!({"reasoningContent": {"redactedContent": "ZW5jcnlwdGVk"}}));
+    assert_eq!(replayed[2]["text"], "Yes, it is prime.");
+}

@@ -24,8 +24,9 @@ pub fn encode_request(req: &c::Request) -> Result<Map<String, Value>, String> {
         let mut parts = Vec::new();
         for p in &m.content {
             parts.push(match p {
-                // Vertex caches implicitly; an explicit breakpoint is reported dropped.
-                Part::CachePoint(_) => continue,
+                // Vertex caches implicitly; an explicit breakpoint is reported dropped. Earlier
+                // reasoning is not replayed: the signature Gemini needs rides on the call ids.
+                Part::CachePoint(_) | Part::Thinking { .. } | Part::RedactedThinking(_) => continue,
                 Part::Text(t) => json!({"text": t}),
                 Part::Image(Image::Base64 { media_type, data }) => {
                     json!({"inlineData": {"mimeType": media_type, "data": data}})
@@ -170,7 +171,10 @@ pub fn decode_response(body: &[u8], model: &str) -> Option<c::Response> {
     let mut calls = 0;
     for p in parts(&v) {
         if let Some(t) = p.get("text").and_then(Value::as_str) {
-            if p.get("thought").and_then(Value::as_bool) != Some(true) {
+            if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                let signature = p.get("thoughtSignature").and_then(Value::as_str).map(str::to_owned);
+                content.push(Part::Thinking { text: t.to_owned(), signature });
+            } else {
                 content.push(Part::Text(t.to_owned()));
             }
         } else if let Some(f) = p.get("functionCall") {
@@ -290,7 +294,14 @@ impl SseEventDecoder for Decoder {
         }
         for p in parts(&v) {
             if let Some(t) = p.get("text").and_then(Value::as_str) {
-                if p.get("thought").and_then(Value::as_bool) != Some(true) && !t.is_empty() {
+                if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                    if !t.is_empty() {
+                        out.push(Event::Thinking(t.to_owned()));
+                    }
+                    if let Some(sig) = p.get("thoughtSignature").and_then(Value::as_str) {
+                        out.push(Event::ThinkingSignature(sig.to_owned()));
+                    }
+                } else if !t.is_empty() {
                     out.push(Event::Text(t.to_owned()));
                 }
             } else if let Some(f) = p.get("functionCall") {

@@ -286,7 +286,11 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
                             "file_data": format!("data:{media_type};base64,{data}"),
                             "filename": name.as_deref().unwrap_or("document")}})),
                         // OpenAI caches prompts on its own; a breakpoint is reported dropped.
-                        Part::ToolUse { .. } | Part::CachePoint(_) => {}
+                        // Reasoning is the assistant's, never in a user turn.
+                        Part::ToolUse { .. }
+                        | Part::CachePoint(_)
+                        | Part::Thinking { .. }
+                        | Part::RedactedThinking(_) => {}
                     }
                 }
                 match parts.as_slice() {
@@ -654,6 +658,8 @@ impl StreamEncoder for Encoder {
                 let open = format!(r#"{{"tool_calls":[{{"index":{index},"function":{{"arguments":"#);
                 self.text_delta(open.as_bytes(), fragment, b"}}]}", out)
             }
+            // Chat Completions has no place for reasoning; its tokens are counted in the usage.
+            Event::Thinking(_) | Event::ThinkingSignature(_) => {}
             Event::Usage(u) => self.usage.merge(*u),
             Event::Stop(r) => self.stop = Some(r.clone()),
             Event::Error { overloaded, message } => {

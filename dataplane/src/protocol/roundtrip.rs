@@ -196,7 +196,7 @@ fn summary(events: &[Event]) -> Summary {
             Event::Stop(r) => stop = Some(r.clone()),
             Event::Usage(u) => usage.merge(*u),
             Event::End => ended = true,
-            Event::Start { .. } | Event::Error { .. } => {}
+            Event::Start { .. } | Event::Error { .. } | Event::Thinking(_) | Event::ThinkingSignature(_) => {}
         }
     }
     Summary { text, calls, stop, usage, ended }

@@ -27,6 +27,8 @@ struct Seen {
     usage: Usage,
     ended: bool,
     error: Option<String>,
+    thinking: String,
+    signature: Option<String>,
 }
 
 fn wire(p: Protocol) -> Wire {
@@ -58,6 +60,8 @@ fn seen_wire(w: Wire, bytes: &[u8]) -> Seen {
             Event::Usage(u) => s.usage.merge(u),
             Event::End => s.ended = true,
             Event::Error { message, .. } => s.error = Some(message),
+            Event::Thinking(t) => s.thinking.push_str(&t),
+            Event::ThinkingSignature(sig) => s.signature = Some(sig),
             Event::Start { .. } => {}
         }
     }

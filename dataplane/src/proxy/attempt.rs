@@ -192,9 +192,14 @@ async fn first_token(
         for e in events.drain(..) {
             match e {
                 Event::Error { overloaded, message } => return Err(failure::stream_error(overloaded, &message)),
-                Event::Text(_) | Event::ToolStart { .. } | Event::ToolArgs { .. } | Event::Stop(_) | Event::End => {
-                    has_output = true
-                }
+                // Reasoning is the model's output too: the stream is alive.
+                Event::Text(_)
+                | Event::Thinking(_)
+                | Event::ThinkingSignature(_)
+                | Event::ToolStart { .. }
+                | Event::ToolArgs { .. }
+                | Event::Stop(_)
+                | Event::End => has_output = true,
                 Event::Start { .. } | Event::Usage(_) => {}
             }
         }
