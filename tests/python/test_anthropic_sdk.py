@@ -137,3 +137,51 @@ def test_an_overloaded_hierarchy_is_not_retried_by_the_sdk():
         default.messages.create(model="down-anthropic", max_tokens=64, messages=HELLO)
     assert info.value.response.headers["x-should-retry"] == "false"
     assert requests_seen("down-anthropic") == 1
+
+
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+
+@pytest.mark.parametrize("feature", ["bedrock", "gemini"])
+def test_streamed_tool_loop_with_thinking(client, feature):
+    """A streamed tool loop with thinking on Claude-on-Converse and Gemini: the reasoning comes
+    back as thinking blocks, and handing the whole turn back (reasoning, signatures, call) is
+    accepted by a provider that checks the signatures it gave."""
+    first_turn = [{"role": "user", "content": "Weather in Paris?"}]
+    with client.messages.stream(model=feature, max_tokens=2048, thinking=THINKING, tools=[WEATHER],
+                                tool_choice={"type": "any"}, messages=first_turn) as stream:
+        final = stream.get_final_message()
+    kinds = [b.type for b in final.content]
+    assert kinds[0] == "thinking", kinds
+    assert "Thinking it over." in final.content[0].thinking
+    if feature == "bedrock":
+        assert final.content[0].signature.startswith("fake-sig-")
+    call = next(b for b in final.content if b.type == "tool_use")
+    assert call.name == "get_weather"
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C, rain"}]}
+    follow_up = client.messages.create(
+        model=feature, max_tokens=2048, thinking=THINKING, tools=[WEATHER],
+        messages=first_turn + [{"role": "assistant", "content": final.content}, result])
+    assert follow_up.type == "message"
+    if feature == "bedrock":
+        # The provider does check: reasoning it did not sign is refused.
+        forged = [{"type": "thinking", "thinking": "Thinking it over.", "signature": "forged"}, call]
+        with pytest.raises(anthropic.BadRequestError):
+            client.messages.create(model=feature, max_tokens=2048, thinking=THINKING, tools=[WEATHER],
+                                   messages=first_turn + [{"role": "assistant", "content": forged}, result])
+    assert follow_up.content[0].type == "thinking"
+    if feature == "gemini":
+        assert follow_up.usage.output_tokens > 5, "thinking tokens are counted into the output"
+
+
+def test_prompt_cache_usage_on_bedrock(client):
+    """Cache breakpoints reach Converse as cache points, and the cache reads come back in
+    Anthropic's usage fields."""
+    message = client.messages.create(
+        model="bedrock", max_tokens=64,
+        system=[{"type": "text", "text": "A long manual. " * 50, "cache_control": {"type": "ephemeral"}}],
+        messages=HELLO)
+    usage = message.usage
+    assert usage.cache_read_input_tokens > 0
+    assert usage.input_tokens > 0
+    assert usage.cache_creation_input_tokens == 0

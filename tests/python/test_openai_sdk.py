@@ -200,3 +200,39 @@ def test_an_exhausted_hierarchy_is_not_retried_by_the_sdk():
     assert info.value.status_code == 503
     assert info.value.response.headers["x-should-retry"] == "false"
     assert requests_seen("down-openai") == 1
+
+
+def test_streamed_tool_loop_with_reasoning_on_gemini(client):
+    """Gemini 3 with thinking refuses a replayed function call without its thought signature;
+    the OpenAI SDK keeps the tool-call id that carries it, so the loop's second turn succeeds."""
+    first_turn = [{"role": "user", "content": "Weather in Paris?"}]
+    stream = client.chat.completions.create(
+        model="gemini", reasoning_effort="low", tools=[WEATHER_TOOL], tool_choice="required",
+        stream=True, stream_options={"include_usage": True}, messages=first_turn)
+    calls, usage = {}, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            entry = calls.setdefault(delta.index, {"id": None, "name": None, "arguments": ""})
+            entry["id"] = delta.id or entry["id"]
+            if delta.function:
+                entry["name"] = delta.function.name or entry["name"]
+                entry["arguments"] += delta.function.arguments or ""
+    call = calls[0]
+    assert call["name"] == "get_weather"
+    assert usage.completion_tokens_details.reasoning_tokens > 0
+    assert usage.completion_tokens > usage.completion_tokens_details.reasoning_tokens
+    def second_turn(call_id):
+        return client.chat.completions.create(
+            model="gemini", reasoning_effort="low", tools=[WEATHER_TOOL], tool_choice="none",
+            messages=first_turn + [
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": call_id, "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}]},
+                {"role": "tool", "tool_call_id": call_id, "content": "18C, rain"},
+            ])
+
+    assert second_turn(call["id"]).choices[0].message.content.startswith("Hello from primary.")
+    # The provider does check: the same turn with an id that lost the signature is refused.
+    with pytest.raises(openai.BadRequestError):
+        second_turn("call_without_its_signature")

@@ -52,6 +52,8 @@ impl MessagesIn {
             tool_call: choose_tool(self.tools.iter().map(|t| (t.name.as_str(), t.input_schema.as_ref())), choice),
             prompt_tokens: (body_len as u64 / 4).max(1),
             include_usage: true,
+            reasoning: false,
+            cached_tokens: 0,
         }
     }
 }

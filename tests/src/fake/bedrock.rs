@@ -59,15 +59,38 @@ pub fn converse_answer(body: &Value, name: &str, chunks: u32, body_len: usize, s
         Some(n) => Choice::Named(n.to_owned()),
         None => Choice::First,
     };
+    let prompt_tokens = (body_len as u64 / 4).max(1);
     Answer {
         id: format!("bedrock-fake{seq}"),
         model: model.to_owned(),
         name: name.to_owned(),
         chunks: chunks.max(1),
         tool_call: choose_tool(specs.iter().map(|(n, s)| (n.as_str(), s.as_ref())), choice),
-        prompt_tokens: (body_len as u64 / 4).max(1),
+        prompt_tokens,
         include_usage: true,
+        reasoning: body.pointer("/outputConfig/effort").is_some(),
+        // Everything up to a cache point is read from the cache: say half the prompt.
+        cached_tokens: if body.to_string().contains("\"cachePoint\"") { prompt_tokens / 2 } else { 0 },
     }
+}
+
+/// The signature the fake gives its reasoning, and checks when it is handed back.
+const SIGNATURE: &str = "fake-sig-";
+
+/// Bedrock refuses a turn that hands back reasoning it did not sign (a ValidationException).
+pub fn history_is_signed(body: &Value) -> bool {
+    let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    messages
+        .iter()
+        .flat_map(|m| m.get("content").and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter_map(|b| b.pointer("/reasoningContent/reasoningText").cloned())
+        .all(|r| r.get("signature").and_then(Value::as_str).is_some_and(|s| s.starts_with(SIGNATURE)))
+}
+
+fn usage(a: &Answer) -> Value {
+    json!({"inputTokens": a.prompt_tokens - a.cached_tokens, "outputTokens": a.chunks,
+           "cacheReadInputTokens": a.cached_tokens, "cacheWriteInputTokens": 0,
+           "totalTokens": a.prompt_tokens + u64::from(a.chunks)})
 }
 
 /// A non-streaming Converse reply.
@@ -79,9 +102,15 @@ pub fn converse_complete(a: &Answer) -> Bytes {
         }
         None => (json!([{"text": (0..a.chunks).map(|i| a.word(i)).collect::<String>()}]), "end_turn"),
     };
+    let mut content = content;
+    if a.reasoning {
+        let thought = json!({"reasoningContent": {"reasoningText": {"text": "Thinking it over.", "signature": format!("{SIGNATURE}{}", a.id)}}});
+        if let Some(c) = content.as_array_mut() {
+            c.insert(0, thought);
+        }
+    }
     let body = json!({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
-        "usage": {"inputTokens": a.prompt_tokens, "outputTokens": a.chunks, "totalTokens": a.prompt_tokens + u64::from(a.chunks)},
-        "metrics": {"latencyMs": 1}});
+        "usage": usage(a), "metrics": {"latencyMs": 1}});
     Bytes::from(body.to_string())
 }
 
@@ -111,7 +140,20 @@ pub fn exception(kind: &str, message: &str) -> Bytes {
 /// ConverseStream frames: opening, content, closing (as the other protocols' fakes).
 pub fn converse_stream(a: &Answer) -> [Vec<Bytes>; 3] {
     // Real traffic pads payloads with a random-length `p` field; decoders must ignore it.
-    let opening = vec![event("messageStart", json!({"role": "assistant", "p": "abcdefgh"}))];
+    let mut opening = vec![event("messageStart", json!({"role": "assistant", "p": "abcdefgh"}))];
+    if a.reasoning {
+        for delta in [
+            json!({"text": "Thinking "}),
+            json!({"text": "it over."}),
+            json!({"signature": format!("{SIGNATURE}{}", a.id)}),
+        ] {
+            opening.push(event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"reasoningContent": delta}}),
+            ));
+        }
+        opening.push(event("contentBlockStop", json!({"contentBlockIndex": 0})));
+    }
     let mut content = Vec::new();
     let stop = match &a.tool_call {
         Some((name, args)) => {
@@ -140,11 +182,7 @@ pub fn converse_stream(a: &Answer) -> [Vec<Bytes>; 3] {
     let closing = vec![
         event("contentBlockStop", json!({"contentBlockIndex": 0})),
         event("messageStop", json!({"stopReason": stop})),
-        event(
-            "metadata",
-            json!({"usage": {"inputTokens": a.prompt_tokens, "outputTokens": a.chunks,
-                "totalTokens": a.prompt_tokens + u64::from(a.chunks)}, "metrics": {"latencyMs": 1}}),
-        ),
+        event("metadata", json!({"usage": usage(a), "metrics": {"latencyMs": 1}})),
     ];
     [opening, content, closing]
 }

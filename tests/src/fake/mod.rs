@@ -271,6 +271,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         Wire::BedrockConverse => {
             let (model, op) = bedrock.as_ref().map(|(m, o)| (m.as_str(), *o)).unwrap_or_default();
             match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) if !bedrock::history_is_signed(&v) => return Ok(error(wire, 400, &cfg.name, None)),
                 Ok(v) if v.get("messages").is_some_and(|m| m.is_array()) && v.get("model").is_none() => (
                     bedrock::converse_answer(&v, &cfg.name, script.chunks, bytes.len(), seq, model),
                     op == "converse-stream",
@@ -281,6 +282,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         Wire::VertexGemini => {
             let (_, model, op) = google.unwrap_or_default();
             match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) if !vertex::calls_are_signed(&v) => return Ok(error(wire, 400, &cfg.name, None)),
                 Ok(v) if v.get("contents").is_some_and(|c| c.is_array()) => (
                     vertex::gemini_answer(&v, &cfg.name, script.chunks, bytes.len(), seq, model),
                     op == "streamGenerateContent",

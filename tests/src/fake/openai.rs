@@ -51,6 +51,10 @@ pub struct Answer {
     pub(super) tool_call: Option<(String, String)>,
     pub(super) prompt_tokens: u64,
     pub(super) include_usage: bool,
+    /// The request asked for reasoning: the reply reasons first (Converse, Gemini).
+    pub(super) reasoning: bool,
+    /// Prompt tokens read from the cache (the request set cache points).
+    pub(super) cached_tokens: u64,
 }
 
 impl Answer {
@@ -75,6 +79,8 @@ impl Answer {
             ),
             prompt_tokens: (body_len as u64 / 4).max(1),
             include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+            reasoning: false,
+            cached_tokens: 0,
         }
     }
 

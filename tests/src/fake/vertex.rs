@@ -50,24 +50,58 @@ pub fn gemini_answer(body: &Value, name: &str, chunks: u32, body_len: usize, seq
         tool_call: choose_tool(specs.iter().map(|(n, s)| (n.as_str(), s.as_ref())), choice),
         prompt_tokens: (body_len as u64 / 4).max(1),
         include_usage: true,
+        reasoning: body.pointer("/generationConfig/thinkingConfig").is_some(),
+        cached_tokens: 0,
     }
 }
 
+/// The thought signature the fake puts on its function calls (base64 of `fake-sig`).
+const SIGNATURE: &str = "ZmFrZS1zaWc=";
+/// Thinking tokens the fake reports when it reasons.
+const THOUGHTS: u64 = 5;
+
+/// Gemini 3 with thinking on refuses a turn that replays a function call without the
+/// `thoughtSignature` it came with (400 INVALID_ARGUMENT).
+pub fn calls_are_signed(body: &Value) -> bool {
+    if body.pointer("/generationConfig/thinkingConfig").is_none() {
+        return true;
+    }
+    let contents = body.get("contents").and_then(Value::as_array).cloned().unwrap_or_default();
+    contents
+        .iter()
+        .filter(|c| c["role"] == "model")
+        .flat_map(|c| c.get("parts").and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter(|p| p.get("functionCall").is_some())
+        .all(|p| p["thoughtSignature"] == SIGNATURE)
+}
+
 fn usage(a: &Answer) -> Value {
-    json!({"promptTokenCount": a.prompt_tokens, "candidatesTokenCount": a.chunks,
-           "totalTokenCount": a.prompt_tokens + u64::from(a.chunks), "trafficType": "ON_DEMAND"})
+    let thoughts = if a.reasoning { THOUGHTS } else { 0 };
+    json!({"promptTokenCount": a.prompt_tokens, "candidatesTokenCount": a.chunks, "thoughtsTokenCount": thoughts,
+           "totalTokenCount": a.prompt_tokens + u64::from(a.chunks) + thoughts, "trafficType": "ON_DEMAND"})
 }
 
 fn call_part(a: &Answer) -> Option<Value> {
     let (name, args) = a.tool_call.as_ref()?;
-    Some(json!({"functionCall": {"name": name, "args": serde_json::from_str::<Value>(args).unwrap_or(json!({}))}}))
+    let mut part =
+        json!({"functionCall": {"name": name, "args": serde_json::from_str::<Value>(args).unwrap_or(json!({}))}});
+    if a.reasoning {
+        part["thoughtSignature"] = SIGNATURE.into();
+    }
+    Some(part)
+}
+
+/// The thought part a reasoning reply starts with.
+fn thought(a: &Answer) -> Option<Value> {
+    a.reasoning.then(|| json!({"text": "Thinking it over.", "thought": true}))
 }
 
 pub fn gemini_complete(a: &Answer) -> Bytes {
-    let parts = match call_part(a) {
-        Some(p) => vec![p],
-        None => vec![json!({"text": (0..a.chunks).map(|i| a.word(i)).collect::<String>()})],
+    let answer = match call_part(a) {
+        Some(p) => p,
+        None => json!({"text": (0..a.chunks).map(|i| a.word(i)).collect::<String>()}),
     };
+    let parts: Vec<Value> = thought(a).into_iter().chain([answer]).collect();
     let body = json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
         "usageMetadata": usage(a), "modelVersion": a.model, "responseId": a.id});
     Bytes::from(body.to_string())
@@ -81,6 +115,10 @@ fn chunk(v: Value) -> Bytes {
 /// usage (Gemini sends no end marker).
 pub fn gemini_stream(a: &Answer) -> [Vec<Bytes>; 3] {
     let mut content = Vec::new();
+    if let Some(t) = thought(a) {
+        content.push(chunk(json!({"candidates": [{"content": {"role": "model", "parts": [t]}}],
+            "modelVersion": a.model, "responseId": a.id})));
+    }
     let closing_parts = match call_part(a) {
         Some(p) => vec![p],
         None => {
