@@ -490,10 +490,6 @@ struct DeltaBody<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     partial_json: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    thinking: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    signature: Option<Cow<'a, str>>,
 }
 
 impl SseEventDecoder for Decoder {
@@ -503,19 +499,16 @@ impl SseEventDecoder for Decoder {
         if let Ok(d) = serde_json::from_str::<TextDelta<'_>>(&payload)
             && d.kind == "content_block_delta"
         {
-            let delta = d.delta;
-            match delta.kind.as_ref() {
-                "text_delta" => out.extend(delta.text.map(|t| Event::Text(t.into_owned()))),
-                "input_json_delta" => {
-                    if let Some(f) = delta.partial_json.filter(|f| self.tool_block.is_some() && !f.is_empty()) {
-                        out.push(Event::ToolArgs { index: self.tools - 1, fragment: f.into_owned() })
-                    }
+            match (d.delta.kind.as_ref(), d.delta.text, d.delta.partial_json) {
+                ("text_delta", Some(t), _) => return out.push(Event::Text(t.into_owned())),
+                ("input_json_delta", _, Some(f)) if self.tool_block.is_some() && !f.is_empty() => {
+                    return out.push(Event::ToolArgs { index: self.tools - 1, fragment: f.into_owned() });
                 }
-                "thinking_delta" => out.extend(delta.thinking.map(|t| Event::Thinking(t.into_owned()))),
-                "signature_delta" => out.extend(delta.signature.map(|s| Event::ThinkingSignature(s.into_owned()))),
-                _ => {}
+                // Reasoning deltas take the general path below: the fast one stays as small as
+                // the text deltas it is for.
+                ("thinking_delta" | "signature_delta", _, _) => {}
+                _ => return,
             }
-            return;
         }
         let Ok(v) = serde_json::from_str::<Value>(&payload) else { return };
         self.decode_json(&v, out);

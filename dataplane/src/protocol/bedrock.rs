@@ -329,16 +329,19 @@ struct DeltaBody<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(rename = "toolUse", borrow, default)]
     tool_use: Option<ToolInputDelta<'a>>,
-    #[serde(rename = "reasoningContent", borrow, default)]
-    reasoning: Option<ReasoningDelta<'a>>,
 }
 
-#[derive(serde::Deserialize)]
-struct ReasoningDelta<'a> {
-    #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    signature: Option<Cow<'a, str>>,
+/// A reasoning delta (text or the signature that ends it), read apart from the text deltas so
+/// that their fast path stays as small as they are.
+fn reasoning_delta(payload: &[u8], out: &mut Vec<Event>) {
+    let Ok(v) = serde_json::from_slice::<Value>(payload) else { return };
+    let Some(r) = v.pointer("/delta/reasoningContent") else { return };
+    if let Some(t) = r.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        out.push(Event::Thinking(t.to_owned()));
+    }
+    if let Some(sig) = r.get("signature").and_then(Value::as_str) {
+        out.push(Event::ThinkingSignature(sig.to_owned()));
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -372,19 +375,12 @@ impl StreamDecoder for ConverseStream {
             // Deltas are nearly every frame: read them without building a JSON tree.
             if kind == "contentBlockDelta" {
                 if let Ok(d) = serde_json::from_slice::<BlockDelta<'_>>(m.payload()) {
-                    match (d.delta.text, d.delta.tool_use, d.delta.reasoning) {
-                        (Some(t), _, _) => out.push(Event::Text(t.into_owned())),
-                        (None, Some(u), _) if *tools > 0 && !u.input.is_empty() => {
+                    match (d.delta.text, d.delta.tool_use) {
+                        (Some(t), _) => out.push(Event::Text(t.into_owned())),
+                        (None, Some(u)) if *tools > 0 && !u.input.is_empty() => {
                             out.push(Event::ToolArgs { index: *tools - 1, fragment: u.input.into_owned() })
                         }
-                        (None, None, Some(r)) => {
-                            if let Some(t) = r.text.filter(|t| !t.is_empty()) {
-                                out.push(Event::Thinking(t.into_owned()));
-                            }
-                            if let Some(sig) = r.signature {
-                                out.push(Event::ThinkingSignature(sig.into_owned()));
-                            }
-                        }
+                        (None, None) => reasoning_delta(m.payload(), out),
                         _ => {}
                     }
                 }
