@@ -185,3 +185,11 @@ def test_prompt_cache_usage_on_bedrock(client):
     assert usage.cache_read_input_tokens > 0
     assert usage.input_tokens > 0
     assert usage.cache_creation_input_tokens == 0
+
+
+def test_prompt_cache_usage_on_bedrock_streamed(client):
+    system = [{"type": "text", "text": "A long manual. " * 50, "cache_control": {"type": "ephemeral"}}]
+    with client.messages.stream(model="bedrock", max_tokens=64, system=system, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert final.usage.cache_read_input_tokens > 0
+    assert final.usage.output_tokens > 0

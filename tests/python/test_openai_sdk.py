@@ -236,3 +236,14 @@ def test_streamed_tool_loop_with_reasoning_on_gemini(client):
     # The provider does check: the same turn with an id that lost the signature is refused.
     with pytest.raises(openai.BadRequestError):
         second_turn("call_without_its_signature")
+
+
+def test_implicitly_cached_tokens_from_gemini_in_openai_usage(client):
+    """Gemini caches long prompts by itself: its cached count is part of OpenAI's prompt_tokens
+    and named in its details, and the totals add up."""
+    completion = client.chat.completions.create(
+        model="gemini", messages=[{"role": "system", "content": "A long manual. " * 200}, *HELLO])
+    usage = completion.usage
+    assert usage.prompt_tokens_details.cached_tokens > 0
+    assert usage.prompt_tokens > usage.prompt_tokens_details.cached_tokens
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
