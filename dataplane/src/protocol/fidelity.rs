@@ -299,11 +299,16 @@ fn reasoning_settings_reach_each_provider_as_its_own_control() {
     // An Anthropic caller's budget.
     let c = anthropic::decode_request(&object(json!({"model": "m", "max_tokens": 20000,
         "thinking": {"type": "enabled", "budget_tokens": 10000}, "messages": [{"role": "user", "content": "Prove it."}]}))).unwrap();
-    assert!(Wire::OpenAi.losses(&c).is_empty() && Wire::VertexGemini.losses(&c).is_empty());
+    assert!(Wire::VertexGemini.losses(&c).is_empty() && Wire::BedrockConverse.losses(&c).is_empty());
     let g = Value::Object(gemini::encode_request(&c).unwrap());
     assert_eq!(g["generationConfig"]["thinkingConfig"]["thinkingBudget"], 10000);
+    let b = Value::Object(bedrock::encode_converse(&c).unwrap());
+    assert_eq!(b["outputConfig"]["effort"], "medium", "10,000 tokens of thinking is a medium effort");
+    // An OpenAI-wire endpoint may serve a model that refuses `reasoning_effort`: named dropped.
     let o = Value::Object(openai::encode_request(&c, "m", openai::MaxTokensField::MaxCompletionTokens));
-    assert_eq!(o["reasoning_effort"], "medium", "10,000 tokens of thinking is a medium effort");
+    assert!(o.get("reasoning_effort").is_none());
+    let lost: Vec<String> = Wire::OpenAi.losses(&c).into_iter().map(|l| l.field).collect();
+    assert_eq!(lost, ["thinking"]);
     let a = Value::Object(anthropic::encode_request(&c, Some("m")));
     assert_eq!(a["thinking"], json!({"type": "enabled", "budget_tokens": 10000}));
     // A budget Claude has no room for (it must be ≥ 1,024 and below max_tokens) is named dropped.

@@ -120,6 +120,7 @@ impl Wire {
             Wire::OpenAi => {
                 lose(c.top_k.is_some(), "top_k");
                 lose(c.caches(), "cache_control");
+                lose(c.reasoning.is_some(), "thinking");
             }
         }
         out

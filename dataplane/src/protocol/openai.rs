@@ -351,11 +351,9 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
     if !req.stop.is_empty() {
         out.insert("stop".into(), req.stop.clone().into());
     }
-    if let Some(r) = &req.reasoning {
-        // OpenAI's levels stop at `xhigh`.
-        let level = r.level().min(c::Effort::XHigh);
-        out.insert("reasoning_effort".into(), level.as_str().into());
-    }
+    // No `reasoning_effort` for a translated request: OpenAI's and compatible servers' models
+    // without reasoning refuse the field, and an OpenAI-wire endpoint does not say which it
+    // serves; `Wire::losses` names the thinking dropped instead.
     match &req.format {
         None => {}
         Some(c::OutputFormat::JsonObject) => {
