@@ -320,6 +320,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
             }
             text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
         }
+        // An Anthropic SDK's calls (`/v1/messages/...`) get Anthropic's error shape.
         (_, path) => ApiError::not_found(
             "unknown_path",
             format!(
@@ -327,7 +328,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
                 req.method()
             ),
         )
-        .into_response(Protocol::OpenAi),
+        .into_response(if path.starts_with("/v1/messages") { Protocol::Anthropic } else { Protocol::OpenAi }),
     }
 }
 

@@ -270,3 +270,36 @@ async fn fields_a_translation_cannot_carry_are_named_or_move_the_request_on() {
     assert_eq!(r.header("x-spillway-dropped"), "service_tier, top_k");
     assert_eq!(r.json()["type"], "message");
 }
+
+/// Claude Code sends system messages mid-conversation: the Messages API takes them, so the
+/// sidecar does too — passed through to Anthropic as sent, joined to the system instructions
+/// where a provider takes them in one place. A path it does not serve under `/v1/messages`
+/// answers in Anthropic's shape.
+#[tokio::test]
+async fn system_messages_mid_conversation_and_anthropic_shaped_404s() {
+    let (fake, sc) = setup().await;
+    let turns = json!({"messages": [{"role": "user", "content": "hi"},
+        {"role": "system", "content": "Answer in French."}, {"role": "user", "content": "again"}]});
+    let r = anthropic_call(&sc, "to-claude", turns.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fake.recorded()[0].body["messages"][1]["role"], "system", "passed through as sent");
+    let r = anthropic_call(&sc, "to-openai", turns).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = &fake.recorded()[1].body["messages"];
+    let systems: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(systems, ["Be brief.", "Answer in French."], "{sent}");
+
+    let r = TestClient::default()
+        .post_json(&sc.url("/v1/messages/count_tokens"), &[("anthropic-version", "2023-06-01")], "{}".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["type"], "error", "Anthropic's shape: {}", r.text());
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+}

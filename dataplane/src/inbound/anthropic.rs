@@ -26,7 +26,8 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<Request, ApiError> {
             ));
         }
     }
-    check_messages(body.get("messages"), &["user", "assistant"])?;
+    // The Messages API takes system messages mid-conversation too (Claude Code sends them).
+    check_messages(body.get("messages"), &["user", "assistant", "system"])?;
     if let Some(Value::Array(list)) = body.get("messages") {
         for (i, m) in list.iter().enumerate() {
             if !matches!(m.get("content"), Some(Value::String(_) | Value::Array(_))) {
@@ -81,8 +82,11 @@ mod tests {
             err(r#"{"model":"f","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#).param,
             Some("max_tokens")
         );
-        let e = err(r#"{"model":"f","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#);
+        let e = err(r#"{"model":"f","max_tokens":5,"messages":[{"role":"robot","content":"x"}]}"#);
         assert!(e.message.contains("messages[0].role"), "{}", e.message);
+        // A system message mid-conversation is the API's own.
+        let ok = r#"{"model":"f","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"system","content":"Be brief."}]}"#;
+        assert!(parse(ok.as_bytes(), &HeaderMap::new()).is_ok());
         let e = err(r#"{"model":"f","max_tokens":5,"messages":[{"role":"user","content":5}]}"#);
         assert!(e.message.contains("messages[0].content"), "{}", e.message);
         assert_eq!(

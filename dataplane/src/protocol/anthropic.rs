@@ -143,6 +143,13 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
     for (i, m) in messages.iter().enumerate() {
         let role = match m.get("role").and_then(Value::as_str) {
             Some("assistant") => Role::Assistant,
+            // A system message mid-conversation joins the system instructions: the other
+            // providers take them in one place.
+            Some("system") => {
+                let parts = blocks(m.get("content").unwrap_or(&Value::Null), &format!("messages[{i}]"))?;
+                req.system.extend(parts.into_iter().filter(|p| matches!(p, Part::Text(_) | Part::CachePoint(_))));
+                continue;
+            }
             _ => Role::User,
         };
         let content = blocks(m.get("content").unwrap_or(&Value::Null), &format!("messages[{i}]"))?;
