@@ -611,7 +611,13 @@ pub struct Encoder {
     usage: Usage,
 }
 
-pub(crate) fn write_event(name: &str, data: &Value, out: &mut BytesMut) {
+/// Anthropic's `error` event for a provider's failure.
+pub(crate) fn write_error(overloaded: bool, message: &str, out: &mut BytesMut) {
+    let kind = if overloaded { "overloaded_error" } else { "api_error" };
+    write_event("error", &error_body(kind, message), out);
+}
+
+fn write_event(name: &str, data: &Value, out: &mut BytesMut) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\ndata: ");
@@ -683,10 +689,7 @@ impl StreamEncoder for Encoder {
             }
             Event::Usage(u) => self.usage.merge(*u),
             Event::Stop(r) => self.stop = Some(r.clone()),
-            Event::Error { overloaded, message } => {
-                let kind = if *overloaded { "overloaded_error" } else { "api_error" };
-                write_event("error", &error_body(kind, message), out);
-            }
+            Event::Error { overloaded, message } => write_error(*overloaded, message, out),
             Event::End => {
                 self.close(out);
                 let reason = self.stop.take().unwrap_or(StopReason::EndTurn);

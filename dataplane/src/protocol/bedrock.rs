@@ -172,15 +172,6 @@ fn block(p: &Part) -> Result<Value, String> {
     })
 }
 
-/// Canonical → an InvokeModel body for Anthropic models: the Messages body without `model` and
-/// `stream` (the URL and the operation carry them), with Bedrock's `anthropic_version`.
-pub fn encode_invoke(req: &c::Request) -> Map<String, Value> {
-    let mut body = anthropic::encode_request(req, None);
-    body.remove("stream");
-    body.insert("anthropic_version".into(), INVOKE_ANTHROPIC_VERSION.into());
-    body
-}
-
 pub fn stop_from(reason: &str) -> StopReason {
     match reason {
         "end_turn" => StopReason::EndTurn,
@@ -431,17 +422,22 @@ impl StreamDecoder for InvokeStream {
                 out.push(e);
                 return;
             }
-            if header(&m, ":event-type") != Some("chunk") {
-                return;
-            }
-            let Ok(v) = serde_json::from_slice::<Value>(m.payload()) else { return };
-            let Some(b64) = v.get("bytes").and_then(Value::as_str) else { return };
-            let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else { return };
-            if let Ok(event) = serde_json::from_slice::<Value>(&raw) {
+            if let Some((_, event)) = chunk(&m) {
                 inner.decode_json(&event, out);
             }
         })
     }
+}
+
+/// The Anthropic event a `chunk` frame carries: its JSON as sent (base64-decoded) and parsed.
+fn chunk(m: &Message) -> Option<(Vec<u8>, Value)> {
+    if header(m, ":event-type") != Some("chunk") {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(m.payload()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(v.get("bytes")?.as_str()?).ok()?;
+    let event = serde_json::from_slice(&raw).ok()?;
+    Some((raw, event))
 }
 
 /// InvokeModelWithResponseStream for an Anthropic caller whose body was passed through: each
@@ -465,19 +461,12 @@ impl InvokeReframe {
         self.frames.feed(bytes, |m| {
             if let Some(e) = failure(&m) {
                 if let Event::Error { overloaded, message } = &e {
-                    let kind = if *overloaded { "overloaded_error" } else { "api_error" };
-                    anthropic::write_event("error", &anthropic::error_body(kind, message), sse);
+                    anthropic::write_error(*overloaded, message, sse);
                 }
                 events.push(e);
                 return;
             }
-            if header(&m, ":event-type") != Some("chunk") {
-                return;
-            }
-            let Ok(v) = serde_json::from_slice::<Value>(m.payload()) else { return };
-            let Some(b64) = v.get("bytes").and_then(Value::as_str) else { return };
-            let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else { return };
-            let Ok(event) = serde_json::from_slice::<Value>(&raw) else { return };
+            let Some((raw, event)) = chunk(&m) else { return };
             let Some(name) = event.get("type").and_then(Value::as_str) else { return };
             sse.extend_from_slice(b"event: ");
             sse.extend_from_slice(name.as_bytes());

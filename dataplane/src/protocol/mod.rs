@@ -76,15 +76,38 @@ impl Wire {
             Wire::OpenAi => openai::encode_request(c, model, max_tokens_field),
             Wire::Anthropic => anthropic::encode_request(c, Some(model)),
             Wire::BedrockConverse => bedrock::encode_converse(c)?,
-            Wire::BedrockInvoke => bedrock::encode_invoke(c),
             Wire::VertexGemini => gemini::encode_request(c)?,
-            Wire::VertexAnthropic => {
-                // Unlike on Bedrock, `stream` stays in the body.
+            Wire::BedrockInvoke | Wire::VertexAnthropic => {
                 let mut body = anthropic::encode_request(c, None);
-                body.insert("anthropic_version".into(), anthropic::VERTEX_VERSION.into());
+                self.place_anthropic_fields(&mut body, None);
                 body
             }
         })
+    }
+
+    /// Moves what an Anthropic body carries to where this wire wants it, for translated and
+    /// passed-through bodies alike: on Bedrock InvokeModel and Vertex the model is in the URL
+    /// and `anthropic_version` in the body; on InvokeModel the operation decides streaming and
+    /// the caller's `anthropic-beta` flags are a body list (Vertex takes them as the header, and
+    /// keeps `stream` in the body).
+    pub fn place_anthropic_fields(self, body: &mut serde_json::Map<String, serde_json::Value>, betas: Option<&str>) {
+        match self {
+            Wire::VertexAnthropic => {
+                body.remove("model");
+                body.insert("anthropic_version".into(), anthropic::VERTEX_VERSION.into());
+            }
+            Wire::BedrockInvoke => {
+                body.remove("model");
+                body.remove("stream");
+                body.insert("anthropic_version".into(), bedrock::INVOKE_ANTHROPIC_VERSION.into());
+                if let Some(list) = betas {
+                    let list: Vec<serde_json::Value> =
+                        list.split(',').map(str::trim).filter(|b| !b.is_empty()).map(Into::into).collect();
+                    body.insert("anthropic_beta".into(), list.into());
+                }
+            }
+            _ => {}
+        }
     }
 
     /// What a translation of `c` to this wire loses: the client's fields the canonical form does

@@ -265,26 +265,7 @@ impl Upstream {
             }
         }
         let betas = client_headers.and_then(|h| h.get("anthropic-beta"));
-        match self.wire {
-            // The model is in the URL; unlike Bedrock, `stream` stays in the body.
-            Wire::VertexAnthropic => {
-                body.remove("model");
-                body.insert("anthropic_version".into(), crate::protocol::anthropic::VERTEX_VERSION.into());
-            }
-            // The model is in the URL, the operation decides streaming, and the betas an
-            // Anthropic caller names in its `anthropic-beta` header are a body field.
-            Wire::BedrockInvoke => {
-                body.remove("model");
-                body.remove("stream");
-                body.insert("anthropic_version".into(), crate::protocol::bedrock::INVOKE_ANTHROPIC_VERSION.into());
-                if let Some(list) = betas.and_then(|b| b.to_str().ok()) {
-                    let list: Vec<Value> =
-                        list.split(',').map(str::trim).filter(|b| !b.is_empty()).map(Value::from).collect();
-                    body.insert("anthropic_beta".into(), list.into());
-                }
-            }
-            _ => {}
-        }
+        self.wire.place_anthropic_fields(body, betas.and_then(|b| b.to_str().ok()));
         // Serialising a serde_json::Map cannot fail: keys are strings and values are JSON.
         let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
         let mut req = Request::new(Full::new(bytes.clone()));
