@@ -467,28 +467,9 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
     let election = match campaign {
         Some(e) => {
             telemetry.set_leading(None);
-            let (mut leadership, leader, task) = (e.leading, e.leader, e.task);
-            let t = telemetry.clone();
-            tokio::spawn(async move {
-                loop {
-                    let epoch = *leadership.borrow_and_update();
-                    t.set_leading(epoch);
-                    if leadership.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-            let (t, mut address) = (telemetry.clone(), leader.clone());
-            tokio::spawn(async move {
-                loop {
-                    let grpc = address.borrow_and_update().as_ref().map(|a| a.grpc.clone());
-                    t.set_leader_address(grpc);
-                    if address.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Some((task, leader))
+            // Ends with the election, whose task is kept below.
+            let following = telemetry.follow(e.leading, e.leader.clone());
+            Some((e.task, e.leader, following))
         }
         None => None,
     };
@@ -500,7 +481,7 @@ async fn serve(a: Serve) -> anyhow::Result<()> {
 
     if let (Some(auth), Some(admin_listener)) = (auth, admin_listener) {
         let admin = match &election {
-            Some((_, url)) => {
+            Some((_, url, _)) => {
                 admin::Admin::replica(discovery.clone(), state.clone(), telemetry.clone(), auth, url.clone())
             }
             None => admin::Admin::new(discovery.clone(), state.clone(), telemetry.clone(), auth),

@@ -257,6 +257,26 @@ impl Telemetry {
         }
     }
 
+    /// Follows an election until it ends: this replica leads while it says so, and while
+    /// another one leads, refusals name that one's gRPC address.
+    pub fn follow(
+        self: &Arc<Self>,
+        mut leading: crate::election::Leadership,
+        mut leader: watch::Receiver<Option<crate::election::Advertised>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let t = self.clone();
+        tokio::spawn(async move {
+            loop {
+                t.set_leading(*leading.borrow_and_update());
+                t.set_leader_address(leader.borrow_and_update().as_ref().map(|a| a.grpc.clone()));
+                tokio::select! {
+                    changed = leading.changed() => if changed.is_err() { return },
+                    changed = leader.changed() => if changed.is_err() { return },
+                }
+            }
+        })
+    }
+
     /// Where the leader's gRPC server answers, as the election says (`None`: not known).
     pub fn set_leader_address(&self, grpc: Option<String>) {
         *lock(&self.leader_grpc) = grpc.filter(|g| !g.is_empty());

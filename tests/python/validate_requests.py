@@ -64,6 +64,15 @@ def walk(value):
             walk(v)
 
 
+def problems(adapter, body):
+    """What an SDK's request type finds wrong with `body`, its lazily checked lists included."""
+    try:
+        walk(adapter.validate_python(body))
+    except pydantic.ValidationError as e:
+        return [str(e)]
+    return []
+
+
 class Anthropic:
     def __init__(self):
         import anthropic.types
@@ -89,11 +98,7 @@ class Anthropic:
             body.pop("stream", None)
             body.pop("anthropic_beta", None)
             body["model"] = "from-the-url"
-        try:
-            walk(self.adapter.validate_python(body))
-        except pydantic.ValidationError as e:
-            return [str(e)]
-        return []
+        return problems(self.adapter, body)
 
 
 class OpenAi:
@@ -111,11 +116,7 @@ class OpenAi:
         body = dict(body)
         body.pop("stream", None)
         body.pop("stream_options", None)
-        try:
-            walk(self.adapter.validate_python(body))
-        except pydantic.ValidationError as e:
-            return [str(e)]
-        return []
+        return problems(self.adapter, body)
 
 
 class Converse:

@@ -66,17 +66,6 @@ async fn until(r: &Replica, what: &str, check: impl Fn(&ConfigState) -> bool) {
     waited.unwrap_or_else(|_| panic!("{what}: {:?}", r.state.demotions()));
 }
 
-fn on_kube(kube: &FakeKube) -> Shared {
-    Shared {
-        demotions: DemotionStore::Objects(kube::Api::namespaced(kube.kube_client(), "spillway")),
-        checkpoint: SharedDoc::ConfigMap {
-            kube: Arc::new(kube.client()),
-            namespace: "spillway".into(),
-            name: "spillway-state".into(),
-        },
-    }
-}
-
 /// (name, feature, endpoint, active) of every stored object.
 fn objects(kube: &FakeKube) -> Vec<(String, String, String, bool)> {
     let mut out: Vec<_> = kube
@@ -95,13 +84,13 @@ fn objects(kube: &FakeKube) -> Vec<(String, String, String, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demotions_are_objects_every_replica_applies_and_an_undo_from_anywhere_reaches_all() {
     let kube = FakeKube::start().await;
-    let leader = replica(on_kube(&kube), &[("search", "a")]);
-    let follower = replica(on_kube(&kube), &[]);
+    let leader = replica(kube.shared_state(), &[("search", "a")]);
+    let follower = replica(kube.shared_state(), &[]);
     until(&follower, "the follower to apply the demotion", |s| hierarchy(s, "search") == ["b", "a"]).await;
     assert_eq!(objects(&kube), [("demotion-1".into(), "search".into(), "a".into(), true)]);
 
     // A restarted replica starts from the store.
-    let restarted = replica(on_kube(&kube), &[]);
+    let restarted = replica(kube.shared_state(), &[]);
     until(&restarted, "the restarted replica to apply it", |s| hierarchy(s, "search") == ["b", "a"]).await;
 
     // An editor undoes it through the follower: the object says so, and the leader follows.
@@ -137,8 +126,8 @@ async fn demotions_are_objects_every_replica_applies_and_an_undo_from_anywhere_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_demotions_made_under_one_id_both_survive() {
     let kube = FakeKube::start().await;
-    let one = replica(on_kube(&kube), &[("search", "a")]);
-    let two = replica(on_kube(&kube), &[("chat", "c")]);
+    let one = replica(kube.shared_state(), &[("search", "a")]);
+    let two = replica(kube.shared_state(), &[("chat", "c")]);
     for r in [&one, &two] {
         until(r, "both demotions on both replicas", |s| {
             hierarchy(s, "search") == ["b", "a"] && hierarchy(s, "chat") == ["b", "c"]
@@ -160,7 +149,7 @@ async fn demotions_kept_in_the_configmap_before_an_upgrade_become_objects() {
     let legacy = json!([{"id": 4, "feature": "search", "endpoint": "a", "reason": "feedback fell",
                          "at_unix_ms": 1, "active": true, "applies": true, "undone_by": null}]);
     kube.put_configmap("spillway", "spillway-state", &json!({"demotions.json": legacy.to_string()}));
-    let r = replica(on_kube(&kube), &[]);
+    let r = replica(kube.shared_state(), &[]);
     until(&r, "the old demotion applied", |s| hierarchy(s, "search") == ["b", "a"]).await;
     tokio::time::timeout(Duration::from_secs(20), async {
         while objects(&kube).is_empty() {

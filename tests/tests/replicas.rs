@@ -11,7 +11,6 @@ use spillway_controlplane::ads::{Discovery, DiscoveryService};
 use spillway_controlplane::election::{self, ElectionConfig};
 use spillway_controlplane::identity::Authenticator;
 use spillway_controlplane::leases::LeasePolicy;
-use spillway_controlplane::shared::{DemotionStore, Shared, SharedDoc};
 use spillway_controlplane::state::ConfigState;
 use spillway_controlplane::telemetry::{Telemetry, TelemetryPolicy, TelemetryService};
 use spillway_controlplane::webhook::{self, WebhookCert};
@@ -25,6 +24,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const POOL: u64 = 100_000;
+
+/// One feature on a PT pool of [`POOL`] tokens a minute, served by `fake`.
+fn pool_routing(fake: &FakeProvider) -> String {
+    format!(
+        "endpoints:
+  pt: {{ provider: openai_compatible, base_url: \"{0}\", model: m, capacity: {{ pool: p, spill_to: od }} }}
+  od: {{ provider: openai_compatible, base_url: \"{0}\", model: m }}
+pools:
+  p: {{ model_units: 1, tokens_per_minute_per_unit: {POOL} }}
+features:
+  chat: {{ hierarchy: [pt] }}
+",
+        fake.base_url()
+    )
+}
 
 struct Replica {
     telemetry: Arc<Telemetry>,
@@ -62,31 +76,8 @@ impl Replica {
             ..ElectionConfig::new("spillway", "spillway-leader", name)
         };
         let e = election::run(kube.kube_client(), config);
+        let follow = telemetry.follow(e.leading.clone(), e.leader);
         let (leadership, elector) = (e.leading, e.task);
-        let address = {
-            let (t, mut l) = (telemetry.clone(), e.leader);
-            tokio::spawn(async move {
-                loop {
-                    let grpc = l.borrow_and_update().as_ref().map(|a| a.grpc.clone());
-                    t.set_leader_address(grpc);
-                    if l.changed().await.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
-        let follow = {
-            let (t, mut l) = (telemetry.clone(), leadership.clone());
-            tokio::spawn(async move {
-                loop {
-                    let epoch = *l.borrow_and_update();
-                    t.set_leading(epoch);
-                    if l.changed().await.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
         let auth = Arc::new(Authenticator::SelfDeclared);
         let (d, t) = (discovery.clone(), telemetry.clone());
         let mut builder = tonic::transport::Server::builder();
@@ -101,7 +92,7 @@ impl Replica {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await;
         });
-        Replica { telemetry, addr, leadership, tasks: vec![ticks, elector, follow, address, server] }
+        Replica { telemetry, addr, leadership, tasks: vec![ticks, elector, follow, server] }
     }
 
     fn leading(&self) -> Option<u64> {
@@ -118,17 +109,7 @@ impl Replica {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_lease_the_pool_once_and_a_new_leader_never_over_grants() {
     let fake = FakeProvider::start(FakeConfig::named("pt")).await.unwrap();
-    let yaml = format!(
-        "endpoints:
-  pt: {{ provider: openai_compatible, base_url: \"{0}\", model: m, capacity: {{ pool: p, spill_to: od }} }}
-  od: {{ provider: openai_compatible, base_url: \"{0}\", model: m }}
-pools:
-  p: {{ model_units: 1, tokens_per_minute_per_unit: {POOL} }}
-features:
-  chat: {{ hierarchy: [pt] }}
-",
-        fake.base_url()
-    );
+    let yaml = pool_routing(&fake);
     let kube = FakeKube::start().await;
     let a = Replica::start(&yaml, &kube, "control-a", None).await;
     let b = Replica::start(&yaml, &kube, "control-b", None).await;
@@ -164,17 +145,7 @@ features:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_sends_sidecars_telemetry_to_the_leader() {
     let fake = FakeProvider::start(FakeConfig::named("pt")).await.unwrap();
-    let yaml = format!(
-        "endpoints:
-  pt: {{ provider: openai_compatible, base_url: \"{0}\", model: m, capacity: {{ pool: p, spill_to: od }} }}
-  od: {{ provider: openai_compatible, base_url: \"{0}\", model: m }}
-pools:
-  p: {{ model_units: 1, tokens_per_minute_per_unit: {POOL} }}
-features:
-  chat: {{ hierarchy: [pt] }}
-",
-        fake.base_url()
-    );
+    let yaml = pool_routing(&fake);
     let kube = FakeKube::start().await;
     let cert = webhook::generate(&["localhost".into()]).unwrap();
     let a = Replica::start(&yaml, &kube, "control-a", Some(&cert)).await;
@@ -230,7 +201,7 @@ features:
         let t = Telemetry::new(s.clone(), TelemetryPolicy::default());
         t.set_config(&load_str(yaml, "t.yaml").unwrap());
         let task = tokio::spawn(spillway_controlplane::shared::run(
-            shared(&kube),
+            kube.shared_state(),
             s.clone(),
             Some(t.clone()),
             Duration::from_millis(50),
@@ -281,16 +252,4 @@ features:
     leader.set_leading(None);
     follower.set_leading(Some(2));
     assert!(open(&follower), "the new leader keeps the open: {}", follower.view());
-}
-
-/// Where the replicas share their demotions (objects) and the leader's checkpoint (a ConfigMap).
-fn shared(kube: &FakeKube) -> Shared {
-    Shared {
-        demotions: DemotionStore::Objects(kube::Api::namespaced(kube.kube_client(), "spillway")),
-        checkpoint: SharedDoc::ConfigMap {
-            kube: Arc::new(kube.client()),
-            namespace: "spillway".into(),
-            name: "spillway-state".into(),
-        },
-    }
 }

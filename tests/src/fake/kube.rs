@@ -192,6 +192,20 @@ impl FakeKube {
         store(&mut self.api.lock().unwrap(), format!("endpointslices/{namespace}/{name}"), slice);
     }
 
+    /// What replicas share in namespace `spillway` through this API server: demotions as
+    /// objects, the leader's checkpoint in the ConfigMap `spillway-state`.
+    pub fn shared_state(&self) -> spillway_controlplane::shared::Shared {
+        use spillway_controlplane::shared::{DemotionStore, Shared, SharedDoc};
+        Shared {
+            demotions: DemotionStore::Objects(kube::Api::namespaced(self.kube_client(), "spillway")),
+            checkpoint: SharedDoc::ConfigMap {
+                kube: Arc::new(self.client()),
+                namespace: "spillway".into(),
+                name: "spillway-state".into(),
+            },
+        }
+    }
+
     /// The SpillwayDemotion objects stored.
     pub fn demotions(&self, namespace: &str) -> Vec<Value> {
         self.api.lock().unwrap().objects_under(&format!("spillwaydemotions/{namespace}/"))
