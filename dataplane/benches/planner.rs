@@ -3,7 +3,7 @@
 //! Run: `cargo bench -p spillway-dataplane --bench planner`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use spillway_dataplane::health::breaker::Outcome;
+use spillway_dataplane::health::breaker::Observation;
 use spillway_dataplane::metrics::Metrics;
 use spillway_dataplane::proxy::plan::plan;
 use spillway_dataplane::routing::RoutingTable;
@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
     let table = RoutingTable::build(&config, "v".into(), "bench.yaml", None, &Default::default()).expect("table");
     let feature = table.features["chat"].clone();
     let metrics = Metrics::default();
-    let outcome = Outcome {
+    let outcome = Observation {
         failed: false,
         throttled: false,
         ttft: Some(Duration::from_millis(350)),

@@ -28,6 +28,7 @@ pub mod inbound;
 pub mod log;
 pub mod managed;
 pub mod metrics;
+pub mod outcome;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;

@@ -4,6 +4,7 @@
 //! The per-request families are labelled with the routing table's own `Arc<str>` names, so a
 //! lookup clones a pointer instead of allocating a string.
 
+use crate::outcome::Outcome;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -193,9 +194,13 @@ impl Metrics {
         self.requests.get_or_create(&RequestLabels { feature: feature.clone(), outcome }).inc();
     }
 
-    pub fn attempt(&self, feature: &Arc<str>, endpoint: &Arc<str>, outcome: &'static str) {
+    pub fn attempt(&self, feature: &Arc<str>, endpoint: &Arc<str>, outcome: Outcome) {
         self.attempts
-            .get_or_create(&AttemptLabels { feature: feature.clone(), endpoint: endpoint.clone(), outcome })
+            .get_or_create(&AttemptLabels {
+                feature: feature.clone(),
+                endpoint: endpoint.clone(),
+                outcome: outcome.as_str(),
+            })
             .inc();
     }
 
@@ -205,9 +210,13 @@ impl Metrics {
             .observe(d.as_secs_f64());
     }
 
-    pub fn latency(&self, feature: &Arc<str>, endpoint: &Arc<str>, outcome: &'static str, d: Duration) {
+    pub fn latency(&self, feature: &Arc<str>, endpoint: &Arc<str>, outcome: Outcome, d: Duration) {
         self.latency
-            .get_or_create(&AttemptLabels { feature: feature.clone(), endpoint: endpoint.clone(), outcome })
+            .get_or_create(&AttemptLabels {
+                feature: feature.clone(),
+                endpoint: endpoint.clone(),
+                outcome: outcome.as_str(),
+            })
             .observe(d.as_secs_f64());
     }
 

@@ -48,18 +48,40 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(&self) -> &'static str {
+    pub fn phase(&self) -> Phase {
         match self {
-            State::Closed => "closed",
-            State::Open { .. } => "open",
-            State::PartialOpen { .. } => "partial_open",
+            State::Closed => Phase::Closed,
+            State::Open { .. } => Phase::Open,
+            State::PartialOpen { .. } => Phase::PartialOpen,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.phase().name()
+    }
+}
+
+/// A [`State`] without its timers: what transitions, metrics and logs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Closed,
+    Open,
+    PartialOpen,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Closed => "closed",
+            Phase::Open => "open",
+            Phase::PartialOpen => "partial_open",
         }
     }
 }
 
 /// One finished attempt, as the breaker sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct Outcome {
+pub struct Observation {
     pub failed: bool,
     pub throttled: bool,
     /// Time to the first token: streams only.
@@ -71,7 +93,7 @@ pub struct Outcome {
     pub output_tokens: Option<u64>,
 }
 
-impl Outcome {
+impl Observation {
     /// Time per output token: after the first for a stream (its first token is judged on its
     /// own), over the whole reply otherwise. `None` without enough tokens to say.
     pub fn tpot(&self) -> Option<Duration> {
@@ -98,8 +120,8 @@ pub enum SlowMark {
 /// A state change, for logs and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
-    pub from: &'static str,
-    pub to: &'static str,
+    pub from: Phase,
+    pub to: Phase,
     pub reason: Option<Reason>,
 }
 
@@ -150,7 +172,7 @@ impl Breaker {
         &self.policy
     }
 
-    fn counts(&self, o: &Outcome) -> Counts {
+    fn counts(&self, o: &Observation) -> Counts {
         let slow = |rule: &Option<spillway_api::config::SlowRule>, d: Option<Duration>| {
             u64::from(rule.as_ref().is_some_and(|r| d.is_some_and(|d| d > Duration::from_millis(r.over_ms))))
         };
@@ -179,7 +201,7 @@ impl Breaker {
     }
 
     fn open(&mut self, now: Instant, reason: Reason) -> Transition {
-        let from = self.state.name();
+        let from = self.state.phase();
         let factor = 2u32.saturating_pow(self.trips).min(MAX_OPEN_FACTOR);
         self.trips = self.trips.saturating_add(1);
         self.state =
@@ -188,14 +210,14 @@ impl Breaker {
         self.window.clear();
         self.step = Counts::default();
         self.streak = 0;
-        Transition { from, to: "open", reason: Some(reason) }
+        Transition { from, to: Phase::Open, reason: Some(reason) }
     }
 
     /// Opens the endpoint on the control plane's word for at least `open_for`. Not a local trip:
     /// it does not lengthen later local OPEN periods. When it ends the usual ramp follows.
     pub fn fleet_open(&mut self, now: Instant, open_for: Duration) -> Option<Transition> {
         let until = now + open_for;
-        let from = self.state.name();
+        let from = self.state.phase();
         match self.state {
             State::Open { until: u } if u >= until => return None,
             State::Open { .. } => {
@@ -209,7 +231,7 @@ impl Breaker {
         self.reason = Some(Reason::Fleet);
         self.window.clear();
         self.step = Counts::default();
-        Some(Transition { from, to: "open", reason: Some(Reason::Fleet) })
+        Some(Transition { from, to: Phase::Open, reason: Some(Reason::Fleet) })
     }
 
     /// Whether the endpoint is OPEN on the control plane's word (not a local trip).
@@ -251,13 +273,13 @@ impl Breaker {
 
     /// Records what an attempt already counted as slow in flight adds when it ends: a failure,
     /// or a slow total.
-    pub fn record_rest(&mut self, now: Instant, o: &Outcome) -> Option<Transition> {
+    pub fn record_rest(&mut self, now: Instant, o: &Observation) -> Option<Transition> {
         let c = self.counts(o);
         self.record_counts(now, Counts { requests: 0, slow_ttft: 0, slow_total: 0, throttled: 0, ..c })
     }
 
     /// Records a finished attempt; returns the transition it caused, if any.
-    pub fn record(&mut self, now: Instant, o: &Outcome) -> Option<Transition> {
+    pub fn record(&mut self, now: Instant, o: &Observation) -> Option<Transition> {
         let c = self.counts(o);
         self.record_counts(now, c)
     }
@@ -303,7 +325,7 @@ impl Breaker {
                         State::PartialOpen { share: self.policy.ramp.start, step_started: until, ramp_started: until };
                     self.step = Counts::default();
                     self.credit = 0.0;
-                    out.push(Transition { from: "open", to: "partial_open", reason: None });
+                    out.push(Transition { from: Phase::Open, to: Phase::PartialOpen, reason: None });
                 }
                 State::PartialOpen { share, step_started, ramp_started } => {
                     let step = Duration::from_secs(u64::from(self.policy.ramp.step_s));
@@ -322,7 +344,7 @@ impl Breaker {
                         self.reason = None;
                         self.window.clear();
                         self.streak = 0;
-                        out.push(Transition { from: "partial_open", to: "closed", reason: None });
+                        out.push(Transition { from: Phase::PartialOpen, to: Phase::Closed, reason: None });
                         return out;
                     }
                     if step_end.saturating_duration_since(ramp_started)
@@ -385,8 +407,8 @@ mod tests {
         }
     }
 
-    fn ok(ttft_ms: u64) -> Outcome {
-        Outcome {
+    fn ok(ttft_ms: u64) -> Observation {
+        Observation {
             failed: false,
             throttled: false,
             ttft: Some(Duration::from_millis(ttft_ms)),
@@ -395,7 +417,7 @@ mod tests {
             output_tokens: None,
         }
     }
-    const FAIL: Outcome = Outcome {
+    const FAIL: Observation = Observation {
         failed: true,
         throttled: false,
         ttft: None,
@@ -403,9 +425,9 @@ mod tests {
         max_gap: None,
         output_tokens: None,
     };
-    const THROTTLED: Outcome = Outcome { failed: false, throttled: true, ..FAIL };
+    const THROTTLED: Observation = Observation { failed: false, throttled: true, ..FAIL };
 
-    fn feed(b: &mut Breaker, o: Outcome, n: usize) -> Vec<Transition> {
+    fn feed(b: &mut Breaker, o: Observation, n: usize) -> Vec<Transition> {
         (0..n).filter_map(|_| b.record(Instant::now(), &o)).collect()
     }
 
@@ -418,7 +440,7 @@ mod tests {
         let mut b = Breaker::new(policy(), Instant::now());
         assert!(feed(&mut b, FAIL, 9).is_empty(), "9 requests: below min_requests, no verdict");
         let t = feed(&mut b, FAIL, 1);
-        assert_eq!(t, [Transition { from: "closed", to: "open", reason: Some(Reason::ErrorRate) }]);
+        assert_eq!(t, [Transition { from: Phase::Closed, to: Phase::Open, reason: Some(Reason::ErrorRate) }]);
         assert!(!b.admit());
     }
 
@@ -469,7 +491,7 @@ mod tests {
     async fn slow_totals_trip_too() {
         let mut b = Breaker::new(policy(), Instant::now());
         feed(&mut b, ok(100), 9);
-        feed(&mut b, Outcome { total: Duration::from_secs(30), ..ok(100) }, 1);
+        feed(&mut b, Observation { total: Duration::from_secs(30), ..ok(100) }, 1);
         assert_eq!(b.reason(), Some(Reason::SlowTotal));
     }
 
@@ -484,7 +506,7 @@ mod tests {
         feed(&mut b, ok(100), 1);
         assert!(feed(&mut b, FAIL, 4).is_empty(), "a good attempt ends the streak");
         let t = feed(&mut b, FAIL, 1);
-        assert_eq!(t, [Transition { from: "closed", to: "open", reason: Some(Reason::ConsecutiveFailures) }]);
+        assert_eq!(t, [Transition { from: Phase::Closed, to: Phase::Open, reason: Some(Reason::ConsecutiveFailures) }]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -506,7 +528,7 @@ mod tests {
         let mut b = Breaker::new(policy(), Instant::now());
         // 20 non-streaming replies of 5 s: slower than the 2 s first-token mark, far under the
         // 20 s total mark. A reply has no first token of its own.
-        let whole = Outcome { ttft: None, total: Duration::from_secs(5), ..ok(0) };
+        let whole = Observation { ttft: None, total: Duration::from_secs(5), ..ok(0) };
         assert!(feed(&mut b, whole, 20).is_empty());
         assert_eq!(b.window(Instant::now()).slow_ttft, 0);
         assert_eq!(b.slow_after(false).map(|(_, m)| m), Some(SlowMark::Total));
@@ -520,14 +542,14 @@ mod tests {
         p.slow_tpot = Some(SlowRule { over_ms: 100, rate: 0.5 });
         let mut b = Breaker::new(p, Instant::now());
         // 2,001 tokens in 60 s after a 200 ms first token: 30 ms a token. Long, not slow.
-        let long = Outcome { total: Duration::from_millis(60_200), output_tokens: Some(2001), ..ok(200) };
+        let long = Observation { total: Duration::from_millis(60_200), output_tokens: Some(2001), ..ok(200) };
         assert_eq!(long.tpot(), Some(Duration::from_millis(30)));
         assert!(feed(&mut b, long, 20).is_empty());
         // 11 tokens in 3.2 s: 300 ms a token.
-        let crawl = Outcome { total: Duration::from_millis(3_200), output_tokens: Some(11), ..ok(200) };
+        let crawl = Observation { total: Duration::from_millis(3_200), output_tokens: Some(11), ..ok(200) };
         let t = feed(&mut b, crawl, 20);
         assert_eq!(t.last().and_then(|t| t.reason), Some(Reason::SlowTpot));
-        let whole = Outcome { ttft: None, total: Duration::from_secs(2), output_tokens: Some(10), ..ok(0) };
+        let whole = Observation { ttft: None, total: Duration::from_secs(2), output_tokens: Some(10), ..ok(0) };
         assert_eq!(whole.tpot(), Some(Duration::from_millis(200)), "a whole reply: total / tokens");
     }
 
@@ -546,7 +568,7 @@ mod tests {
         feed(b, FAIL, 10);
         sleep_s(30).await;
         let t = b.tick(Instant::now());
-        assert_eq!(t, [Transition { from: "open", to: "partial_open", reason: None }]);
+        assert_eq!(t, [Transition { from: Phase::Open, to: Phase::PartialOpen, reason: None }]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -614,6 +636,6 @@ mod tests {
             sleep_s(10).await;
             last = b.tick(Instant::now());
         }
-        assert_eq!(last, [Transition { from: "partial_open", to: "open", reason: Some(Reason::StuckRamp) }]);
+        assert_eq!(last, [Transition { from: Phase::PartialOpen, to: Phase::Open, reason: Some(Reason::StuckRamp) }]);
     }
 }

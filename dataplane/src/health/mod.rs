@@ -15,7 +15,7 @@ pub mod interval;
 pub mod latency;
 
 use crate::metrics::Metrics;
-use breaker::{Breaker, Outcome, SlowMark, State, Transition};
+use breaker::{Breaker, Observation, Phase, SlowMark, State, Transition};
 use interval::{Class, Interval};
 use latency::Latencies;
 use serde_json::{Value, json};
@@ -107,7 +107,7 @@ impl Health {
     }
 
     /// Records a finished attempt. `counted_in_flight`: it was already counted as slow in flight.
-    pub fn record(&self, outcome: &Outcome, class: Class, counted_in_flight: bool, metrics: &Metrics) {
+    pub fn record(&self, outcome: &Observation, class: Class, counted_in_flight: bool, metrics: &Metrics) {
         let now = Instant::now();
         self.interval.lock().unwrap_or_else(|p| p.into_inner()).record(
             class,
@@ -158,7 +158,7 @@ impl Health {
         let fleet = b.is_fleet_open();
         drop(b);
         *self.fleet_reason.lock().unwrap_or_else(|p| p.into_inner()) = fleet.then(|| reason.to_owned());
-        if open && transitions.iter().any(|t| t.to == "open") {
+        if open && transitions.iter().any(|t| t.to == Phase::Open) {
             tracing::warn!(endpoint = %self.endpoint, reason, "opened fleet-wide by the control plane");
         }
         self.report(&transitions, &state, metrics);
@@ -177,12 +177,12 @@ impl Health {
         for t in transitions {
             let reason = t.reason.map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)));
             let reason = reason.flatten().unwrap_or_default();
-            if t.to == "open" {
-                tracing::warn!(endpoint = %self.endpoint, from = t.from, reason = %reason, "circuit breaker opened");
+            if t.to == Phase::Open {
+                tracing::warn!(endpoint = %self.endpoint, from = t.from.name(), reason = %reason, "circuit breaker opened");
             } else {
-                tracing::info!(endpoint = %self.endpoint, from = t.from, to = t.to, "circuit breaker moved");
+                tracing::info!(endpoint = %self.endpoint, from = t.from.name(), to = t.to.name(), "circuit breaker moved");
             }
-            metrics.breaker_transition(&self.endpoint, t.from, t.to);
+            metrics.breaker_transition(&self.endpoint, t.from.name(), t.to.name());
         }
         if !transitions.is_empty() {
             metrics.breaker_state(&self.endpoint, state.name());

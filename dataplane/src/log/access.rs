@@ -19,7 +19,7 @@ pub struct Record<'a> {
     pub feature: &'a str,
     pub endpoint: &'a str,
     pub attempts: usize,
-    pub outcome: &'static str,
+    pub outcome: crate::outcome::Outcome,
     pub elapsed: Duration,
 }
 
@@ -67,7 +67,7 @@ fn event(r: &Record<'_>) {
         feature = %r.feature,
         endpoint = %r.endpoint,
         attempts = r.attempts,
-        outcome = r.outcome,
+        outcome = r.outcome.as_str(),
         elapsed_ms = elapsed_ms(r.elapsed),
         "request"
     );
@@ -88,7 +88,7 @@ fn text(r: &Record<'_>, now: SystemTime, out: &mut Vec<u8>) {
         r.feature,
         r.endpoint,
         r.attempts,
-        r.outcome,
+        r.outcome.as_str(),
         elapsed_ms(r.elapsed),
     );
 }
@@ -110,7 +110,7 @@ fn json(r: &Record<'_>, now: SystemTime, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"endpoint\":");
     s(out, r.endpoint);
     let _ = write!(out, ",\"attempts\":{},\"outcome\":", r.attempts);
-    s(out, r.outcome);
+    s(out, r.outcome.as_str());
     out.extend_from_slice(b",\"elapsed_ms\":");
     let _ = serde_json::to_writer(&mut *out, &elapsed_ms(r.elapsed));
     let _ = writeln!(out, "}},\"target\":\"{TARGET}\"}}");
@@ -127,7 +127,7 @@ mod tests {
             feature: "support-chat",
             endpoint: "claude \"eu\"",
             attempts: 2,
-            outcome: "ok",
+            outcome: crate::outcome::Outcome::Ok,
             elapsed: Duration::from_micros(3_803_836),
         }
     }

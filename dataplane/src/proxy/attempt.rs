@@ -8,6 +8,7 @@
 use super::RequestCtx;
 use crate::canonical::{self, Event};
 use crate::inbound;
+use crate::outcome::Outcome;
 use crate::protocol::{Protocol, Wire, anthropic, openai};
 use crate::routing::EndpointTarget;
 use crate::upstream::failure::{self, AttemptFailure};
@@ -59,7 +60,7 @@ pub async fn run(
         up.request(&mut req.body, req.stream, Some(&req.protocol_headers), &ctx.id).await?
     } else {
         let Some(c) = canonical else {
-            return Err(AttemptFailure::unavailable("internal", "no canonical request to translate"));
+            return Err(AttemptFailure::unavailable(Outcome::Internal, "no canonical request to translate"));
         };
         dropped = droppable(up.wire, c, ctx.feature.translation)?;
         let mut body =
@@ -88,7 +89,7 @@ pub async fn run(
         };
         if !content_type.to_str().unwrap_or_default().starts_with(expected) {
             return Err(AttemptFailure::unavailable(
-                "malformed",
+                Outcome::Malformed,
                 format!("asked for a stream, got Content-Type {content_type:?}"),
             ));
         }
@@ -100,22 +101,25 @@ pub async fn run(
         Err(_) => return Err(timed_out(ctx, first_byte_by, "reply body incomplete")),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(AttemptFailure::unavailable(
-                "malformed",
+                Outcome::Malformed,
                 format!("reply body longer than {} bytes (--max-upstream-frame-bytes)", ctx.max_frame),
             ));
         }
-        Ok(Err(e)) => return Err(AttemptFailure::unavailable("reset", format!("reply body failed: {e}"))),
+        Ok(Err(e)) => return Err(AttemptFailure::unavailable(Outcome::Reset, format!("reply body failed: {e}"))),
         Ok(Ok(c)) => c.to_bytes(),
     };
     if passthrough {
         let Ok(probe) = serde_json::from_slice::<UsageProbe>(&body) else {
-            return Err(AttemptFailure::unavailable("malformed", "reply body is not valid JSON"));
+            return Err(AttemptFailure::unavailable(Outcome::Malformed, "reply body is not valid JSON"));
         };
         let usage = probe.usage.as_ref().and_then(|u| u.as_object()).map(canonical::Usage::reported);
         return Ok(Reply::Complete { status: parts.status, content_type, body, usage, dropped });
     }
     let Some(reply) = up.wire.decode_response(&body, up.model()) else {
-        return Err(AttemptFailure::unavailable("malformed", "reply body is not a well-formed reply of its protocol"));
+        return Err(AttemptFailure::unavailable(
+            Outcome::Malformed,
+            "reply body is not a well-formed reply of its protocol",
+        ));
     };
     let encoded = match req.protocol {
         Protocol::OpenAi => openai::encode_response(&reply),
@@ -171,20 +175,25 @@ async fn first_token(
     loop {
         let frame = match timeout_at(first_byte_by, body.frame()).await {
             Err(_) => return Err(timed_out(ctx, first_byte_by, "no first token")),
-            Ok(None) => return Err(AttemptFailure::unavailable("truncated", "stream ended before its first token")),
+            Ok(None) => {
+                return Err(AttemptFailure::unavailable(Outcome::Truncated, "stream ended before its first token"));
+            }
             Ok(Some(Err(e))) => {
-                return Err(AttemptFailure::unavailable("reset", format!("stream failed before its first token: {e}")));
+                return Err(AttemptFailure::unavailable(
+                    Outcome::Reset,
+                    format!("stream failed before its first token: {e}"),
+                ));
             }
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
-        decoder.feed(&data, &mut events).map_err(|e| AttemptFailure::unavailable("malformed", e))?;
+        decoder.feed(&data, &mut events).map_err(|e| AttemptFailure::unavailable(Outcome::Malformed, e))?;
         first.extend_from_slice(&data);
         // Everything before the first token is held to be sent with it: keep-alives without end
         // must not grow it without bound.
         if first.len() > ctx.max_frame {
             return Err(AttemptFailure::unavailable(
-                "malformed",
+                Outcome::Malformed,
                 format!("{} bytes arrived before the first token; at most {} are held", first.len(), ctx.max_frame),
             ));
         }
@@ -211,5 +220,5 @@ async fn first_token(
 
 fn timed_out(ctx: &RequestCtx, at: Instant, what: &str) -> AttemptFailure {
     let which = if at >= ctx.deadline { "request deadline" } else { "attempt timeout" };
-    AttemptFailure::unavailable("timeout", format!("{which} passed: {what}"))
+    AttemptFailure::unavailable(Outcome::Timeout, format!("{which} passed: {what}"))
 }

@@ -19,10 +19,10 @@ use crate::canonical;
 use crate::capacity::ledger::Charge;
 use crate::capacity::{Pool, Spill};
 use crate::error::ApiError;
-use crate::health::breaker::Outcome;
-use crate::health::interval::Class;
+use crate::health::breaker::Observation;
 use crate::inbound;
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::protocol::{Protocol, Wire, anthropic, openai};
 use crate::routing::{EndpointTarget, FeatureRoute, RoutingTable};
 use crate::upstream::failure::{AttemptFailure, FailureKind};
@@ -103,15 +103,16 @@ impl Drop for Finish {
 }
 
 impl Finish {
-    pub fn done(mut self, outcome: &'static str) {
-        if let Some(u) = self.usage.filter(|_| outcome == "ok") {
+    pub fn done(mut self, outcome: Outcome) {
+        let ok = outcome == Outcome::Ok;
+        if let Some(u) = self.usage.filter(|_| ok) {
             self.output_avg.record(u.output_tokens);
         }
-        if let Some(f) = self.feedback.as_ref().filter(|_| outcome == "ok") {
+        if let Some(f) = self.feedback.as_ref().filter(|_| ok) {
             f.served(&self.request_id, &self.feature, &self.target.name);
         }
         if let Some((pool, charge)) = self.charge.take() {
-            if outcome == "ok" {
+            if ok {
                 let actual = self.usage.map_or(charge.estimate, |u| u.total());
                 pool.settle(charge, actual);
             } else {
@@ -119,23 +120,22 @@ impl Finish {
             }
         }
         let elapsed = self.started.elapsed();
-        if outcome == "client_cancelled" {
+        if outcome == Outcome::ClientCancelled {
             self.target.health.record_cancelled(self.attempt_started.elapsed());
         } else {
-            let failed = !matches!(outcome, "ok" | "bad_request" | "content_filtered");
-            let o = Outcome {
-                failed,
+            let o = Observation {
+                failed: outcome.is_failure(),
                 throttled: false,
                 ttft: self.ttft,
                 total: self.attempt_started.elapsed(),
                 max_gap: self.max_gap,
                 output_tokens: self.usage.map(|u| u.output_tokens),
             };
-            self.target.health.record(&o, Class::of(outcome), self.counted_in_flight, &self.metrics);
+            self.target.health.record(&o, outcome.class(), self.counted_in_flight, &self.metrics);
         }
         self.metrics.latency(&self.feature, &self.target.name, outcome, elapsed);
         self.metrics.attempt(&self.feature, &self.target.name, outcome);
-        self.metrics.request(&self.feature, outcome);
+        self.metrics.request(&self.feature, outcome.as_str());
         crate::log::access::record(&crate::log::access::Record {
             request_id: &self.request_id,
             feature: &self.feature,
@@ -294,11 +294,11 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
         }
         if !within_boundary(&ctx.feature.boundary, target) {
             tracing::error!(request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %target.name, "refusing an endpoint outside the feature's data boundary");
-            state.metrics.attempt(&ctx.feature.name, &target.name, "boundary_refused");
+            state.metrics.attempt(&ctx.feature.name, &target.name, Outcome::BoundaryRefused);
             continue;
         }
         if let Some(why) = target.upstream.missing_credential() {
-            state.metrics.attempt(&ctx.feature.name, &target.name, "no_credentials");
+            state.metrics.attempt(&ctx.feature.name, &target.name, Outcome::NoCredentials);
             tried.push(target.name.clone());
             failures.push((target.name.clone(), AttemptFailure::no_credentials(why)));
             continue;
@@ -310,7 +310,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             && (planned.last_resort || target.health.failing())
             && !state.budget().try_retry(Instant::now(), &ctx.retry_budget)
         {
-            state.metrics.attempt(&ctx.feature.name, &target.name, "skipped_retry_budget");
+            state.metrics.attempt(&ctx.feature.name, &target.name, Outcome::SkippedRetryBudget);
             budget_refused = true;
             continue;
         }
@@ -356,7 +356,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             (None, Some((next, _)), Some(req_b), Some(racing)) => {
                 // The first token is late: race the next tier. The first to produce one wins;
                 // the other is dropped, which closes its upstream request.
-                state.metrics.attempt(&ctx.feature.name, &next.target.name, "hedge_started");
+                state.metrics.attempt(&ctx.feature.name, &next.target.name, Outcome::HedgeStarted);
                 tried.push(next.target.name.clone());
                 attempts += 1;
                 let finish_b = new_finish(state, &ctx, next, estimate, attempts);
@@ -384,11 +384,11 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                 drop((fut_a, fut_b, racing));
                 match won {
                     Some((true, r)) => {
-                        state.metrics.attempt(&ctx.feature.name, &next.target.name, "hedge_lost");
+                        state.metrics.attempt(&ctx.feature.name, &next.target.name, Outcome::HedgeLost);
                         vec![(planned.clone(), finish_a, r)]
                     }
                     Some((false, r)) => {
-                        state.metrics.attempt(&ctx.feature.name, &target.name, "hedge_lost");
+                        state.metrics.attempt(&ctx.feature.name, &target.name, Outcome::HedgeLost);
                         vec![(next.clone(), finish_b, r)]
                     }
                     // The loop only ends without a winner once both attempts have finished.
@@ -427,7 +427,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                 Err(f) if f.may_fall_back() => {
                     tracing::warn!(
                         request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %t.name,
-                        kind = ?f.kind, outcome = f.outcome, detail = %f.detail, "attempt failed; falling back"
+                        kind = ?f.kind, outcome = f.outcome.as_str(), detail = %f.detail, "attempt failed; falling back"
                     );
                     state.metrics.attempt(&ctx.feature.name, &t.name, f.outcome);
                     if f.kind.blames_endpoint() {
@@ -447,8 +447,11 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                 }
                 Err(f) => {
                     // The request itself is at fault: every endpoint would refuse it the same way.
-                    let outcome =
-                        if f.kind == FailureKind::ContentFiltered { "content_filtered" } else { "bad_request" };
+                    let outcome = if f.kind == FailureKind::ContentFiltered {
+                        Outcome::ContentFiltered
+                    } else {
+                        Outcome::BadRequest
+                    };
                     let attempts = finish.attempts;
                     finish.done(outcome);
                     let mut resp = refusal(f, t.upstream.wire, req.protocol);
@@ -465,11 +468,11 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
 /// endpoint — the retry budget too.
 fn start_hedge(state: &AppState, ctx: &RequestCtx, next: &Planned) -> Option<hedge::Racing> {
     let Some(racing) = ctx.feature.load.try_hedge(ctx.feature.hedge_max_share) else {
-        state.metrics.attempt(&ctx.feature.name, &next.target.name, "hedge_refused");
+        state.metrics.attempt(&ctx.feature.name, &next.target.name, Outcome::HedgeRefused);
         return None;
     };
     if next.target.health.failing() && !state.budget().try_retry(Instant::now(), &ctx.retry_budget) {
-        state.metrics.attempt(&ctx.feature.name, &next.target.name, "skipped_retry_budget");
+        state.metrics.attempt(&ctx.feature.name, &next.target.name, Outcome::SkippedRetryBudget);
         return None;
     }
     Some(racing)
@@ -479,8 +482,8 @@ fn start_hedge(state: &AppState, ctx: &RequestCtx, next: &Planned) -> Option<hed
 fn record_failure(state: &AppState, t: &EndpointTarget, finish: &Finish, f: &AttemptFailure) {
     // An attempt abandoned for want of a first token, after the breaker already counted it as
     // slow, is one slow attempt, not also an error.
-    let slow_timeout = f.outcome == "timeout" && finish.counted_in_flight;
-    let o = Outcome {
+    let slow_timeout = f.outcome == Outcome::Timeout && finish.counted_in_flight;
+    let o = Observation {
         failed: matches!(f.kind, FailureKind::Unavailable | FailureKind::Auth) && !slow_timeout,
         throttled: f.kind == FailureKind::Throttled,
         ttft: None,
@@ -488,7 +491,7 @@ fn record_failure(state: &AppState, t: &EndpointTarget, finish: &Finish, f: &Att
         max_gap: None,
         output_tokens: None,
     };
-    let class = if f.kind == FailureKind::Throttled { Class::Throttled } else { Class::of(f.outcome) };
+    let class = if f.kind == FailureKind::Throttled { Outcome::Throttled.class() } else { f.outcome.class() };
     t.health.record(&o, class, finish.counted_in_flight, &state.metrics);
 }
 
@@ -636,7 +639,7 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
         // A whole reply has no first token of its own: it is judged by its total time.
         Reply::Complete { status, content_type, body, usage, .. } => {
             finish.usage = usage;
-            finish.done("ok");
+            finish.done(Outcome::Ok);
             let mut r = Response::new(full(body));
             *r.status_mut() = status;
             r.headers_mut().insert(header::CONTENT_TYPE, content_type);

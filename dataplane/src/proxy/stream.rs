@@ -8,6 +8,7 @@
 
 use super::Finish;
 use crate::canonical::{Event, Usage};
+use crate::outcome::Outcome;
 use crate::protocol::{self, Protocol, StreamDecoder, StreamEncoder, Wire};
 use crate::sse::{self, EventKind, SseSplitter};
 use bytes::{Bytes, BytesMut};
@@ -113,7 +114,7 @@ impl GuardedStream {
                     Ok(block) => self.passthrough(block?),
                     Err(e) => {
                         let msg = format!("upstream `{}` sent a stream spillway cannot frame: {e}", self.endpoint);
-                        Some(self.fail("malformed", "upstream_stream_corrupt", msg))
+                        Some(self.fail(Outcome::Malformed, "upstream_stream_corrupt", msg))
                     }
                 };
             }
@@ -121,13 +122,13 @@ impl GuardedStream {
                 let mut out = BytesMut::new();
                 if let Err(e) = reframe.feed(data, &mut out, &mut self.events) {
                     let msg = format!("upstream `{}` sent a corrupt stream: {e}", self.endpoint);
-                    return Some(self.fail("malformed", "upstream_stream_corrupt", msg));
+                    return Some(self.fail(Outcome::Malformed, "upstream_stream_corrupt", msg));
                 }
                 for e in self.events.drain(..) {
                     match e {
                         Event::Usage(u) => self.usage.merge(u),
-                        Event::End => ended = Some("ok"),
-                        Event::Error { .. } => ended = Some("stream_error"),
+                        Event::End => ended = Some(Outcome::Ok),
+                        Event::Error { .. } => ended = Some(Outcome::StreamError),
                         _ => {}
                     }
                 }
@@ -136,15 +137,15 @@ impl GuardedStream {
             Mode::Translate { decoder, encoder } => {
                 if let Err(e) = decoder.feed(data, &mut self.events) {
                     let msg = format!("upstream `{}` sent a corrupt stream: {e}", self.endpoint);
-                    return Some(self.fail("malformed", "upstream_stream_corrupt", msg));
+                    return Some(self.fail(Outcome::Malformed, "upstream_stream_corrupt", msg));
                 }
                 let mut out = BytesMut::new();
                 for e in self.events.drain(..) {
                     encoder.encode(&e, &mut out);
                     match e {
                         Event::Usage(u) => self.usage.merge(u),
-                        Event::End => ended = Some("ok"),
-                        Event::Error { .. } => ended = Some("stream_error"),
+                        Event::End => ended = Some(Outcome::Ok),
+                        Event::Error { .. } => ended = Some(Outcome::StreamError),
                         _ => {}
                     }
                     if ended.is_some() {
@@ -173,8 +174,8 @@ impl GuardedStream {
                         self.usage.merge(u);
                     }
                     match sse::classify(event) {
-                        EventKind::Done => ended = Some("ok"),
-                        EventKind::Error(_) => ended = Some("stream_error"),
+                        EventKind::Done => ended = Some(Outcome::Ok),
+                        EventKind::Error(_) => ended = Some(Outcome::StreamError),
                         EventKind::Data | EventKind::Other => {}
                     }
                     // The usage-only chunk has no choices; content chunks carry `usage: null`.
@@ -192,8 +193,8 @@ impl GuardedStream {
                         self.usage.merge(u);
                     }
                     match sse::event_name(event) {
-                        Some(b"message_stop") => ended = Some("ok"),
-                        Some(b"error") => ended = Some("stream_error"),
+                        Some(b"message_stop") => ended = Some(Outcome::Ok),
+                        Some(b"error") => ended = Some(Outcome::StreamError),
                         _ => {}
                     }
                 }
@@ -207,7 +208,7 @@ impl GuardedStream {
         (!out.is_empty()).then_some(out)
     }
 
-    fn end(&mut self, outcome: &'static str) {
+    fn end(&mut self, outcome: Outcome) {
         self.upstream = None;
         if let Some(mut f) = self.finish.take() {
             if self.usage != Usage::default() {
@@ -218,7 +219,7 @@ impl GuardedStream {
     }
 
     /// Ends the stream with an error event of spillway's own, in the client's protocol.
-    fn fail(&mut self, outcome: &'static str, code: &'static str, message: String) -> Bytes {
+    fn fail(&mut self, outcome: Outcome, code: &'static str, message: String) -> Bytes {
         self.end(outcome);
         let mut out = BytesMut::new();
         match &mut self.mode {
@@ -263,11 +264,11 @@ impl Body for GuardedStream {
             let Some(upstream) = this.upstream.as_mut() else { return Poll::Ready(None) };
             if this.deadline.as_mut().poll(cx).is_ready() {
                 let msg = format!("the request deadline passed while `{}` was streaming", this.endpoint);
-                this.next = Some(this.fail("timeout", "deadline_exceeded", msg));
+                this.next = Some(this.fail(Outcome::Timeout, "deadline_exceeded", msg));
                 continue;
             }
             if this.cut.as_mut().poll(cx).is_ready() {
-                this.next = Some(this.fail("shutdown", "shutting_down", super::SHUTDOWN_MESSAGE.to_owned()));
+                this.next = Some(this.fail(Outcome::Shutdown, "shutting_down", super::SHUTDOWN_MESSAGE.to_owned()));
                 continue;
             }
             match ready!(Pin::new(upstream).poll_frame(cx)) {
@@ -277,11 +278,11 @@ impl Body for GuardedStream {
                 }
                 Some(Err(e)) => {
                     let msg = format!("upstream `{}` failed mid-stream: {e}", this.endpoint);
-                    this.next = Some(this.fail("reset", "upstream_stream_failed", msg));
+                    this.next = Some(this.fail(Outcome::Reset, "upstream_stream_failed", msg));
                 }
                 None => {
                     let msg = format!("upstream `{}` closed the stream before it was complete", this.endpoint);
-                    this.next = Some(this.fail("truncated", "upstream_stream_truncated", msg));
+                    this.next = Some(this.fail(Outcome::Truncated, "upstream_stream_truncated", msg));
                 }
             }
         }
@@ -299,7 +300,7 @@ impl Body for GuardedStream {
 impl Drop for GuardedStream {
     fn drop(&mut self) {
         if let Some(f) = self.finish.take() {
-            f.done("client_cancelled");
+            f.done(Outcome::ClientCancelled);
         }
     }
 }

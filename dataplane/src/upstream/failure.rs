@@ -1,6 +1,7 @@
 //! The one error vocabulary (docs/design.md §3). Fallback decides on [`FailureKind`] alone, and the kind
 //! is decided by status plus the provider's machine-readable type or code, never message text.
 
+use crate::outcome::Outcome;
 use crate::protocol::Wire;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -43,8 +44,7 @@ impl FailureKind {
 #[derive(Debug, Clone)]
 pub struct AttemptFailure {
     pub kind: FailureKind,
-    /// Metrics label: `connect_error`, `timeout`, `reset`, `status_503`, `malformed`, …
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub detail: String,
     pub retry_after: Option<Duration>,
     /// The upstream's own error reply, returned to the caller when the failure is not retried.
@@ -56,7 +56,7 @@ impl AttemptFailure {
         self.kind.may_fall_back()
     }
 
-    pub fn unavailable(outcome: &'static str, detail: impl Into<String>) -> Self {
+    pub fn unavailable(outcome: Outcome, detail: impl Into<String>) -> Self {
         AttemptFailure {
             kind: FailureKind::Unavailable,
             outcome,
@@ -71,21 +71,21 @@ impl AttemptFailure {
     pub fn no_credentials(detail: impl Into<String>) -> Self {
         AttemptFailure {
             kind: FailureKind::Auth,
-            ..Self::unavailable("no_credentials", format!("no credentials: {}", detail.into()))
+            ..Self::unavailable(Outcome::NoCredentials, format!("no credentials: {}", detail.into()))
         }
     }
 
     /// This endpoint cannot carry this request; another may.
     pub fn unsupported(detail: impl Into<String>) -> Self {
-        AttemptFailure { kind: FailureKind::Unsupported, ..Self::unavailable("unsupported_input", detail) }
+        AttemptFailure { kind: FailureKind::Unsupported, ..Self::unavailable(Outcome::UnsupportedInput, detail) }
     }
 
     /// Turns a transport error of the pooled client into a failure.
     pub fn from_client_error(err: &hyper_util::client::legacy::Error) -> Self {
         if err.is_connect() {
-            return Self::unavailable("connect_error", format!("cannot connect: {}", source_chain(err)));
+            return Self::unavailable(Outcome::ConnectError, format!("cannot connect: {}", source_chain(err)));
         }
-        Self::unavailable("reset", format!("connection failed before a response: {}", source_chain(err)))
+        Self::unavailable(Outcome::Reset, format!("connection failed before a response: {}", source_chain(err)))
     }
 }
 
@@ -136,24 +136,6 @@ pub fn classify_openai(status: StatusCode, headers: &HeaderMap, body: Bytes) -> 
     from_reply(kind, &described, status, headers, body)
 }
 
-fn status_outcome(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        429 => "throttled",
-        400 => "status_400",
-        401 => "status_401",
-        403 => "status_403",
-        404 => "status_404",
-        408 => "status_408",
-        500 => "status_500",
-        502 => "status_502",
-        503 => "status_503",
-        504 => "status_504",
-        529 => "throttled",
-        _ if status.is_client_error() => "status_4xx",
-        _ => "status_5xx",
-    }
-}
-
 /// `retry-after-ms` (OpenAI's, milliseconds) wins over `retry-after` (seconds).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
@@ -182,7 +164,7 @@ fn from_reply(kind: FailureKind, code: &str, status: StatusCode, headers: &Heade
     let described = if code.is_empty() { String::new() } else { format!(" ({code})") };
     AttemptFailure {
         kind,
-        outcome: status_outcome(status),
+        outcome: Outcome::of_status(status),
         detail: format!("HTTP {}{described}", status.as_u16()),
         retry_after: retry_after(headers),
         reply: Some((status, body)),
@@ -266,7 +248,7 @@ pub fn classify_anthropic(status: StatusCode, headers: &HeaderMap, body: Bytes) 
 pub fn stream_error(overloaded: bool, message: &str) -> AttemptFailure {
     AttemptFailure {
         kind: if overloaded { FailureKind::Throttled } else { FailureKind::Unavailable },
-        outcome: "stream_error",
+        outcome: Outcome::StreamError,
         detail: format!("error event in the stream: {message}"),
         retry_after: None,
         reply: None,

@@ -16,6 +16,7 @@ use super::failure::{AttemptFailure, FailureKind};
 use super::gcp::{self, GcpToken};
 use super::secrets::SecretPolicy;
 use super::{HttpClient, http_client};
+use crate::outcome::Outcome;
 use crate::protocol::Wire;
 use crate::protocol::openai::MaxTokensField;
 use bytes::Bytes;
@@ -300,13 +301,14 @@ impl Upstream {
                     (_, true) => ":streamGenerateContent?alt=sse",
                 };
                 let url = format!("{model_url}{op}");
-                *req.uri_mut() =
-                    url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
+                *req.uri_mut() = url
+                    .parse()
+                    .map_err(|e| AttemptFailure::unavailable(Outcome::Internal, format!("bad URL {url}: {e}")))?;
                 let token =
                     token.as_ref().ok_or_else(|| AttemptFailure::no_credentials("no Google identity was found"))?;
                 let auth = token.authorization().await.map_err(|e| AttemptFailure {
                     kind: FailureKind::Auth,
-                    outcome: "credentials",
+                    outcome: Outcome::Credentials,
                     detail: format!("Google credentials: {e}"),
                     retry_after: None,
                     reply: None,
@@ -325,21 +327,22 @@ impl Upstream {
                     (_, true) => "converse-stream",
                 };
                 let url = bedrock_url(base, &self.model, op);
-                *req.uri_mut() =
-                    url.parse().map_err(|e| AttemptFailure::unavailable("internal", format!("bad URL {url}: {e}")))?;
+                *req.uri_mut() = url
+                    .parse()
+                    .map_err(|e| AttemptFailure::unavailable(Outcome::Internal, format!("bad URL {url}: {e}")))?;
                 let accept = if op == "invoke-with-response-stream" { "x-amzn-bedrock-accept" } else { "accept" };
                 req.headers_mut().insert(accept, HeaderValue::from_static("application/json"));
                 let credentials =
                     credentials.as_ref().ok_or_else(|| AttemptFailure::no_credentials("the AWS chain found none"))?;
                 let creds = credentials.get().await.map_err(|e| AttemptFailure {
                     kind: FailureKind::Auth,
-                    outcome: "credentials",
+                    outcome: Outcome::Credentials,
                     detail: format!("AWS credentials: {e}"),
                     retry_after: None,
                     reply: None,
                 })?;
                 sigv4::sign_request(&mut req, &bytes, &creds, region, std::time::SystemTime::now())
-                    .map_err(|e| AttemptFailure::unavailable("internal", e))?;
+                    .map_err(|e| AttemptFailure::unavailable(Outcome::Internal, e))?;
             }
         }
         Ok(req)
