@@ -44,7 +44,7 @@ impl ApiError {
     /// or Anthropic's `{"type":"error","error":{"type","message"}}`.
     pub fn body(&self, protocol: Protocol) -> serde_json::Value {
         match protocol {
-            Protocol::OpenAi => {
+            Protocol::OpenAi | Protocol::Responses => {
                 json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
             }
             Protocol::Anthropic => anthropic::error_body(anthropic::error_type(self.status.as_u16()), &self.message),

@@ -272,6 +272,8 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/chat/completions") => proxy::serve(state, req, Protocol::OpenAi).await,
         (&Method::POST, "/v1/messages") => proxy::serve(state, req, Protocol::Anthropic).await,
+        (&Method::POST, "/v1/responses") => proxy::serve(state, req, Protocol::Responses).await,
+        (m, path @ "/v1/responses") => method_not_allowed(m, path, Protocol::Responses),
         (m, path @ "/v1/messages") => method_not_allowed(m, path, Protocol::Anthropic),
         (m, path @ "/v1/chat/completions") => method_not_allowed(m, path, Protocol::OpenAi),
         (&Method::POST, "/v1/feedback") => crate::telemetry::feedback::serve(state, req).await,
@@ -324,7 +326,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         (_, path) => ApiError::not_found(
             "unknown_path",
             format!(
-                "no route for {} {path}; spillway serves POST /v1/chat/completions and POST /v1/messages",
+                "no route for {} {path}; spillway serves POST /v1/chat/completions, POST /v1/responses and POST /v1/messages",
                 req.method()
             ),
         )

@@ -13,11 +13,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use spillway_dataplane::canonical::Event;
 use spillway_dataplane::inbound;
-use spillway_dataplane::protocol::{Wire, anthropic, bedrock, gemini, openai};
+use spillway_dataplane::protocol::{Wire, anthropic, bedrock, gemini, openai, responses};
 use std::path::PathBuf;
 
-const WIRES: [Wire; 6] = [
+const WIRES: [Wire; 7] = [
     Wire::OpenAi,
+    Wire::OpenAiResponses,
     Wire::Anthropic,
     Wire::VertexAnthropic,
     Wire::VertexGemini,
@@ -33,7 +34,7 @@ fn runner() -> TestRunner {
 fn fixtures(ext: &[&str]) -> Vec<(PathBuf, Vec<u8>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     let mut out = Vec::new();
-    for dir in ["openai", "anthropic", "bedrock", "vertex"] {
+    for dir in ["openai", "responses", "anthropic", "bedrock", "vertex"] {
         for e in std::fs::read_dir(root.join(dir)).unwrap() {
             let p = e.unwrap().path();
             if ext.iter().any(|x| p.to_string_lossy().ends_with(x)) {
@@ -50,6 +51,7 @@ fn wire_of(p: &std::path::Path) -> Wire {
     let s = p.to_string_lossy();
     match () {
         _ if s.contains("/openai/") => Wire::OpenAi,
+        _ if s.contains("/responses/") => Wire::OpenAiResponses,
         _ if s.contains("/anthropic/") => Wire::Anthropic,
         _ if s.contains("/vertex/") && s.contains("generate_content") => Wire::VertexGemini,
         _ if s.contains("/vertex/") => Wire::VertexAnthropic,
@@ -218,7 +220,12 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         Just("tool_use_id"),
         Just("parameters"),
         Just("input_schema"),
-        Just("stop")
+        Just("stop"),
+        Just("instructions"),
+        Just("call_id"),
+        Just("output"),
+        Just("summary"),
+        Just("encrypted_content")
     ];
     leaf.prop_recursive(5, 64, 6, move |inner| {
         prop_oneof![
@@ -234,12 +241,14 @@ fn translate_everywhere(req: &inbound::Request) {
     let canonical = match req.protocol {
         spillway_dataplane::protocol::Protocol::OpenAi => openai::decode_request(&req.body),
         spillway_dataplane::protocol::Protocol::Anthropic => anthropic::decode_request(&req.body),
+        spillway_dataplane::protocol::Protocol::Responses => responses::decode_request(&req.body),
     };
     if let Ok(c) = canonical {
         let _ = openai::encode_request(&c, "m", openai::MaxTokensField::MaxTokens);
         let _ = anthropic::encode_request(&c, Some("m"));
         let _ = bedrock::encode_converse(&c);
         let _ = gemini::encode_request(&c);
+        let _ = responses::encode_request(&c, "m");
     }
 }
 
@@ -251,6 +260,9 @@ fn inbound_requests_never_panic_in_parsing_or_translation() {
             translate_everywhere(&r);
         }
         if let Ok(r) = inbound::anthropic::parse(bytes, &headers) {
+            translate_everywhere(&r);
+        }
+        if let Ok(r) = inbound::responses::parse(bytes) {
             translate_everywhere(&r);
         }
     };

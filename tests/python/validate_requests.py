@@ -9,7 +9,8 @@ would send it to `<target>`:
   pydantic types (which forbid unknown fields);
 - `anthropic`, `bedrock_invoke`, `vertex_anthropic`: Anthropic Messages (and its bodies on
   Bedrock InvokeModel and Vertex rawPredict), through the anthropic SDK's request types;
-- `openai`: Chat Completions, through the openai SDK's request types.
+- `openai`: Chat Completions, through the openai SDK's request types;
+- `responses`: the OpenAI Responses API, through the openai SDK's request types.
 
 The SDKs' TypedDicts and models accept unknown fields for forward compatibility; here they are
 made to refuse them, so a misspelt or misplaced field fails. Prints every problem; exits 1 if
@@ -119,6 +120,22 @@ class OpenAi:
         return problems(self.adapter, body)
 
 
+class Responses:
+    def __init__(self):
+        import openai.types.responses
+        import openai.types.shared_params
+        from openai.types.responses import response_create_params
+
+        forbid_unknown_fields(openai.types.responses)
+        forbid_unknown_fields(openai.types.shared_params)
+        self.adapter = pydantic.TypeAdapter(response_create_params.ResponseCreateParamsNonStreaming)
+
+    def check(self, body, _target):
+        body = dict(body)
+        body.pop("stream", None)
+        return problems(self.adapter, body)
+
+
 class Converse:
     def __init__(self):
         import botocore.session
@@ -195,6 +212,7 @@ def main():
         "bedrock_invoke": Anthropic,
         "vertex_anthropic": Anthropic,
         "openai": OpenAi,
+        "responses": Responses,
     }
     files = sorted(root.glob("*--*.json"))
     if not files:

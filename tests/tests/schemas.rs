@@ -7,12 +7,13 @@
 
 use serde_json::{Map, Value};
 use spillway_dataplane::protocol::openai::MaxTokensField;
-use spillway_dataplane::protocol::{Protocol, Wire, anthropic, openai};
+use spillway_dataplane::protocol::{Protocol, Wire, anthropic, openai, responses};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WIRES: [(Wire, &str); 6] = [
+const WIRES: [(Wire, &str); 7] = [
     (Wire::OpenAi, "openai"),
+    (Wire::OpenAiResponses, "responses"),
     (Wire::Anthropic, "anthropic"),
     (Wire::BedrockConverse, "converse"),
     (Wire::BedrockInvoke, "bedrock_invoke"),
@@ -62,6 +63,7 @@ fn corpus() -> Vec<(String, Protocol, Map<String, Value>)> {
     };
     add("requests", "openai_", Protocol::OpenAi);
     add("requests", "anthropic_", Protocol::Anthropic);
+    add("requests", "responses_", Protocol::Responses);
     add("openai", "chat_request", Protocol::OpenAi);
     add("anthropic", "messages_request", Protocol::Anthropic);
     assert!(out.len() >= 8, "the corpus is missing: {out:?}");
@@ -75,10 +77,17 @@ fn translate_corpus(dir: &Path) -> usize {
         let canonical = match protocol {
             Protocol::OpenAi => openai::decode_request(&body),
             Protocol::Anthropic => anthropic::decode_request(&body),
+            Protocol::Responses => responses::decode_request(&body),
         }
         .unwrap_or_else(|e| panic!("{name} does not decode: {e:?}"));
         for (wire, target) in WIRES {
             if wire.passes_through(protocol) {
+                // Passed through as sent: the corpus body itself must be a valid request.
+                if protocol == Protocol::Responses {
+                    let file = dir.join(format!("{name}--{target}.json"));
+                    std::fs::write(file, serde_json::to_vec_pretty(&body).unwrap()).unwrap();
+                    written += 1;
+                }
                 continue;
             }
             match wire.encode_request(&canonical, "model-from-config", MaxTokensField::MaxCompletionTokens) {
@@ -145,6 +154,10 @@ fn the_schema_check_refuses_what_a_provider_would() {
             "openai",
             r#"{"model": "m", "messages": [{"role": "user", "content": "hi", "cache_control": {"type": "ephemeral"}}]}"#,
         ),
+        (
+            "responses",
+            r#"{"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": "x", "is_error": true}]}"#,
+        ),
     ];
     for (target, body) in bad {
         std::fs::write(dir.path().join(format!("bad--{target}.json")), body).unwrap();
@@ -155,4 +168,37 @@ fn the_schema_check_refuses_what_a_provider_would() {
         assert!(report.contains(&format!("bad--{target}.json:")), "{target}: accepted {body}\n{report}");
     }
     assert!(report.contains(&format!("0 of {} request bodies match", bad.len())), "{report}");
+}
+
+/// The Responses fixtures the translator is tested on are what the openai SDK's published types
+/// say a reply and a stream are: each reply validates as a `Response`, each event as a
+/// `ResponseStreamEvent`, so a fixture that drifts from the schema fails here.
+#[test]
+fn responses_fixtures_match_the_sdk_types() {
+    let code = r#"
+import json, pathlib, sys
+import pydantic
+from openai.types.responses import Response, ResponseStreamEvent
+events = pydantic.TypeAdapter(ResponseStreamEvent)
+checked = 0
+for f in sorted(pathlib.Path(sys.argv[1]).iterdir()):
+    if f.name.startswith("response_"):
+        Response.model_validate(json.loads(f.read_text()))
+        checked += 1
+    elif f.suffix == ".sse":
+        for block in f.read_text().split("\n\n"):
+            lines = block.splitlines()
+            if not lines:
+                continue
+            name = lines[0].removeprefix("event: ")
+            data = json.loads(lines[1].removeprefix("data: "))
+            assert data["type"] == name, (f.name, name)
+            events.validate_python(data)
+            checked += 1
+print(checked)
+"#;
+    let out = Command::new(python()).arg("-c").arg(code).arg(fixtures().join("responses")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.trim().parse::<u32>().unwrap() >= 30, "{stdout}");
 }

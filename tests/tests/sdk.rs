@@ -56,6 +56,8 @@ endpoints:
   gemini:   {{ provider: vertex, region: us-central1, project: sdk, base_url: "http://{p}", model: gemini-2.0-flash-001 }}
   vertex-claude: {{ provider: vertex, region: us-east5, project: sdk, base_url: "http://{p}", api: anthropic, model: "claude-sonnet-4@20250514" }}
   azure:    {{ provider: azure_openai, base_url: "http://{p}", model: sdk-deployment, auth: {{ kind: none }} }}
+  openai-native: {{ provider: openai, base_url: "http://{p}/v1", model: gpt-fake, auth: {{ kind: none }} }}
+  compat-responses: {{ provider: openai_compatible, base_url: "http://{p}/v1", model: gpt-fake, api: responses }}
   bedrock-busy: {{ provider: bedrock, region: us-east-1, base_url: "http://{p}", model: m, headers: {{ x-fake-status: "429", x-fake-retry-after: "3" }} }}
   gemini-busy: {{ provider: vertex, region: us-central1, project: sdk, base_url: "http://{p}", model: g, headers: {{ x-fake-status: "429", x-fake-retry-after: "3" }} }}
   claude-busy: {{ provider: anthropic, base_url: "http://{p}", model: claude-fake, auth: {{ kind: none }}, headers: {{ x-fake-status: "529", x-fake-retry-after: "3" }} }}
@@ -72,6 +74,8 @@ features:
   gemini: {{ hierarchy: [gemini] }}
   vertex-claude: {{ hierarchy: [vertex-claude] }}
   azure: {{ hierarchy: [azure] }}
+  openai-native: {{ hierarchy: [openai-native] }}
+  compat-responses: {{ hierarchy: [compat-responses] }}
   bedrock-busy: {{ hierarchy: [bedrock-busy] }}
   gemini-busy: {{ hierarchy: [gemini-busy] }}
   claude-busy: {{ hierarchy: [claude-busy] }}
@@ -96,6 +100,11 @@ features:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_end_to_end() {
     run_pytest("test_openai_sdk.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_responses_and_agents_sdk_end_to_end() {
+    run_pytest("test_openai_responses.py").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

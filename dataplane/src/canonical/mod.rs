@@ -308,9 +308,10 @@ impl Usage {
         self.prompt_tokens() + self.output_tokens
     }
 
-    /// The tokens a passed-through `usage` object reports, in OpenAI's spelling
-    /// (`prompt_tokens`, `completion_tokens`, their details) or Anthropic's (`input_tokens`,
-    /// `output_tokens`, `cache_*_input_tokens`).
+    /// The tokens a passed-through `usage` object reports, in OpenAI Chat Completions' spelling
+    /// (`prompt_tokens`, `completion_tokens`, their details), the Responses API's
+    /// (`input_tokens` counting cached tokens, named in `input_tokens_details`) or Anthropic's
+    /// (`input_tokens`, `output_tokens`, `cache_*_input_tokens`).
     pub fn reported(u: &serde_json::Map<String, Value>) -> Usage {
         let get = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
         let detail = |k: &str, d: &str| u.get(k).and_then(|v| v.get(d)).and_then(Value::as_u64).unwrap_or(0);
@@ -322,6 +323,16 @@ impl Usage {
                 cache_read_tokens: cached,
                 cache_write_tokens: 0,
                 reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
+            }
+        } else if u.contains_key("input_tokens_details") || u.contains_key("output_tokens_details") {
+            let cached = detail("input_tokens_details", "cached_tokens");
+            let written = detail("input_tokens_details", "cache_write_tokens");
+            Usage {
+                input_tokens: get("input_tokens").saturating_sub(cached + written),
+                output_tokens: get("output_tokens"),
+                cache_read_tokens: cached,
+                cache_write_tokens: written,
+                reasoning_tokens: detail("output_tokens_details", "reasoning_tokens"),
             }
         } else {
             Usage {

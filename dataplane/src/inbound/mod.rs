@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod budget;
 pub mod openai;
+pub mod responses;
 
 use crate::error::ApiError;
 use crate::protocol::Protocol;

@@ -1,7 +1,7 @@
 //! Every provider fixture goes through the code that handles its kind of message, and a fixture
 //! this table does not know fails the test — so a fixture added later cannot go unexercised.
 
-use super::{Protocol, Wire, anthropic, bedrock, gemini, openai, stream_encoder};
+use super::{Protocol, Wire, anthropic, bedrock, gemini, openai, responses, stream_encoder};
 use crate::canonical::Event;
 use crate::upstream::failure::classify;
 use bytes::{Bytes, BytesMut};
@@ -47,7 +47,7 @@ fn stream_ends(wire: Wire, path: &Path) {
     }
     let last = events.last().unwrap_or_else(|| panic!("{}: no events", path.display()));
     assert!(matches!(last, Event::End | Event::Error { .. }), "{}: ends with {last:?}", path.display());
-    for p in [Protocol::OpenAi, Protocol::Anthropic] {
+    for p in [Protocol::OpenAi, Protocol::Anthropic, Protocol::Responses] {
         let mut e = stream_encoder(p, true);
         let mut out = BytesMut::new();
         for ev in &events {
@@ -77,7 +77,7 @@ fn headers_fixture(path: &Path) {
 fn every_provider_fixture_is_exercised() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     let mut seen = 0;
-    for dir in ["openai", "anthropic", "bedrock", "vertex"] {
+    for dir in ["openai", "responses", "anthropic", "bedrock", "vertex"] {
         let mut entries: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
         for path in entries {
@@ -94,6 +94,11 @@ fn every_provider_fixture_is_exercised() {
                     assert!(openai::decode_response(Value::Object(body(&path)).to_string().as_bytes()).is_some(), "{n}")
                 }
                 ("openai", n) if n.ends_with(".sse") => stream_ends(Wire::OpenAi, &path),
+                ("responses", n) if n.starts_with("response_") => assert!(
+                    responses::decode_response(Value::Object(body(&path)).to_string().as_bytes()).is_some(),
+                    "{n}"
+                ),
+                ("responses", n) if n.ends_with(".sse") => stream_ends(Wire::OpenAiResponses, &path),
                 ("openai", n) if n.starts_with("error_") => classifies(Wire::OpenAi, &path),
                 ("anthropic", n) if n.starts_with("messages_request") => {
                     let b = body(&path);
@@ -174,6 +179,7 @@ fn every_provider_fixture_is_exercised() {
                 }
                 ("vertex", "anthropic_streamrawpredict.sse") => stream_ends(Wire::VertexAnthropic, &path),
                 ("vertex", n) if n.contains("error_") => classifies(Wire::VertexAnthropic, &path),
+                (_, "README.md") => continue,
                 (dir, n) => panic!("fixture {dir}/{n} is not exercised by any test: add it to this table"),
             }
             seen += 1;

@@ -13,6 +13,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 
 use crate::canonical::{self, Event};
 use crate::sse::{self, SseSplitter};
@@ -25,6 +26,8 @@ pub enum Protocol {
     OpenAi,
     /// Anthropic Messages (Anthropic; the same body on Bedrock invoke and Vertex rawPredict).
     Anthropic,
+    /// The OpenAI Responses API (OpenAI, Azure OpenAI, compatible servers that speak it).
+    Responses,
 }
 
 /// What an endpoint speaks on the wire: its request body and its reply framing.
@@ -32,6 +35,8 @@ pub enum Protocol {
 pub enum Wire {
     /// OpenAI Chat Completions JSON and SSE.
     OpenAi,
+    /// OpenAI Responses JSON and typed SSE events.
+    OpenAiResponses,
     /// Anthropic Messages JSON and SSE.
     Anthropic,
     /// Bedrock Converse JSON and event-stream frames.
@@ -52,6 +57,7 @@ impl Wire {
         matches!(
             (self, client),
             (Wire::OpenAi, Protocol::OpenAi)
+                | (Wire::OpenAiResponses, Protocol::Responses)
                 | (Wire::Anthropic | Wire::VertexAnthropic | Wire::BedrockInvoke, Protocol::Anthropic)
         )
     }
@@ -74,6 +80,7 @@ impl Wire {
     ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
         Ok(match self {
             Wire::OpenAi => openai::encode_request(c, model, max_tokens_field),
+            Wire::OpenAiResponses => responses::encode_request(c, model),
             Wire::Anthropic => anthropic::encode_request(c, Some(model)),
             Wire::BedrockConverse => bedrock::encode_converse(c)?,
             Wire::VertexGemini => gemini::encode_request(c)?,
@@ -145,6 +152,12 @@ impl Wire {
                 lose(c.caches(), "cache_control");
                 lose(c.reasoning.is_some(), "thinking");
             }
+            // The Responses API has no stop sequences.
+            Wire::OpenAiResponses => {
+                lose(!c.stop.is_empty(), "stop");
+                lose(c.top_k.is_some(), "top_k");
+                lose(c.caches(), "cache_control");
+            }
         }
         out
     }
@@ -153,6 +166,7 @@ impl Wire {
     pub fn decode_response(self, body: &[u8], model: &str) -> Option<canonical::Response> {
         match self {
             Wire::OpenAi => openai::decode_response(body),
+            Wire::OpenAiResponses => responses::decode_response(body),
             Wire::Anthropic | Wire::BedrockInvoke | Wire::VertexAnthropic => anthropic::decode_response(body),
             Wire::BedrockConverse => bedrock::decode_response(body, model),
             Wire::VertexGemini => gemini::decode_response(body, model),
@@ -164,6 +178,7 @@ impl Wire {
     pub fn stream_decoder(self, model: &str, max_frame: usize) -> Box<dyn StreamDecoder> {
         match self {
             Wire::OpenAi => Box::new(Sse::new(openai::Decoder::default(), max_frame)),
+            Wire::OpenAiResponses => Box::new(Sse::new(responses::Decoder::default(), max_frame)),
             Wire::Anthropic | Wire::VertexAnthropic => Box::new(Sse::new(anthropic::Decoder::default(), max_frame)),
             Wire::VertexGemini => Box::new(Sse::new(gemini::Decoder::new(model), max_frame)),
             Wire::BedrockConverse => Box::new(bedrock::ConverseStream::new(model, max_frame)),
@@ -225,6 +240,7 @@ pub fn stream_encoder(p: Protocol, include_usage: bool) -> Box<dyn StreamEncoder
     match p {
         Protocol::OpenAi => Box::new(openai::Encoder::new(include_usage)),
         Protocol::Anthropic => Box::<anthropic::Encoder>::default(),
+        Protocol::Responses => Box::<responses::Encoder>::default(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Property tests: random canonical requests and streams survive every protocol's encoder and
 //! decoder unchanged.
 
-use super::{Protocol, Wire, anthropic, openai, stream_encoder};
+use super::{Protocol, Wire, anthropic, openai, responses, stream_encoder};
 use crate::canonical::{Event, Image, Message, Part, Request, Role, StopReason, Tool, ToolChoice, Usage};
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -130,14 +130,29 @@ proptest! {
     }
 
     #[test]
-    fn streams_round_trip_through_both_client_protocols(events in stream()) {
-        for p in [Protocol::OpenAi, Protocol::Anthropic] {
+    fn requests_round_trip_through_responses(req in request()) {
+        let body = responses::encode_request(&req, "m");
+        // Responses streams always end with the usage; stop sequences have no place there
+        // (reported lost).
+        let lost: Vec<String> = Wire::OpenAiResponses.losses(&req).into_iter().map(|l| l.field).collect();
+        prop_assert_eq!(lost.contains(&"stop".to_owned()), !req.stop.is_empty());
+        let want = Request { include_usage: true, stop: Vec::new(), ..req };
+        prop_assert_eq!(responses::decode_request(&body).unwrap(), want);
+    }
+
+    #[test]
+    fn streams_round_trip_through_every_client_protocol(events in stream()) {
+        for p in [Protocol::OpenAi, Protocol::Anthropic, Protocol::Responses] {
             let mut enc = stream_encoder(p, true);
             let mut out = BytesMut::new();
             for e in &events {
                 enc.encode(e, &mut out);
             }
-            let wire = if p == Protocol::OpenAi { Wire::OpenAi } else { Wire::Anthropic };
+            let wire = match p {
+                Protocol::OpenAi => Wire::OpenAi,
+                Protocol::Anthropic => Wire::Anthropic,
+                Protocol::Responses => Wire::OpenAiResponses,
+            };
             let mut dec = wire.stream_decoder("m", crate::protocol::DEFAULT_MAX_FRAME);
             let mut back = Vec::new();
             dec.feed(&out, &mut back).unwrap();

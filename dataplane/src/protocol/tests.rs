@@ -35,6 +35,7 @@ fn wire(p: Protocol) -> Wire {
     match p {
         Protocol::OpenAi => Wire::OpenAi,
         Protocol::Anthropic => Wire::Anthropic,
+        Protocol::Responses => Wire::OpenAiResponses,
     }
 }
 
@@ -211,4 +212,39 @@ fn untranslatable_requests_are_refused_with_the_reason() {
     let server_tool = json!({"model": "f", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
         "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
     assert!(anthropic::decode_request(server_tool.as_object().unwrap()).unwrap_err().message.contains("server tool"));
+}
+
+#[test]
+fn responses_streams_decode_to_their_text_reasoning_calls_and_usage() {
+    let s = seen_wire(Wire::OpenAiResponses, &fixture("responses/stream_text.sse"));
+    assert_eq!(s.text, "Hello! How can I help today?");
+    assert_eq!(s.thinking, "**Greeting the user**\n\nA short hello is enough.");
+    assert_eq!((s.stop, s.ended), (Some(StopReason::EndTurn), true));
+    // `input_tokens` of the Responses API counts cached tokens; output counts reasoning.
+    assert_eq!((s.usage.input_tokens, s.usage.output_tokens, s.usage.reasoning_tokens), (14, 75, 64));
+    let s = seen_wire(Wire::OpenAiResponses, &fixture("responses/stream_function_call.sse"));
+    assert_eq!(s.tools, [("call_X1y2Z3w4".to_owned(), "get_weather".to_owned(), json!({"city": "Paris"}))]);
+    assert_eq!(s.stop, Some(StopReason::ToolUse));
+    let s = seen_wire(Wire::OpenAiResponses, &fixture("responses/stream_failed.sse"));
+    assert_eq!(s.error.as_deref(), Some("The model produced invalid content."));
+}
+
+#[test]
+fn a_chat_stream_reaches_a_responses_client_as_its_typed_events() {
+    let translated = translate(Protocol::OpenAi, Protocol::Responses, &fixture("openai/chat_stream_tool_call.sse"));
+    let original = seen(Protocol::OpenAi, &fixture("openai/chat_stream_tool_call.sse"));
+    let s = seen(Protocol::Responses, &translated);
+    assert_eq!((&s.tools, &s.stop, s.ended), (&original.tools, &original.stop, true));
+    let text = String::from_utf8(translated).unwrap();
+    let kinds: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(kinds.first(), Some(&"response.created"));
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    assert!(kinds.contains(&"response.function_call_arguments.delta"), "{kinds:?}");
+    // Every event is numbered, from 0, in order.
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
 }

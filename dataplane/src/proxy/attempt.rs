@@ -9,7 +9,7 @@ use super::RequestCtx;
 use crate::canonical::{self, Event};
 use crate::inbound;
 use crate::outcome::Outcome;
-use crate::protocol::{Protocol, Wire, anthropic, openai};
+use crate::protocol::{Protocol, Wire, anthropic, openai, responses};
 use crate::routing::EndpointTarget;
 use crate::upstream::failure::{self, AttemptFailure};
 use crate::upstream::provider::Upstream;
@@ -54,18 +54,18 @@ pub async fn run(
     };
     let first_byte_by = bound.map_or(ctx.deadline, |t| (now + t).min(ctx.deadline));
     let up = &target.upstream;
-    let passthrough = up.wire.passes_through(req.protocol);
+    let wire = up.wire_for(req.protocol);
+    let passthrough = wire.passes_through(req.protocol);
     let mut dropped = Vec::new();
     let upstream_req = if passthrough {
-        up.request(&mut req.body, req.stream, Some(&req.protocol_headers), &ctx.id).await?
+        up.request(&mut req.body, wire, req.stream, Some(&req.protocol_headers), &ctx.id).await?
     } else {
         let Some(c) = canonical else {
             return Err(AttemptFailure::unavailable(Outcome::Internal, "no canonical request to translate"));
         };
-        dropped = droppable(up.wire, c, ctx.feature.translation)?;
-        let mut body =
-            up.wire.encode_request(c, up.model(), up.max_tokens_field).map_err(AttemptFailure::unsupported)?;
-        up.request(&mut body, req.stream, None, &ctx.id).await?
+        dropped = droppable(wire, c, ctx.feature.translation)?;
+        let mut body = wire.encode_request(c, up.model(), up.max_tokens_field).map_err(AttemptFailure::unsupported)?;
+        up.request(&mut body, wire, req.stream, None, &ctx.id).await?
     };
     let resp = match timeout_at(first_byte_by, up.client.request(upstream_req)).await {
         Err(_) => return Err(timed_out(ctx, first_byte_by, "no response head")),
@@ -78,13 +78,15 @@ pub async fn run(
             Ok(Ok(c)) => c.to_bytes(),
             _ => Bytes::new(),
         };
-        return Err(failure::classify(up.wire, parts.status, &parts.headers, body));
+        return Err(failure::classify(wire, parts.status, &parts.headers, body));
     }
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
     if req.stream {
-        let expected = match up.wire {
-            Wire::OpenAi | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => "text/event-stream",
+        let expected = match wire {
+            Wire::OpenAi | Wire::OpenAiResponses | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => {
+                "text/event-stream"
+            }
             Wire::BedrockConverse | Wire::BedrockInvoke => "application/vnd.amazon.eventstream",
         };
         if !content_type.to_str().unwrap_or_default().starts_with(expected) {
@@ -93,7 +95,7 @@ pub async fn run(
                 format!("asked for a stream, got Content-Type {content_type:?}"),
             ));
         }
-        return first_token(up, body, first_byte_by, ctx, dropped).await;
+        return first_token(up, wire, body, first_byte_by, ctx, dropped).await;
     }
     // A non-streaming reply commits only when whole, so the attempt timeout covers its body too:
     // a body that stalls after the headers falls back instead of waiting out the deadline.
@@ -115,7 +117,7 @@ pub async fn run(
         let usage = probe.usage.as_ref().and_then(|u| u.as_object()).map(canonical::Usage::reported);
         return Ok(Reply::Complete { status: parts.status, content_type, body, usage, dropped });
     }
-    let Some(reply) = up.wire.decode_response(&body, up.model()) else {
+    let Some(reply) = wire.decode_response(&body, up.model()) else {
         return Err(AttemptFailure::unavailable(
             Outcome::Malformed,
             "reply body is not a well-formed reply of its protocol",
@@ -124,6 +126,7 @@ pub async fn run(
     let encoded = match req.protocol {
         Protocol::OpenAi => openai::encode_response(&reply),
         Protocol::Anthropic => anthropic::encode_response(&reply),
+        Protocol::Responses => responses::encode_response(&reply),
     };
     Ok(Reply::Complete {
         status: StatusCode::OK,
@@ -164,12 +167,13 @@ struct UsageProbe {
 /// keep-alives) is kept and forwarded with it. An error event before it is a failed attempt.
 async fn first_token(
     up: &Upstream,
+    wire: Wire,
     mut body: Incoming,
     first_byte_by: Instant,
     ctx: &RequestCtx,
     dropped: Vec<String>,
 ) -> Result<Reply, AttemptFailure> {
-    let mut decoder = up.wire.stream_decoder(up.model(), ctx.max_frame);
+    let mut decoder = wire.stream_decoder(up.model(), ctx.max_frame);
     let mut first = BytesMut::new();
     let mut events = Vec::new();
     loop {

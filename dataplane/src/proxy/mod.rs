@@ -23,7 +23,7 @@ use crate::health::breaker::Observation;
 use crate::inbound;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
-use crate::protocol::{Protocol, Wire, anthropic, openai};
+use crate::protocol::{Protocol, Wire, anthropic, openai, responses};
 use crate::routing::{EndpointTarget, FeatureRoute, RoutingTable};
 use crate::upstream::failure::{AttemptFailure, FailureKind};
 use attempt::Reply;
@@ -147,8 +147,8 @@ impl Finish {
     }
 }
 
-/// Serves one API call in the caller's `protocol`: `POST /v1/chat/completions` (OpenAI) or
-/// `POST /v1/messages` (Anthropic).
+/// Serves one API call in the caller's `protocol`: `POST /v1/chat/completions` (OpenAI),
+/// `POST /v1/messages` (Anthropic) or `POST /v1/responses` (OpenAI Responses).
 pub async fn serve(
     state: &AppState,
     req: http::Request<hyper::body::Incoming>,
@@ -162,6 +162,7 @@ pub async fn serve(
         Ok(bytes) => match protocol {
             Protocol::OpenAi => inbound::openai::parse(&bytes),
             Protocol::Anthropic => inbound::anthropic::parse(&bytes, &parts.headers),
+            Protocol::Responses => inbound::responses::parse(&bytes),
         },
         Err(e) => Err(e),
     };
@@ -245,21 +246,23 @@ fn feature_label(table: &RoutingTable, headers: &HeaderMap) -> Arc<str> {
 async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> Response<ProxyBody> {
     // Translate only when some endpoint speaks another protocol than the caller; a request
     // that cannot be translated is the caller's to fix, before anything is sent.
-    let canonical = if ctx.feature.hierarchy.iter().any(|t| !t.upstream.wire.passes_through(req.protocol)) {
-        let decoded = match req.protocol {
-            Protocol::OpenAi => openai::decode_request(&req.body),
-            Protocol::Anthropic => anthropic::decode_request(&req.body),
-        };
-        match decoded {
-            Ok(c) => Some(c),
-            Err(e) => {
-                state.metrics.request(&ctx.feature.name, "invalid_request");
-                return e.into_response(req.protocol);
+    let canonical =
+        if ctx.feature.hierarchy.iter().any(|t| !t.upstream.wire_for(req.protocol).passes_through(req.protocol)) {
+            let decoded = match req.protocol {
+                Protocol::OpenAi => openai::decode_request(&req.body),
+                Protocol::Anthropic => anthropic::decode_request(&req.body),
+                Protocol::Responses => responses::decode_request(&req.body),
+            };
+            match decoded {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    state.metrics.request(&ctx.feature.name, "invalid_request");
+                    return e.into_response(req.protocol);
+                }
             }
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
     let mut in_flight = Some(ctx.feature.load.enter());
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
     // Endpoints this request has been sent to: a plan can name one twice (a tier and another's
@@ -415,7 +418,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                     let hide = hide_usage && Arc::ptr_eq(t, target);
                     let mode = stream::Mode::new(
                         req.protocol,
-                        up.wire,
+                        up.wire_for(req.protocol),
                         up.model(),
                         include_usage(&req, canonical.as_ref()),
                         hide,
@@ -454,7 +457,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                     };
                     let attempts = finish.attempts;
                     finish.done(outcome);
-                    let mut resp = refusal(f, t.upstream.wire, req.protocol);
+                    let mut resp = refusal(f, t.upstream.wire_for(req.protocol), req.protocol);
                     explain(resp.headers_mut(), &t.name, attempts);
                     return resp;
                 }
@@ -570,6 +573,10 @@ fn hedge_delay(h: &HedgeAfter, target: &EndpointTarget) -> Option<std::time::Dur
 
 /// Whether the caller's latest turn hands back tool results.
 fn ends_with_tool_results(req: &inbound::Request) -> bool {
+    if req.protocol == Protocol::Responses {
+        let last = req.body.get("input").and_then(|i| i.as_array()).and_then(|i| i.last());
+        return last.and_then(|i| i.get("type")).and_then(|t| t.as_str()) == Some("function_call_output");
+    }
     let Some(last) = req.body.get("messages").and_then(|m| m.as_array()).and_then(|m| m.last()) else { return false };
     last.get("role").and_then(|r| r.as_str()) == Some("tool")
         || last
@@ -616,7 +623,9 @@ fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Response<ProxyBod
         let message = v.pointer("/error/message").or(v.get("message")).and_then(|m| m.as_str()).unwrap_or(&f.detail);
         let code = v.pointer("/error/code").and_then(|m| m.as_str());
         let out = match client {
-            Protocol::OpenAi => openai::error_body(openai::error_type(status.as_u16()), code, message, None),
+            Protocol::OpenAi | Protocol::Responses => {
+                openai::error_body(openai::error_type(status.as_u16()), code, message, None)
+            }
             Protocol::Anthropic => anthropic::error_body(anthropic::error_type(status.as_u16()), message),
         };
         out.to_string().into()
@@ -671,7 +680,9 @@ fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx
 
 /// The caller's output limit, if any.
 fn max_output(req: &inbound::Request) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens"].iter().find_map(|k| req.body.get(*k).and_then(|v| v.as_u64()))
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| req.body.get(*k).and_then(|v| v.as_u64()))
 }
 
 /// `x-spillway-endpoint` / `x-spillway-attempts`: which endpoint answered, after how many tries.

@@ -187,6 +187,19 @@ impl GuardedStream {
                 }
                 if hid { kept.freeze() } else { block }
             }
+            Mode::Passthrough(Protocol::Responses) => {
+                for event in sse::events(&block) {
+                    if let Some(u) = reported_usage(event) {
+                        self.usage.merge(u);
+                    }
+                    match sse::event_name(event) {
+                        Some(b"response.completed" | b"response.incomplete") => ended = Some(Outcome::Ok),
+                        Some(b"response.failed" | b"error") => ended = Some(Outcome::StreamError),
+                        _ => {}
+                    }
+                }
+                block
+            }
             Mode::Passthrough(Protocol::Anthropic) => {
                 for event in sse::events(&block) {
                     if let Some(u) = reported_usage(event) {
@@ -241,7 +254,8 @@ fn reported_usage(event: &[u8]) -> Option<Usage> {
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(&sse::data(event)?).ok()?;
-    let u = v.get("usage").or_else(|| v.pointer("/message/usage"))?.as_object()?;
+    let u =
+        v.get("usage").or_else(|| v.pointer("/message/usage")).or_else(|| v.pointer("/response/usage"))?.as_object()?;
     Some(Usage::reported(u))
 }
 

@@ -148,7 +148,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// Classifies an error reply in the provider's protocol.
 pub fn classify(wire: Wire, status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
     match wire {
-        Wire::OpenAi => classify_openai(status, headers, body),
+        Wire::OpenAi | Wire::OpenAiResponses => classify_openai(status, headers, body),
         Wire::Anthropic => classify_anthropic(status, headers, body),
         Wire::BedrockConverse | Wire::BedrockInvoke => classify_bedrock(status, headers, body),
         Wire::VertexGemini => classify_google(status, headers, body),

@@ -2,9 +2,9 @@
 //!
 //! | provider | URL | key header (default env) | protocol |
 //! |---|---|---|---|
-//! | `openai` | `{base_url=https://api.openai.com/v1}/chat/completions` | Bearer (`OPENAI_API_KEY`) | OpenAI |
-//! | `openai_compatible` | `{base_url}/chat/completions` | Bearer (none) | OpenAI |
-//! | `azure_openai` | `{base_url}/openai/deployments/{model}/chat/completions?api-version=` | `api-key` (`AZURE_OPENAI_API_KEY`) | OpenAI |
+//! | `openai` | `{base_url=https://api.openai.com/v1}/chat/completions`, `…/responses` | Bearer (`OPENAI_API_KEY`) | OpenAI, Responses |
+//! | `openai_compatible` | `{base_url}/chat/completions` (and `…/responses` with `api: responses`) | Bearer (none) | OpenAI (, Responses) |
+//! | `azure_openai` | `{base_url}/openai/deployments/{model}/chat/completions?api-version=`, `{base_url}/openai/v1/responses` | `api-key` (`AZURE_OPENAI_API_KEY`) | OpenAI, Responses |
 //! | `anthropic` | `{base_url=https://api.anthropic.com}/v1/messages` | `x-api-key` (`ANTHROPIC_API_KEY`) | Anthropic |
 //! | `vertex` | `https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/publishers/{google\|anthropic}/models/{model}:{op}` | Google OAuth (metadata server) | Gemini, or Anthropic bodies |
 //! | `bedrock` | `{base_url=https://bedrock-runtime.{region}.amazonaws.com}/model/{model}/{converse[-stream] \| invoke[-with-response-stream]}` | SigV4 (AWS chain) | Converse, or Anthropic bodies |
@@ -17,8 +17,8 @@ use super::gcp::{self, GcpToken};
 use super::secrets::SecretPolicy;
 use super::{HttpClient, http_client};
 use crate::outcome::Outcome;
-use crate::protocol::Wire;
 use crate::protocol::openai::MaxTokensField;
+use crate::protocol::{Protocol, Wire};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::Full;
@@ -50,6 +50,9 @@ pub struct Upstream {
 /// A provider authenticated by a key header.
 struct Keyed {
     url: Uri,
+    /// Where the provider serves the Responses API, if it does (the model always goes in the
+    /// body there, Azure's deployment name included).
+    responses_url: Option<Uri>,
     credential: Credential,
     /// Whether the body carries the model (Azure takes it from the deployment URL).
     model_in_body: bool,
@@ -102,6 +105,16 @@ impl Upstream {
     /// [`Upstream::missing_credential`]); errors and reasons never include a key.
     pub fn new(e: &Endpoint, secrets: &SecretPolicy) -> Result<Self, String> {
         let base = |default: &str| e.base_url.as_deref().unwrap_or(default).trim_end_matches('/').to_owned();
+        let responses_url = match (e.provider, e.api.as_deref()) {
+            (Provider::Openai, _) => Some(format!("{}/responses", base("https://api.openai.com/v1"))),
+            (Provider::AzureOpenai, _) => Some(format!("{}/openai/v1/responses", base(""))),
+            (Provider::OpenaiCompatible, Some("responses")) => Some(format!("{}/responses", base(""))),
+            _ => None,
+        };
+        let responses_url = match responses_url {
+            Some(u) => Some(u.parse::<Uri>().map_err(|err| format!("`{u}` is not a URL: {err}"))?),
+            None => None,
+        };
         let (url, wire, scheme, default_env, max_field) = match e.provider {
             Provider::Openai => (
                 format!("{}/chat/completions", base("https://api.openai.com/v1")),
@@ -178,6 +191,7 @@ impl Upstream {
             model: e.model.clone(),
             kind: Kind::Keyed(Box::new(Keyed {
                 url,
+                responses_url,
                 credential,
                 model_in_body: e.provider != Provider::AzureOpenai,
                 api_version,
@@ -239,6 +253,15 @@ impl Upstream {
         self.missing_credential.as_deref()
     }
 
+    /// What this endpoint speaks to a caller of `client`: the Responses API to a Responses
+    /// caller where the provider serves it, its one wire otherwise.
+    pub fn wire_for(&self, client: Protocol) -> Wire {
+        match &self.kind {
+            Kind::Keyed(k) if client == Protocol::Responses && k.responses_url.is_some() => Wire::OpenAiResponses,
+            _ => self.wire,
+        }
+    }
+
     /// The provider's model id, for bodies built from the canonical form.
     pub fn model(&self) -> &str {
         &self.model
@@ -251,6 +274,7 @@ impl Upstream {
     pub async fn request(
         &self,
         body: &mut Map<String, Value>,
+        wire: Wire,
         stream: bool,
         client_headers: Option<&HeaderMap>,
         request_id: &str,
@@ -259,7 +283,7 @@ impl Upstream {
             return Err(AttemptFailure::no_credentials(why.as_str()));
         }
         if let Kind::Keyed(k) = &self.kind {
-            if k.model_in_body {
+            if k.model_in_body || wire == Wire::OpenAiResponses {
                 body.insert("model".into(), Value::String(self.model.clone()));
             } else {
                 body.remove("model");
@@ -280,7 +304,10 @@ impl Upstream {
         }
         match &self.kind {
             Kind::Keyed(k) => {
-                *req.uri_mut() = k.url.clone();
+                *req.uri_mut() = match (&k.responses_url, wire) {
+                    (Some(url), Wire::OpenAiResponses) => url.clone(),
+                    _ => k.url.clone(),
+                };
                 let h = req.headers_mut();
                 if let Some(version) = &k.api_version {
                     let client_version = client_headers.and_then(|c| c.get("anthropic-version"));

@@ -92,7 +92,9 @@ pub struct Endpoint {
     pub region: Option<String>,
     /// The provider's model id (for Bedrock also an ARN or inference profile id).
     pub model: String,
-    /// Provider API flavour: bedrock `converse | invoke`, vertex `gemini | anthropic`.
+    /// Provider API flavour: bedrock `converse | invoke`, vertex `gemini | anthropic`,
+    /// openai_compatible `chat | responses` (`responses`: the server also speaks the Responses
+    /// API, so Responses callers are passed through to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
     /// Base URL up to and including the version prefix, e.g. `https://api.openai.com/v1`.

@@ -113,12 +113,16 @@ fn check_endpoint(p: &mut Problems, config: &RoutingConfig, name: &str, e: &Endp
     }
     let api_ok = matches!(
         (e.provider, e.api.as_deref()),
-        (_, None) | (Provider::Bedrock, Some("converse" | "invoke")) | (Provider::Vertex, Some("gemini" | "anthropic"))
+        (_, None)
+            | (Provider::Bedrock, Some("converse" | "invoke"))
+            | (Provider::Vertex, Some("gemini" | "anthropic"))
+            | (Provider::OpenaiCompatible, Some("chat" | "responses"))
     );
     if !api_ok {
         let expected = match e.provider {
             Provider::Bedrock => "converse or invoke",
             Provider::Vertex => "gemini or anthropic",
+            Provider::OpenaiCompatible => "chat, or responses for a server that also speaks the Responses API",
             _ => "nothing (this provider has one API)",
         };
         p.add(

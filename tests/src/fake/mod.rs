@@ -14,6 +14,7 @@ pub mod cloud;
 pub mod kube;
 mod kube_watch;
 pub mod openai;
+pub mod responses;
 mod script;
 pub mod vertex;
 
@@ -211,6 +212,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
             Some((_, "converse" | "converse-stream")) => Wire::BedrockConverse,
             Some(_) => Wire::BedrockInvoke,
             None if path == "/v1/messages" => Wire::Anthropic,
+            None if matches!(path, "/v1/responses" | "/responses" | "/openai/v1/responses") => Wire::OpenAiResponses,
             None if path == "/v1/chat/completions" || path == "/chat/completions" || is_azure_path(path) => {
                 Wire::OpenAi
             }
@@ -259,6 +261,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         Wire::OpenAi => match serde_json::from_slice::<openai::ChatIn>(&bytes) {
             Ok(chat) if chat.messages.is_some() => {
                 (openai::Answer::new(&chat, &cfg.name, script.chunks, bytes.len(), seq), chat.stream)
+            }
+            _ => return Ok(error(wire, 400, &cfg.name, None)),
+        },
+        Wire::OpenAiResponses => match serde_json::from_slice::<responses::ResponsesIn>(&bytes) {
+            Ok(r) if r.input.is_some() && !r.model.is_empty() => {
+                (r.answer(&cfg.name, script.chunks, bytes.len(), seq), r.stream)
             }
             _ => return Ok(error(wire, 400, &cfg.name, None)),
         },
@@ -319,6 +327,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
             }
         }
     };
+    let mut answer = answer;
+    if hands_back_a_tool_result(&bytes) {
+        // A model given what it asked for answers in words, as the next turn of an agent loop.
+        answer.tool_call = None;
+    }
     if !stream {
         // A whole reply comes once the whole answer is generated: as long as its stream would take.
         let generating = script.ttft + script.chunk_interval * script.chunks;
@@ -327,6 +340,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         }
         let body = match wire {
             Wire::OpenAi => answer.complete(),
+            Wire::OpenAiResponses => responses::complete(&answer),
             Wire::Anthropic | Wire::BedrockInvoke | Wire::VertexAnthropic => anthropic::complete(&answer),
             Wire::BedrockConverse => bedrock::converse_complete(&answer),
             Wire::VertexGemini => vertex::gemini_complete(&answer),
@@ -345,6 +359,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     }
     let [mut events, content, closing] = match wire {
         Wire::OpenAi => answer.stream_events(),
+        Wire::OpenAiResponses => responses::stream_events(&answer),
         Wire::Anthropic | Wire::VertexAnthropic => anthropic::stream_events(&answer),
         Wire::BedrockConverse => bedrock::converse_stream(&answer),
         Wire::VertexGemini => vertex::gemini_stream(&answer),
@@ -378,6 +393,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         events.extend(content.into_iter().take(n as usize));
         events.push(match wire {
             Wire::OpenAi => openai::stream_error_event(),
+            Wire::OpenAiResponses => responses::stream_error_event(),
             Wire::Anthropic | Wire::VertexAnthropic => anthropic::stream_error_event(),
             Wire::VertexGemini => vertex::gemini_stream_error(),
             Wire::BedrockConverse | Wire::BedrockInvoke => {
@@ -399,7 +415,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     }
     let mut resp = Response::new(body.boxed_unsync());
     let content_type = match wire {
-        Wire::OpenAi | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => {
+        Wire::OpenAi | Wire::OpenAiResponses | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => {
             "text/event-stream; charset=utf-8"
         }
         Wire::BedrockConverse | Wire::BedrockInvoke => "application/vnd.amazon.eventstream",
@@ -431,11 +447,30 @@ impl Drop for InFlight {
 #[derive(Clone, Copy)]
 enum Wire {
     OpenAi,
+    OpenAiResponses,
     Anthropic,
     BedrockConverse,
     BedrockInvoke,
     VertexGemini,
     VertexAnthropic,
+}
+
+/// Whether the request's latest turn hands back a tool's result, in any provider's spelling:
+/// an OpenAI `tool` message, a Responses `function_call_output` item, an Anthropic `tool_result`
+/// block, a Converse `toolResult` or a Gemini `functionResponse`.
+fn hands_back_a_tool_result(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
+    let turns = ["messages", "contents", "input"].iter().find_map(|k| v.get(*k).and_then(|t| t.as_array()));
+    let Some(last) = turns.and_then(|t| t.last()) else { return false };
+    let is = |k: &str, want: &str| last.get(k).and_then(|x| x.as_str()) == Some(want);
+    let blocks = last.get("content").or(last.get("parts")).and_then(|c| c.as_array());
+    is("role", "tool")
+        || is("type", "function_call_output")
+        || blocks.into_iter().flatten().any(|b| {
+            b.get("type").and_then(|t| t.as_str()) == Some("tool_result")
+                || b.get("toolResult").is_some()
+                || b.get("functionResponse").is_some()
+        })
 }
 
 /// Azure OpenAI: `/openai/deployments/{deployment}/chat/completions?api-version=…`.
@@ -464,7 +499,7 @@ fn json(status: StatusCode, body: Bytes, name: &str) -> Response<FakeBody> {
 fn error(wire: Wire, status: u16, name: &str, retry_after: Option<u64>) -> Response<FakeBody> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let (aws_type, body) = match wire {
-        Wire::OpenAi => (None, openai::error_body(status)),
+        Wire::OpenAi | Wire::OpenAiResponses => (None, openai::error_body(status)),
         Wire::Anthropic => (None, anthropic::error_body(status)),
         // Front-door errors of Vertex (quota, auth, URL) come in Google's shape for both publishers.
         Wire::VertexGemini | Wire::VertexAnthropic => (None, vertex::error_body(status)),

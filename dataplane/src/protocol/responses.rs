@@ -1,0 +1,855 @@
+//! OpenAI Responses API ↔ canonical.
+//!
+//! The Responses API is what agent frameworks speak (the OpenAI Agents SDK, Codex CLI): a
+//! request is `instructions` plus a list of typed input items (messages, function calls and
+//! their outputs, reasoning), a reply is a list of output items, and a stream is a sequence of
+//! typed events (`response.created`, `response.output_text.delta`, …, `response.completed`)
+//! numbered by `sequence_number`.
+//!
+//! Endpoints that speak it themselves (OpenAI, Azure OpenAI, compatible servers configured with
+//! `api: responses`) get the caller's body untouched; every other endpoint gets it translated
+//! through the canonical form, and what the canonical form cannot carry — built-in tools,
+//! `previous_response_id`, stored prompts — makes such an endpoint ineligible rather than
+//! silently changing the request (see `Unrepresented`).
+
+use super::{SseEventDecoder, StreamEncoder, unix_now};
+use crate::canonical::{self as c, Event, Image, Message, Part, Role, StopReason, ToolChoice, Usage};
+use crate::error::ApiError;
+use crate::sse;
+use bytes::BytesMut;
+use serde_json::{Map, Value, json};
+
+fn bad(param: &'static str, message: String) -> ApiError {
+    ApiError::invalid_request("invalid_value", Some(param), message)
+}
+
+/// The request fields the canonical form carries; any other is reported when translated.
+const CARRIED: &[&str] = &[
+    "model",
+    "input",
+    "instructions",
+    "stream",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "user",
+    "safety_identifier",
+    "parallel_tool_calls",
+    "tools",
+    "tool_choice",
+    "text",
+    "reasoning",
+    "store",
+    "include",
+    "stream_options",
+];
+
+/// Fields that need state or features only the Responses API has change the answer; the rest
+/// only tune it.
+fn loss(field: &str, v: &Value) -> Option<c::Loss> {
+    let asks = match field {
+        "previous_response_id" | "conversation" | "prompt" => true,
+        "background" => v.as_bool() == Some(true),
+        "top_logprobs" => v.as_u64().is_some_and(|n| n > 0),
+        _ => return Some(c::Loss::Tuning),
+    };
+    asks.then_some(c::Loss::Meaning)
+}
+
+/// A client's checked request body → canonical.
+pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError> {
+    let mut req = c::Request {
+        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        // A Responses stream always ends with the usage (`response.completed`).
+        include_usage: true,
+        unrepresented: c::unrepresented(body, CARRIED, loss),
+        ..Default::default()
+    };
+    req.max_tokens = body.get("max_output_tokens").and_then(Value::as_u64);
+    req.temperature = body.get("temperature").and_then(Value::as_f64);
+    req.top_p = body.get("top_p").and_then(Value::as_f64);
+    req.user = body.get("safety_identifier").or(body.get("user")).and_then(Value::as_str).map(str::to_owned);
+    req.no_parallel_tools = body.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    if let Some(text) = body.get("instructions").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        req.system.push(Part::Text(text.to_owned()));
+    }
+    reasoning(body, &mut req)?;
+    text_format(body, &mut req)?;
+    tools(body, &mut req)?;
+    match body.get("input") {
+        Some(Value::String(s)) => req.messages.push(Message { role: Role::User, content: vec![Part::Text(s.clone())] }),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                input_item(item, i, &mut req)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(req)
+}
+
+fn reasoning(body: &Map<String, Value>, req: &mut c::Request) -> Result<(), ApiError> {
+    let Some(r) = body.get("reasoning").filter(|r| !r.is_null()) else { return Ok(()) };
+    match r.get("effort").and_then(Value::as_str) {
+        None | Some("none") => {}
+        Some(e) => match c::Effort::parse(e) {
+            Some(effort) => req.reasoning = Some(c::Reasoning { budget_tokens: None, effort: Some(effort) }),
+            None => {
+                return Err(bad(
+                    "reasoning",
+                    format!("reasoning.effort `{e}` is not one of none, minimal, low, medium, high, xhigh"),
+                ));
+            }
+        },
+    }
+    Ok(())
+}
+
+fn text_format(body: &Map<String, Value>, req: &mut c::Request) -> Result<(), ApiError> {
+    let Some(text) = body.get("text").filter(|t| !t.is_null()) else { return Ok(()) };
+    if text.get("verbosity").is_some_and(|v| !v.is_null()) {
+        req.unrepresented.push(c::Unrepresented::tuning("text.verbosity"));
+    }
+    let Some(f) = text.get("format").filter(|f| !f.is_null()) else { return Ok(()) };
+    match f.get("type").and_then(Value::as_str) {
+        Some("text") => {}
+        Some("json_object") => req.format = Some(c::OutputFormat::JsonObject),
+        Some("json_schema") => {
+            let name = f.get("name").and_then(Value::as_str).unwrap_or("output").to_owned();
+            let Some(schema) = f.get("schema").filter(|s| s.is_object()) else {
+                return Err(bad("text", "text.format.schema must be an object".into()));
+            };
+            let strict = f.get("strict").and_then(Value::as_bool).unwrap_or(false);
+            req.format = Some(c::OutputFormat::JsonSchema { name, schema: schema.clone(), strict });
+        }
+        _ => req.unrepresented.push(c::Unrepresented::meaning("text.format")),
+    }
+    Ok(())
+}
+
+fn tools(body: &Map<String, Value>, req: &mut c::Request) -> Result<(), ApiError> {
+    for (i, t) in body.get("tools").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        match t.get("type").and_then(Value::as_str) {
+            Some("function") => {
+                let name = t
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("tools", format!("tools[{i}].name is required")))?;
+                req.tools.push(c::Tool {
+                    name: name.to_owned(),
+                    description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+                    schema: t
+                        .get("parameters")
+                        .filter(|p| p.is_object())
+                        .cloned()
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    // The Responses API makes function tools strict unless told otherwise.
+                    strict: t.get("strict").and_then(Value::as_bool).unwrap_or(true),
+                    cache: None,
+                });
+            }
+            // Built-in tools (web search, file search, code interpreter, MCP, …) run inside
+            // OpenAI: only an endpoint that speaks the Responses API can honour them.
+            Some(other) => req.unrepresented.push(c::Unrepresented::meaning(&format!("{other} tool"))),
+            None => return Err(bad("tools", format!("tools[{i}] has no `type`"))),
+        }
+    }
+    req.tool_choice = match body.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Any,
+            _ => ToolChoice::Auto,
+        }),
+        Some(v) => match (v.get("type").and_then(Value::as_str), v.get("name").and_then(Value::as_str)) {
+            (Some("function"), Some(n)) => Some(ToolChoice::Tool(n.to_owned())),
+            (Some("function"), None) => {
+                return Err(bad("tool_choice", "tool_choice of type function needs a name".into()));
+            }
+            _ => {
+                req.unrepresented.push(c::Unrepresented::meaning("tool_choice"));
+                None
+            }
+        },
+    };
+    Ok(())
+}
+
+/// Consecutive items of one role become one turn.
+fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
+    if parts.is_empty() {
+        return;
+    }
+    match messages.last_mut() {
+        Some(last) if last.role == role => last.content.extend(parts),
+        _ => messages.push(Message { role, content: parts }),
+    }
+}
+
+/// The marker that tells a reasoning item carrying Anthropic's `redacted_thinking` from one
+/// carrying a signature, when a translated reply's reasoning is handed back.
+const REDACTED: &str = "redacted:";
+
+fn input_item(item: &Value, i: usize, req: &mut c::Request) -> Result<(), ApiError> {
+    let kind = item.get("type").and_then(Value::as_str);
+    match kind {
+        None | Some("message") => {
+            let role = item.get("role").and_then(Value::as_str).unwrap_or_default();
+            let content = item.get("content").unwrap_or(&Value::Null);
+            let parts = content_parts(content, i)?;
+            match role {
+                // Instructions mid-conversation join the system prompt: the other protocols
+                // have one place for them.
+                "system" | "developer" => req.system.extend(parts.into_iter().filter(|p| matches!(p, Part::Text(_)))),
+                "user" => push(&mut req.messages, Role::User, parts),
+                "assistant" => push(&mut req.messages, Role::Assistant, parts),
+                other => {
+                    return Err(bad(
+                        "input",
+                        format!("input[{i}].role `{other}` is not user, assistant, system or developer"),
+                    ));
+                }
+            }
+        }
+        Some("function_call") => {
+            let args = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+            let input: Value = if args.trim().is_empty() {
+                json!({})
+            } else {
+                serde_json::from_str(args)
+                    .map_err(|e| bad("input", format!("input[{i}].arguments is not valid JSON: {e}")))?
+            };
+            let call = Part::ToolUse {
+                id: item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                name: item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                input,
+            };
+            push(&mut req.messages, Role::Assistant, vec![call]);
+        }
+        Some("function_call_output") => {
+            let output = item.get("output").unwrap_or(&Value::Null);
+            let content = match output {
+                Value::String(s) => vec![Part::Text(s.clone())],
+                other => content_parts(other, i)?,
+            };
+            let result = Part::ToolResult {
+                tool_use_id: item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                content,
+                is_error: false,
+            };
+            push(&mut req.messages, Role::User, vec![result]);
+        }
+        Some("reasoning") => {
+            let text: String = item
+                .get("summary")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n\n");
+            let sealed = item.get("encrypted_content").and_then(Value::as_str).filter(|s| !s.is_empty());
+            let part = match sealed {
+                Some(s) if s.starts_with(REDACTED) => Part::RedactedThinking(s[REDACTED.len()..].to_owned()),
+                Some(s) => Part::Thinking { text, signature: Some(s.to_owned()) },
+                // Reasoning without its seal cannot be handed to any provider that checks it.
+                None if text.is_empty() => return Ok(()),
+                None => Part::Thinking { text, signature: None },
+            };
+            push(&mut req.messages, Role::Assistant, vec![part]);
+        }
+        // References to stored items and the calls of built-in tools only mean something to
+        // the Responses API itself.
+        Some(other) => req.unrepresented.push(c::Unrepresented::meaning(&format!("{other} input item"))),
+    }
+    Ok(())
+}
+
+fn content_parts(content: &Value, i: usize) -> Result<Vec<Part>, ApiError> {
+    let list = match content {
+        Value::String(s) => return Ok(vec![Part::Text(s.clone())]),
+        Value::Array(list) => list,
+        Value::Null => return Ok(Vec::new()),
+        _ => return Err(bad("input", format!("input[{i}].content must be a string or an array"))),
+    };
+    let mut parts = Vec::with_capacity(list.len());
+    for p in list {
+        let text = || p.get("text").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match p.get("type").and_then(Value::as_str) {
+            Some("input_text" | "output_text" | "text") => parts.push(Part::Text(text())),
+            Some("refusal") => {
+                parts.push(Part::Text(p.get("refusal").and_then(Value::as_str).unwrap_or_default().to_owned()))
+            }
+            Some("input_image") => match p.get("image_url").and_then(Value::as_str) {
+                Some(url) => parts.push(Part::Image(image_from_url(url))),
+                None => {
+                    return Err(bad(
+                        "input",
+                        format!(
+                            "input[{i}] names an uploaded image, which only OpenAI endpoints can read; send its `image_url` instead"
+                        ),
+                    ));
+                }
+            },
+            Some("input_file") => {
+                let data = p.get("file_data").and_then(Value::as_str).map(image_from_url);
+                match data {
+                    Some(Image::Base64 { media_type, data }) => parts.push(Part::Document {
+                        media_type,
+                        data,
+                        name: p.get("filename").and_then(Value::as_str).map(str::to_owned),
+                    }),
+                    _ => {
+                        return Err(bad(
+                            "input",
+                            format!(
+                                "input[{i}] names a file by id or URL, which only OpenAI endpoints can read; send its `file_data` as a data: URL instead"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(bad(
+                    "input",
+                    format!("input[{i}] has a `{other}` part, which this endpoint's protocol cannot carry"),
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(parts)
+}
+
+/// `data:` URIs become inline images, anything else stays a URL.
+fn image_from_url(url: &str) -> Image {
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((meta, data)) = rest.split_once(',')
+        && let Some(media_type) = meta.strip_suffix(";base64")
+    {
+        return Image::Base64 { media_type: media_type.to_owned(), data: data.to_owned() };
+    }
+    Image::Url(url.to_owned())
+}
+
+fn image_url(img: &Image) -> String {
+    match img {
+        Image::Url(u) => u.clone(),
+        Image::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+    }
+}
+
+/// Canonical → a Responses request body for `model`.
+pub fn encode_request(req: &c::Request, model: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("model".into(), model.into());
+    let instructions = c::text_of(&req.system);
+    if !instructions.is_empty() {
+        out.insert("instructions".into(), instructions.into());
+    }
+    let mut input = Vec::new();
+    for m in &req.messages {
+        let mut content = Vec::new();
+        let flush = |content: &mut Vec<Value>, input: &mut Vec<Value>| {
+            if !content.is_empty() {
+                let role = if m.role == Role::User { "user" } else { "assistant" };
+                input.push(json!({"type": "message", "role": role, "content": std::mem::take(content)}));
+            }
+        };
+        for p in &m.content {
+            match p {
+                Part::Text(t) if m.role == Role::User => content.push(json!({"type": "input_text", "text": t})),
+                // The model's own words go back as an easy message: an output message item
+                // would need the id and status only the provider that wrote it has.
+                Part::Text(t) => {
+                    flush(&mut content, &mut input);
+                    input.push(json!({"type": "message", "role": "assistant", "content": t}));
+                }
+                Part::Image(img) => {
+                    content.push(json!({"type": "input_image", "image_url": image_url(img), "detail": "auto"}))
+                }
+                Part::Document { media_type, data, name } => content.push(json!({"type": "input_file",
+                    "file_data": format!("data:{media_type};base64,{data}"), "filename": name})),
+                Part::ToolUse { id, name, input: args } => {
+                    flush(&mut content, &mut input);
+                    input.push(
+                        json!({"type": "function_call", "call_id": id, "name": name, "arguments": args.to_string()}),
+                    );
+                }
+                Part::ToolResult { tool_use_id, content: result, .. } => {
+                    flush(&mut content, &mut input);
+                    input.push(
+                        json!({"type": "function_call_output", "call_id": tool_use_id, "output": c::text_of(result)}),
+                    );
+                }
+                Part::Thinking { text, signature } => {
+                    flush(&mut content, &mut input);
+                    input.push(reasoning_item(&reply_item_id("rs_"), text, signature.as_deref()));
+                }
+                Part::RedactedThinking(data) => {
+                    flush(&mut content, &mut input);
+                    input.push(redacted_item(&reply_item_id("rs_"), data));
+                }
+                Part::CachePoint(_) => {}
+            }
+        }
+        flush(&mut content, &mut input);
+    }
+    out.insert("input".into(), input.into());
+    if let Some(n) = req.max_tokens {
+        out.insert("max_output_tokens".into(), n.into());
+    }
+    if let Some(t) = req.temperature {
+        out.insert("temperature".into(), t.into());
+    }
+    if let Some(p) = req.top_p {
+        out.insert("top_p".into(), p.into());
+    }
+    if let Some(u) = &req.user {
+        out.insert("safety_identifier".into(), u.clone().into());
+    }
+    if req.stream {
+        out.insert("stream".into(), true.into());
+    }
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.schema, "strict": t.strict}))
+            .collect();
+        out.insert("tools".into(), tools.into());
+        if req.no_parallel_tools {
+            out.insert("parallel_tool_calls".into(), false.into());
+        }
+    }
+    if let Some(choice) = &req.tool_choice {
+        let v = match choice {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::Any => json!("required"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Tool(n) => json!({"type": "function", "name": n}),
+        };
+        out.insert("tool_choice".into(), v);
+    }
+    if let Some(f) = &req.format {
+        let format = match f {
+            c::OutputFormat::JsonObject => json!({"type": "json_object"}),
+            c::OutputFormat::JsonSchema { name, schema, strict } => {
+                json!({"type": "json_schema", "name": name, "schema": schema, "strict": strict})
+            }
+        };
+        out.insert("text".into(), json!({"format": format}));
+    }
+    if let Some(r) = &req.reasoning {
+        out.insert("reasoning".into(), json!({"effort": r.level().as_str()}));
+    }
+    // Nothing is kept at the provider: spillway may send the next turn elsewhere.
+    out.insert("store".into(), false.into());
+    out
+}
+
+fn reasoning_item(id: &str, text: &str, signature: Option<&str>) -> Value {
+    let summary: Vec<Value> =
+        if text.is_empty() { Vec::new() } else { vec![json!({"type": "summary_text", "text": text})] };
+    let mut item = json!({"type": "reasoning", "id": id, "summary": summary});
+    if let Some(s) = signature {
+        item["encrypted_content"] = s.into();
+    }
+    item
+}
+
+fn redacted_item(id: &str, data: &str) -> Value {
+    json!({"type": "reasoning", "id": id, "summary": [], "encrypted_content": format!("{REDACTED}{data}")})
+}
+
+/// A fresh item id (`msg_…`, `fc_…`, `rs_…`): translated replies have none of their own.
+fn reply_item_id(prefix: &str) -> String {
+    super::reply_id(prefix, "")
+}
+
+/// `status` and `incomplete_details` for a stop reason.
+fn status_of(stop: &StopReason) -> (&'static str, Value) {
+    match stop {
+        StopReason::MaxTokens | StopReason::ContextWindow => ("incomplete", json!({"reason": "max_output_tokens"})),
+        StopReason::Refusal => ("incomplete", json!({"reason": "content_filter"})),
+        _ => ("completed", Value::Null),
+    }
+}
+
+/// Responses usage: `input_tokens` counts cached tokens too, `output_tokens` reasoning too.
+fn usage_to(u: &Usage) -> Value {
+    json!({"input_tokens": u.prompt_tokens(),
+           "input_tokens_details": {"cached_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens},
+           "output_tokens": u.output_tokens, "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+           "total_tokens": u.prompt_tokens() + u.output_tokens})
+}
+
+/// The `response` object, around its output items.
+fn response_object(
+    id: &str,
+    created: u64,
+    model: &str,
+    status: &str,
+    incomplete: Value,
+    output: Vec<Value>,
+    usage: Option<&Usage>,
+) -> Value {
+    json!({"id": id, "object": "response", "created_at": created, "status": status, "model": model,
+           "error": null, "incomplete_details": incomplete, "instructions": null, "metadata": {},
+           "output": output, "parallel_tool_calls": true, "temperature": null, "top_p": null,
+           "tool_choice": "auto", "tools": [], "store": false, "text": {"format": {"type": "text"}},
+           "truncation": "disabled", "usage": usage.map(usage_to)})
+}
+
+/// Canonical → the client's `response`.
+pub fn encode_response(r: &c::Response) -> Value {
+    let mut output = Vec::new();
+    let mut texts: Vec<Value> = Vec::new();
+    let flush = |texts: &mut Vec<Value>, output: &mut Vec<Value>| {
+        if !texts.is_empty() {
+            output.push(json!({"type": "message", "id": reply_item_id("msg_"), "status": "completed",
+                "role": "assistant", "content": std::mem::take(texts)}));
+        }
+    };
+    for p in &r.content {
+        match p {
+            Part::Text(t) => texts.push(json!({"type": "output_text", "text": t, "annotations": []})),
+            Part::Thinking { text, signature } => {
+                flush(&mut texts, &mut output);
+                output.push(reasoning_item(&reply_item_id("rs_"), text, signature.as_deref()));
+            }
+            Part::RedactedThinking(data) => {
+                flush(&mut texts, &mut output);
+                output.push(redacted_item(&reply_item_id("rs_"), data));
+            }
+            Part::ToolUse { id, name, input } => {
+                flush(&mut texts, &mut output);
+                output.push(json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": id, "name": name,
+                    "arguments": input.to_string(), "status": "completed"}));
+            }
+            _ => {}
+        }
+    }
+    flush(&mut texts, &mut output);
+    let (status, incomplete) = status_of(&r.stop);
+    response_object(&super::reply_id("resp_", &r.id), unix_now(), &r.model, status, incomplete, output, Some(&r.usage))
+}
+
+/// A provider's `response` → canonical. `None` if it is not one.
+pub fn decode_response(body: &[u8]) -> Option<c::Response> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if v.get("object").and_then(Value::as_str) != Some("response") {
+        return None;
+    }
+    let mut content = Vec::new();
+    for item in v.get("output").and_then(Value::as_array).into_iter().flatten() {
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => {
+                for p in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(t) = p.get("text").or(p.get("refusal")).and_then(Value::as_str) {
+                        content.push(Part::Text(t.to_owned()));
+                    }
+                }
+            }
+            Some("function_call") => {
+                let args = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+                content.push(Part::ToolUse {
+                    id: item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    name: item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    input: serde_json::from_str(args).unwrap_or_else(|_| Value::String(args.to_owned())),
+                });
+            }
+            _ => {}
+        }
+    }
+    let calls = content.iter().any(|p| matches!(p, Part::ToolUse { .. }));
+    Some(c::Response {
+        id: v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        model: v.get("model").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        content,
+        stop: stop_from(&v, calls),
+        usage: v.get("usage").and_then(Value::as_object).map(Usage::reported).unwrap_or_default(),
+    })
+}
+
+fn stop_from(response: &Value, calls: bool) -> StopReason {
+    match response.pointer("/incomplete_details/reason").and_then(Value::as_str) {
+        Some("max_output_tokens") => StopReason::MaxTokens,
+        Some("content_filter") => StopReason::Refusal,
+        Some(other) => StopReason::Other(other.to_owned()),
+        None if calls => StopReason::ToolUse,
+        None => StopReason::EndTurn,
+    }
+}
+
+/// Responses events → canonical events.
+#[derive(Default)]
+pub struct Decoder {
+    /// Function calls begun so far; the current one is the last.
+    calls: usize,
+}
+
+impl SseEventDecoder for Decoder {
+    fn decode(&mut self, event: &[u8], out: &mut Vec<Event>) {
+        let Some(payload) = sse::data(event) else { return };
+        let Ok(v) = serde_json::from_str::<Value>(&payload) else { return };
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+        match v.get("type").and_then(Value::as_str).unwrap_or_default() {
+            "response.created" => out.push(Event::Start { id: s("/response/id"), model: s("/response/model") }),
+            "response.output_text.delta" | "response.refusal.delta" => out.push(Event::Text(s("/delta"))),
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                out.push(Event::Thinking(s("/delta")))
+            }
+            "response.output_item.added"
+                if v.pointer("/item/type").and_then(Value::as_str) == Some("function_call") =>
+            {
+                out.push(Event::ToolStart { index: self.calls, id: s("/item/call_id"), name: s("/item/name") });
+                self.calls += 1;
+            }
+            "response.function_call_arguments.delta" => {
+                out.push(Event::ToolArgs { index: self.calls.saturating_sub(1), fragment: s("/delta") })
+            }
+            "response.output_item.done" if v.pointer("/item/type").and_then(Value::as_str) == Some("reasoning") => {
+                if let Some(sig) = v.pointer("/item/encrypted_content").and_then(Value::as_str) {
+                    out.push(Event::ThinkingSignature(sig.to_owned()));
+                }
+            }
+            "response.completed" | "response.incomplete" => {
+                let r = v.get("response").unwrap_or(&Value::Null);
+                if let Some(u) = r.get("usage").and_then(Value::as_object) {
+                    out.push(Event::Usage(Usage::reported(u)));
+                }
+                out.push(Event::Stop(stop_from(r, self.calls > 0)));
+                out.push(Event::End);
+            }
+            "response.failed" => out.push(Event::Error {
+                overloaded: false,
+                message: v
+                    .pointer("/response/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the response failed")
+                    .to_owned(),
+            }),
+            "error" => out.push(Event::Error {
+                overloaded: matches!(
+                    v.get("code").and_then(Value::as_str),
+                    Some("rate_limit_exceeded" | "server_is_overloaded" | "slow_down")
+                ),
+                message: v.get("message").and_then(Value::as_str).unwrap_or("upstream error").to_owned(),
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// The output item being streamed.
+enum Open {
+    Message { id: String, text: String },
+    Reasoning { id: String, text: String, signature: Option<String> },
+    Call { id: String, call_id: String, name: String, args: String },
+}
+
+/// Canonical events → Responses events. The finished items are kept: `response.completed`
+/// carries the whole response, as agent frameworks read it from there.
+pub struct Encoder {
+    seq: u64,
+    id: String,
+    model: String,
+    created: u64,
+    output: Vec<Value>,
+    open: Option<Open>,
+    stop: Option<StopReason>,
+    usage: Usage,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder {
+            seq: 0,
+            id: reply_item_id("resp_"),
+            model: String::new(),
+            created: unix_now(),
+            output: Vec::new(),
+            open: None,
+            stop: None,
+            usage: Usage::default(),
+        }
+    }
+}
+
+impl Encoder {
+    /// Writes `event: {type}` and its data, numbering it.
+    fn emit(&mut self, kind: &str, mut data: Value, out: &mut BytesMut) {
+        data["type"] = kind.into();
+        data["sequence_number"] = self.seq.into();
+        self.seq += 1;
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(data.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn index(&self) -> usize {
+        self.output.len()
+    }
+
+    fn response(&self, status: &str, incomplete: Value, usage: Option<&Usage>) -> Value {
+        response_object(&self.id, self.created, &self.model, status, incomplete, self.output.clone(), usage)
+    }
+
+    fn start_item(&mut self, open: Open, out: &mut BytesMut) {
+        self.close(out);
+        let i = self.index();
+        match &open {
+            Open::Message { id, .. } => {
+                let item =
+                    json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
+                self.emit("response.output_item.added", json!({"output_index": i, "item": item}), out);
+                let part = json!({"type": "output_text", "text": "", "annotations": []});
+                self.emit(
+                    "response.content_part.added",
+                    json!({"item_id": id, "output_index": i, "content_index": 0, "part": part}),
+                    out,
+                );
+            }
+            Open::Reasoning { id, .. } => {
+                let item = json!({"type": "reasoning", "id": id, "summary": []});
+                self.emit("response.output_item.added", json!({"output_index": i, "item": item}), out);
+                let part = json!({"type": "summary_text", "text": ""});
+                self.emit(
+                    "response.reasoning_summary_part.added",
+                    json!({"item_id": id, "output_index": i, "summary_index": 0, "part": part}),
+                    out,
+                );
+            }
+            Open::Call { id, call_id, name, .. } => {
+                let item = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+                    "arguments": "", "status": "in_progress"});
+                self.emit("response.output_item.added", json!({"output_index": i, "item": item}), out);
+            }
+        }
+        self.open = Some(open);
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        let Some(open) = self.open.take() else { return };
+        let i = self.index();
+        let item = match open {
+            Open::Message { id, text } => {
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                self.emit(
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": i, "content_index": 0, "text": text, "logprobs": []}),
+                    out,
+                );
+                self.emit(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": i, "content_index": 0, "part": part}),
+                    out,
+                );
+                json!({"type": "message", "id": id, "status": "completed", "role": "assistant", "content": [part]})
+            }
+            Open::Reasoning { id, text, signature } => {
+                let part = json!({"type": "summary_text", "text": text});
+                self.emit(
+                    "response.reasoning_summary_text.done",
+                    json!({"item_id": id, "output_index": i, "summary_index": 0, "text": text}),
+                    out,
+                );
+                self.emit(
+                    "response.reasoning_summary_part.done",
+                    json!({"item_id": id, "output_index": i, "summary_index": 0, "part": part}),
+                    out,
+                );
+                reasoning_item(&id, &text, signature.as_deref())
+            }
+            Open::Call { id, call_id, name, args } => {
+                self.emit(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id, "output_index": i, "name": name, "arguments": args}),
+                    out,
+                );
+                json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": args,
+                    "status": "completed"})
+            }
+        };
+        self.emit("response.output_item.done", json!({"output_index": i, "item": item}), out);
+        self.output.push(item);
+    }
+}
+
+impl StreamEncoder for Encoder {
+    fn encode(&mut self, event: &Event, out: &mut BytesMut) {
+        match event {
+            Event::Start { id, model } => {
+                self.id = super::reply_id("resp_", id);
+                self.model = model.clone();
+                let r = self.response("in_progress", Value::Null, None);
+                self.emit("response.created", json!({"response": r}), out);
+                self.emit("response.in_progress", json!({"response": r}), out);
+            }
+            Event::Text(t) => {
+                if !matches!(self.open, Some(Open::Message { .. })) {
+                    self.start_item(Open::Message { id: reply_item_id("msg_"), text: String::new() }, out);
+                }
+                let i = self.index();
+                if let Some(Open::Message { id, text }) = &mut self.open {
+                    text.push_str(t);
+                    let data =
+                        json!({"item_id": id, "output_index": i, "content_index": 0, "delta": t, "logprobs": []});
+                    self.emit("response.output_text.delta", data, out);
+                }
+            }
+            Event::Thinking(t) => {
+                if !matches!(self.open, Some(Open::Reasoning { .. })) {
+                    let open = Open::Reasoning { id: reply_item_id("rs_"), text: String::new(), signature: None };
+                    self.start_item(open, out);
+                }
+                let i = self.index();
+                if let Some(Open::Reasoning { id, text, .. }) = &mut self.open {
+                    text.push_str(t);
+                    let data = json!({"item_id": id, "output_index": i, "summary_index": 0, "delta": t});
+                    self.emit("response.reasoning_summary_text.delta", data, out);
+                }
+            }
+            Event::ThinkingSignature(sig) => {
+                if let Some(Open::Reasoning { signature, .. }) = &mut self.open {
+                    signature.get_or_insert_with(String::new).push_str(sig);
+                }
+            }
+            Event::ToolStart { id, name, .. } => {
+                let open =
+                    Open::Call { id: format!("fc_{id}"), call_id: id.clone(), name: name.clone(), args: String::new() };
+                self.start_item(open, out);
+            }
+            Event::ToolArgs { fragment, .. } => {
+                let i = self.index();
+                if let Some(Open::Call { id, args, .. }) = &mut self.open {
+                    args.push_str(fragment);
+                    let data = json!({"item_id": id, "output_index": i, "delta": fragment});
+                    self.emit("response.function_call_arguments.delta", data, out);
+                }
+            }
+            Event::Usage(u) => self.usage.merge(*u),
+            Event::Stop(r) => self.stop = Some(r.clone()),
+            Event::Error { overloaded, message } => {
+                let code = if *overloaded { "server_is_overloaded" } else { "server_error" };
+                self.emit("error", json!({"code": code, "message": message, "param": null}), out);
+            }
+            Event::End => {
+                self.close(out);
+                let reason = self.stop.take().unwrap_or(StopReason::EndTurn);
+                let (status, incomplete) = status_of(&reason);
+                let usage = self.usage;
+                let kind = if incomplete.is_null() { "response.completed" } else { "response.incomplete" };
+                let r = self.response(status, incomplete, Some(&usage));
+                self.emit(kind, json!({"response": r}), out);
+            }
+        }
+    }
+
+    fn failure(&mut self, code: &str, message: &str, out: &mut BytesMut) {
+        self.emit("error", json!({"code": code, "message": message, "param": null}), out);
+    }
+}
