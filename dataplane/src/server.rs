@@ -7,6 +7,7 @@ use crate::body::{ProxyBody, full};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::Protocol;
+use crate::proxy::unary::Unary;
 use crate::routing::{Routing, RoutingTable, watch};
 use crate::{AppState, proxy};
 use anyhow::{Context, bail};
@@ -273,6 +274,10 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         (&Method::POST, "/v1/chat/completions") => proxy::serve(state, req, Protocol::OpenAi).await,
         (&Method::POST, "/v1/messages") => proxy::serve(state, req, Protocol::Anthropic).await,
         (&Method::POST, "/v1/responses") => proxy::serve(state, req, Protocol::Responses).await,
+        (&Method::POST, "/v1/messages/count_tokens") => proxy::unary::serve(state, req, Unary::CountTokens).await,
+        (m, path @ "/v1/messages/count_tokens") => method_not_allowed(m, path, Protocol::Anthropic),
+        (&Method::POST, "/v1/embeddings") => proxy::unary::serve(state, req, Unary::Embeddings).await,
+        (m, path @ "/v1/embeddings") => method_not_allowed(m, path, Protocol::OpenAi),
         (m, path @ "/v1/responses") => method_not_allowed(m, path, Protocol::Responses),
         (m, path @ "/v1/messages") => method_not_allowed(m, path, Protocol::Anthropic),
         (m, path @ "/v1/chat/completions") => method_not_allowed(m, path, Protocol::OpenAi),
@@ -326,7 +331,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         (_, path) => ApiError::not_found(
             "unknown_path",
             format!(
-                "no route for {} {path}; spillway serves POST /v1/chat/completions, POST /v1/responses and POST /v1/messages",
+                "no route for {} {path}; spillway serves POST /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages and /v1/messages/count_tokens",
                 req.method()
             ),
         )

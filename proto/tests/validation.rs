@@ -210,3 +210,27 @@ breakers:
     );
     assert!(has(&e, "endpoints.a: is used by features with different breaker policies (lenient, strict)"), "{e:?}");
 }
+
+#[test]
+fn an_embedding_feature_cannot_mix_vector_sizes() {
+    let yaml = r#"
+endpoints:
+  titan: { provider: bedrock, region: us-east-1, model: amazon.titan-embed-text-v2:0, dimensions: 1024 }
+  gecko: { provider: vertex, region: us-central1, project: p, model: text-embedding-005, dimensions: 768 }
+  small: { provider: openai, model: text-embedding-3-small }
+  large: { provider: openai, model: text-embedding-3-large, dimensions: 1024 }
+features:
+  mixed: { hierarchy: [titan, gecko] }
+  undeclared: { hierarchy: [large, small] }
+"#;
+    let e = errors(yaml);
+    assert!(
+        has(&e, "features.mixed.hierarchy[1]: endpoint `gecko` embeds into 768 dimensions but `titan` into 1024"),
+        "{e:?}"
+    );
+    assert!(has(&e, "features.undeclared.hierarchy[1]: endpoint `small` declares no `dimensions`"), "{e:?}");
+    let fine = yaml
+        .replace("dimensions: 768", "dimensions: 1024")
+        .replace("model: text-embedding-3-small", "model: text-embedding-3-small, dimensions: 1024");
+    load_str(&fine, "routing.yaml").unwrap_or_else(|e| panic!("{e}"));
+}

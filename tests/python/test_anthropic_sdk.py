@@ -193,3 +193,41 @@ def test_prompt_cache_usage_on_bedrock_streamed(client):
         final = stream.get_final_message()
     assert final.usage.cache_read_input_tokens > 0
     assert final.usage.output_tokens > 0
+
+
+# Every provider that counts tokens: Anthropic's own count_tokens, Claude on Vertex, Bedrock
+# CountTokens (Converse and InvokeModel bodies), Gemini's countTokens, OpenAI's input_tokens.
+COUNTERS = ["claude", "vertex-claude", "bedrock", "bedrock-invoke", "gemini", "azure", "openai-native"]
+
+
+def test_count_tokens_is_the_same_count_on_every_provider(client):
+    counts = {}
+    for feature in COUNTERS:
+        raw = client.messages.with_raw_response.count_tokens(
+            model=feature, system="Be brief.", tools=[WEATHER],
+            messages=[{"role": "user", "content": "How many tokens is this question?"}])
+        counts[feature] = raw.parse().input_tokens
+        assert raw.headers["x-spillway-endpoint"] == feature
+    # The fakes count the words of the texts wherever each format puts them: the translation
+    # carried the same system prompt, message and tool description to every one.
+    assert set(counts.values()) == {len("Be brief. How many tokens is this question? Current weather for a city".split())}, counts
+
+
+def test_count_tokens_falls_back_and_refuses_in_anthropic_shape(client):
+    assert client.messages.count_tokens(model="count-fallback", messages=HELLO).input_tokens == 2
+    # An OpenAI-compatible server offers no token counting: the caller hears why, as Anthropic's error.
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.count_tokens(model="chat", messages=HELLO)
+    assert err.value.body["type"] == "error"
+    assert "token counting" in err.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.count_tokens(model="claude", messages=[])
+    assert "messages" in err.value.body["error"]["message"]
+
+
+def test_unknown_paths_answer_in_anthropic_shape():
+    req = urllib.request.Request(f"{BASE_URL}/v1/messages/batches", data=b"{}", headers={"content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    body = json.loads(err.value.read())
+    assert err.value.code == 404 and body["type"] == "error" and body["error"]["type"] == "not_found_error"

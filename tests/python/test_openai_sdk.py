@@ -247,3 +247,49 @@ def test_implicitly_cached_tokens_from_gemini_in_openai_usage(client):
     assert usage.prompt_tokens_details.cached_tokens > 0
     assert usage.prompt_tokens > usage.prompt_tokens_details.cached_tokens
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+EMBEDDERS = ["embed-openai", "embed-azure", "embed-titan", "embed-cohere", "embed-vertex"]
+TEXTS = ["a short text", "another, somewhat longer text to embed"]
+
+
+@pytest.mark.parametrize("feature", EMBEDDERS)
+@pytest.mark.parametrize("encoding", ["default", "float"])
+def test_embeddings(client, feature, encoding):
+    # The SDK asks for base64 unless told otherwise, and decodes it itself.
+    extra = {} if encoding == "default" else {"encoding_format": "float"}
+    raw = client.embeddings.with_raw_response.create(model=feature, input=TEXTS, **extra)
+    result = raw.parse()
+    assert [d.index for d in result.data] == [0, 1]
+    # The fakes put each text's length first: the vectors came back in the inputs' order.
+    assert [d.embedding[0] for d in result.data] == [len(t) for t in TEXTS]
+    assert all(len(d.embedding) == 8 for d in result.data)
+    assert raw.headers["x-spillway-endpoint"] == feature
+    if feature != "embed-cohere":
+        assert result.usage.prompt_tokens == sum(len(t.split()) for t in TEXTS)
+
+
+@pytest.mark.parametrize("feature", ["embed-openai", "embed-titan", "embed-vertex"])
+def test_embeddings_with_fewer_dimensions(client, feature):
+    result = client.embeddings.create(model=feature, input="one text", dimensions=4, encoding_format="float")
+    assert len(result.data[0].embedding) == 4
+
+
+def test_embeddings_fall_back_and_refuse_what_no_endpoint_can_do(client):
+    assert client.embeddings.create(model="embed-fallback", input="x").data[0].embedding[0] == 1
+    with pytest.raises(openai.BadRequestError) as err:
+        client.embeddings.create(model="embed-cohere", input="x", dimensions=4)
+    assert err.value.body["code"] == "unsupported_by_every_endpoint"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.embeddings.create(model="embed-titan", input=[[1, 2, 3]])
+    assert "token ids" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.embeddings.create(model="embed-titan", input=[])
+    assert err.value.body["param"] == "input"
+
+
+def test_an_endpoint_with_vectors_of_another_size_is_not_served(client):
+    with pytest.raises(openai.APIStatusError) as err:
+        client.embeddings.create(model="embed-wrong-size", input="x")
+    assert err.value.status_code == 503
+    assert "8 dimensions, not 16" in err.value.body["message"]

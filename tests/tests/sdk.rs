@@ -58,6 +58,13 @@ endpoints:
   azure:    {{ provider: azure_openai, base_url: "http://{p}", model: sdk-deployment, auth: {{ kind: none }} }}
   openai-native: {{ provider: openai, base_url: "http://{p}/v1", model: gpt-fake, auth: {{ kind: none }} }}
   compat-responses: {{ provider: openai_compatible, base_url: "http://{p}/v1", model: gpt-fake, api: responses }}
+  embed-openai: {{ provider: openai_compatible, base_url: "http://{p}/v1", model: text-embedding-fake, dimensions: 8 }}
+  embed-azure: {{ provider: azure_openai, base_url: "http://{p}", model: embed-deployment, auth: {{ kind: none }}, dimensions: 8 }}
+  embed-titan: {{ provider: bedrock, region: us-east-1, base_url: "http://{p}", model: "amazon.titan-embed-text-v2:0", dimensions: 8 }}
+  embed-cohere: {{ provider: bedrock, region: us-east-1, base_url: "http://{p}", model: "cohere.embed-english-v3", dimensions: 8 }}
+  embed-vertex: {{ provider: vertex, region: us-central1, project: sdk, base_url: "http://{p}", model: text-embedding-005, dimensions: 8 }}
+  embed-broken: {{ provider: openai_compatible, base_url: "http://{p}/v1", model: text-embedding-fake, dimensions: 8, headers: {{ x-fake-status: "503" }} }}
+  embed-wrong-size: {{ provider: openai_compatible, base_url: "http://{p}/v1", model: text-embedding-fake, dimensions: 16 }}
   bedrock-busy: {{ provider: bedrock, region: us-east-1, base_url: "http://{p}", model: m, headers: {{ x-fake-status: "429", x-fake-retry-after: "3" }} }}
   gemini-busy: {{ provider: vertex, region: us-central1, project: sdk, base_url: "http://{p}", model: g, headers: {{ x-fake-status: "429", x-fake-retry-after: "3" }} }}
   claude-busy: {{ provider: anthropic, base_url: "http://{p}", model: claude-fake, auth: {{ kind: none }}, headers: {{ x-fake-status: "529", x-fake-retry-after: "3" }} }}
@@ -76,6 +83,14 @@ features:
   azure: {{ hierarchy: [azure] }}
   openai-native: {{ hierarchy: [openai-native] }}
   compat-responses: {{ hierarchy: [compat-responses] }}
+  count-fallback: {{ hierarchy: [claude-overloaded, claude] }}
+  embed-openai: {{ hierarchy: [embed-openai] }}
+  embed-azure: {{ hierarchy: [embed-azure] }}
+  embed-titan: {{ hierarchy: [embed-titan] }}
+  embed-cohere: {{ hierarchy: [embed-cohere] }}
+  embed-vertex: {{ hierarchy: [embed-vertex] }}
+  embed-fallback: {{ hierarchy: [embed-broken, embed-titan] }}
+  embed-wrong-size: {{ hierarchy: [embed-wrong-size] }}
   bedrock-busy: {{ hierarchy: [bedrock-busy] }}
   gemini-busy: {{ hierarchy: [gemini-busy] }}
   claude-busy: {{ hierarchy: [claude-busy] }}

@@ -296,7 +296,7 @@ async fn system_messages_mid_conversation_and_anthropic_shaped_404s() {
     assert_eq!(systems, ["Be brief.", "Answer in French."], "{sent}");
 
     let r = TestClient::default()
-        .post_json(&sc.url("/v1/messages/count_tokens"), &[("anthropic-version", "2023-06-01")], "{}".to_owned())
+        .post_json(&sc.url("/v1/messages/batches"), &[("anthropic-version", "2023-06-01")], "{}".to_owned())
         .await
         .unwrap();
     assert_eq!(r.status, 404);

@@ -11,6 +11,8 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod count_tokens;
+pub mod embeddings;
 pub mod gemini;
 pub mod openai;
 pub mod responses;

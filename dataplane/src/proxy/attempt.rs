@@ -12,7 +12,7 @@ use crate::outcome::Outcome;
 use crate::protocol::{Protocol, Wire, anthropic, openai, responses};
 use crate::routing::EndpointTarget;
 use crate::upstream::failure::{self, AttemptFailure};
-use crate::upstream::provider::Upstream;
+use crate::upstream::provider::{Operation, Upstream};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -58,14 +58,21 @@ pub async fn run(
     let passthrough = wire.passes_through(req.protocol);
     let mut dropped = Vec::new();
     let upstream_req = if passthrough {
-        up.request(&mut req.body, wire, req.stream, Some(&req.protocol_headers), &ctx.id).await?
+        up.request(
+            &mut req.body,
+            wire,
+            Operation::Generate { stream: req.stream },
+            Some(&req.protocol_headers),
+            &ctx.id,
+        )
+        .await?
     } else {
         let Some(c) = canonical else {
             return Err(AttemptFailure::unavailable(Outcome::Internal, "no canonical request to translate"));
         };
         dropped = droppable(wire, c, ctx.feature.translation)?;
         let mut body = wire.encode_request(c, up.model(), up.max_tokens_field).map_err(AttemptFailure::unsupported)?;
-        up.request(&mut body, wire, req.stream, None, &ctx.id).await?
+        up.request(&mut body, wire, Operation::Generate { stream: req.stream }, None, &ctx.id).await?
     };
     let resp = match timeout_at(first_byte_by, up.client.request(upstream_req)).await {
         Err(_) => return Err(timed_out(ctx, first_byte_by, "no response head")),

@@ -6,12 +6,14 @@
 //! - [`plan`]: which endpoints this request may try, in order (last resorts at the end);
 //! - [`hedge`]: the bound on hedges racing, per feature;
 //! - [`attempt`]: one endpoint, up to the commit point;
-//! - [`stream`]: the committed stream's body, which always ends well-formed.
+//! - [`stream`]: the committed stream's body, which always ends well-formed;
+//! - [`unary`]: operations answered with one body (token counting, embeddings).
 
 mod attempt;
 pub mod hedge;
 pub mod plan;
 mod stream;
+pub mod unary;
 
 use crate::AppState;
 use crate::body::{ProxyBody, full};

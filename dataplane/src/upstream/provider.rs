@@ -32,6 +32,18 @@ use std::time::Duration;
 const AZURE_API_VERSION: &str = "2024-10-21";
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+/// What an upstream request asks the provider for: it picks the URL, and on Bedrock and Vertex
+/// the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A reply to a conversation; `stream`: as a stream.
+    Generate { stream: bool },
+    /// How many input tokens a conversation would use.
+    CountTokens,
+    /// Embedding vectors of texts.
+    Embed,
+}
+
 pub struct Upstream {
     pub client: HttpClient,
     /// What the provider speaks on the wire.
@@ -53,6 +65,11 @@ struct Keyed {
     /// Where the provider serves the Responses API, if it does (the model always goes in the
     /// body there, Azure's deployment name included).
     responses_url: Option<Uri>,
+    /// Where it counts input tokens (Anthropic's count_tokens, OpenAI's Responses
+    /// `input_tokens`), if it does; the model goes in the body.
+    count_url: Option<Uri>,
+    /// Where it embeds texts (`/embeddings`), if it does.
+    embed_url: Option<Uri>,
     credential: Credential,
     /// Whether the body carries the model (Azure takes it from the deployment URL).
     model_in_body: bool,
@@ -111,10 +128,24 @@ impl Upstream {
             (Provider::OpenaiCompatible, Some("responses")) => Some(format!("{}/responses", base(""))),
             _ => None,
         };
-        let responses_url = match responses_url {
-            Some(u) => Some(u.parse::<Uri>().map_err(|err| format!("`{u}` is not a URL: {err}"))?),
-            None => None,
+        let azure_version = e.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+        let count_url = match e.provider {
+            Provider::Anthropic => Some(format!("{}/v1/messages/count_tokens", base("https://api.anthropic.com"))),
+            _ => responses_url.as_ref().map(|r| format!("{r}/input_tokens")),
         };
+        let embed_url = match e.provider {
+            Provider::Openai => Some(format!("{}/embeddings", base("https://api.openai.com/v1"))),
+            Provider::OpenaiCompatible => Some(format!("{}/embeddings", base(""))),
+            Provider::AzureOpenai => {
+                Some(format!("{}/openai/deployments/{}/embeddings?api-version={azure_version}", base(""), e.model))
+            }
+            _ => None,
+        };
+        let parse = |u: Option<String>| match u {
+            Some(u) => u.parse::<Uri>().map(Some).map_err(|err| format!("`{u}` is not a URL: {err}")),
+            None => Ok(None),
+        };
+        let (responses_url, count_url, embed_url) = (parse(responses_url)?, parse(count_url)?, parse(embed_url)?);
         let (url, wire, scheme, default_env, max_field) = match e.provider {
             Provider::Openai => (
                 format!("{}/chat/completions", base("https://api.openai.com/v1")),
@@ -192,6 +223,8 @@ impl Upstream {
             kind: Kind::Keyed(Box::new(Keyed {
                 url,
                 responses_url,
+                count_url,
+                embed_url,
                 credential,
                 model_in_body: e.provider != Provider::AzureOpenai,
                 api_version,
@@ -271,26 +304,37 @@ impl Upstream {
     /// providers its `model` is set to this endpoint's. `client_headers` are the caller's, of
     /// which only the protocol headers that shape the reply (`anthropic-version`,
     /// `anthropic-beta`) are forwarded, and only to a provider of the caller's own protocol.
+    ///
+    /// For [`Operation::Generate`] the body's Anthropic fields are moved where the wire wants
+    /// them; the bodies of other operations are sent as built.
     pub async fn request(
         &self,
         body: &mut Map<String, Value>,
         wire: Wire,
-        stream: bool,
+        op: Operation,
         client_headers: Option<&HeaderMap>,
         request_id: &str,
     ) -> Result<Request<Full<Bytes>>, AttemptFailure> {
         if let Some(why) = &self.missing_credential {
             return Err(AttemptFailure::no_credentials(why.as_str()));
         }
+        let url = self.url(wire, op)?;
         if let Kind::Keyed(k) = &self.kind {
-            if k.model_in_body || wire == Wire::OpenAiResponses {
+            let in_body = match op {
+                Operation::Generate { .. } => k.model_in_body || wire == Wire::OpenAiResponses,
+                Operation::CountTokens => true,
+                Operation::Embed => k.model_in_body,
+            };
+            if in_body {
                 body.insert("model".into(), Value::String(self.model.clone()));
             } else {
                 body.remove("model");
             }
         }
         let betas = client_headers.and_then(|h| h.get("anthropic-beta"));
-        self.wire.place_anthropic_fields(body, betas.and_then(|b| b.to_str().ok()));
+        if let Operation::Generate { .. } = op {
+            self.wire.place_anthropic_fields(body, betas.and_then(|b| b.to_str().ok()));
+        }
         // Serialising a serde_json::Map cannot fail: keys are strings and values are JSON.
         let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
         let mut req = Request::new(Full::new(bytes.clone()));
@@ -302,12 +346,9 @@ impl Upstream {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-spillway-request-id", v);
         }
+        *req.uri_mut() = url;
         match &self.kind {
             Kind::Keyed(k) => {
-                *req.uri_mut() = match (&k.responses_url, wire) {
-                    (Some(url), Wire::OpenAiResponses) => url.clone(),
-                    _ => k.url.clone(),
-                };
                 let h = req.headers_mut();
                 if let Some(version) = &k.api_version {
                     let client_version = client_headers.and_then(|c| c.get("anthropic-version"));
@@ -320,17 +361,7 @@ impl Upstream {
                     h.insert(name, value);
                 }
             }
-            Kind::Vertex { model_url, token } => {
-                let op = match (self.wire, stream) {
-                    (Wire::VertexAnthropic, false) => ":rawPredict",
-                    (Wire::VertexAnthropic, true) => ":streamRawPredict",
-                    (_, false) => ":generateContent",
-                    (_, true) => ":streamGenerateContent?alt=sse",
-                };
-                let url = format!("{model_url}{op}");
-                *req.uri_mut() = url
-                    .parse()
-                    .map_err(|e| AttemptFailure::unavailable(Outcome::Internal, format!("bad URL {url}: {e}")))?;
+            Kind::Vertex { token, .. } => {
                 let token =
                     token.as_ref().ok_or_else(|| AttemptFailure::no_credentials("no Google identity was found"))?;
                 let auth = token.authorization().await.map_err(|e| AttemptFailure {
@@ -346,18 +377,9 @@ impl Upstream {
                     req.headers_mut().insert("anthropic-beta", b.clone());
                 }
             }
-            Kind::Bedrock { base, region, credentials } => {
-                let op = match (self.wire, stream) {
-                    (Wire::BedrockInvoke, false) => "invoke",
-                    (Wire::BedrockInvoke, true) => "invoke-with-response-stream",
-                    (_, false) => "converse",
-                    (_, true) => "converse-stream",
-                };
-                let url = bedrock_url(base, &self.model, op);
-                *req.uri_mut() = url
-                    .parse()
-                    .map_err(|e| AttemptFailure::unavailable(Outcome::Internal, format!("bad URL {url}: {e}")))?;
-                let accept = if op == "invoke-with-response-stream" { "x-amzn-bedrock-accept" } else { "accept" };
+            Kind::Bedrock { region, credentials, .. } => {
+                let streaming = matches!(op, Operation::Generate { stream: true }) && self.wire == Wire::BedrockInvoke;
+                let accept = if streaming { "x-amzn-bedrock-accept" } else { "accept" };
                 req.headers_mut().insert(accept, HeaderValue::from_static("application/json"));
                 let credentials =
                     credentials.as_ref().ok_or_else(|| AttemptFailure::no_credentials("the AWS chain found none"))?;
@@ -373,6 +395,51 @@ impl Upstream {
             }
         }
         Ok(req)
+    }
+
+    /// Where `op` goes for a caller answered in `wire`; an operation the provider does not offer
+    /// is this endpoint's to decline (another may offer it).
+    fn url(&self, wire: Wire, op: Operation) -> Result<Uri, AttemptFailure> {
+        let offered = |url: &Option<Uri>, what: &str| {
+            url.clone().ok_or_else(|| AttemptFailure::unsupported(format!("this provider offers no {what}")))
+        };
+        let url = match (&self.kind, op) {
+            (Kind::Keyed(k), Operation::Generate { .. }) if wire == Wire::OpenAiResponses => {
+                return offered(&k.responses_url, "Responses API");
+            }
+            (Kind::Keyed(k), Operation::Generate { .. }) => return Ok(k.url.clone()),
+            (Kind::Keyed(k), Operation::CountTokens) => return offered(&k.count_url, "token counting"),
+            (Kind::Keyed(k), Operation::Embed) => return offered(&k.embed_url, "embeddings"),
+            (Kind::Vertex { model_url, .. }, op) => match (self.wire, op) {
+                (Wire::VertexAnthropic, Operation::Generate { stream: false }) => format!("{model_url}:rawPredict"),
+                (Wire::VertexAnthropic, Operation::Generate { stream: true }) => {
+                    format!("{model_url}:streamRawPredict")
+                }
+                // Claude's token counter is one model of the publisher, named in the body.
+                (Wire::VertexAnthropic, Operation::CountTokens) => {
+                    let parent = model_url.rsplit_once('/').map_or(model_url.as_str(), |(p, _)| p);
+                    format!("{parent}/count-tokens:rawPredict")
+                }
+                (Wire::VertexAnthropic, Operation::Embed) => {
+                    return Err(AttemptFailure::unsupported("Claude on Vertex AI has no embeddings"));
+                }
+                (_, Operation::Generate { stream: false }) => format!("{model_url}:generateContent"),
+                (_, Operation::Generate { stream: true }) => format!("{model_url}:streamGenerateContent?alt=sse"),
+                (_, Operation::CountTokens) => format!("{model_url}:countTokens"),
+                (_, Operation::Embed) => format!("{model_url}:predict"),
+            },
+            (Kind::Bedrock { base, .. }, op) => {
+                let name = match (self.wire, op) {
+                    (Wire::BedrockInvoke, Operation::Generate { stream: false }) | (_, Operation::Embed) => "invoke",
+                    (Wire::BedrockInvoke, Operation::Generate { stream: true }) => "invoke-with-response-stream",
+                    (_, Operation::Generate { stream: false }) => "converse",
+                    (_, Operation::Generate { stream: true }) => "converse-stream",
+                    (_, Operation::CountTokens) => "count-tokens",
+                };
+                bedrock_url(base, &self.model, name)
+            }
+        };
+        url.parse().map_err(|e| AttemptFailure::unavailable(Outcome::Internal, format!("bad URL {url}: {e}")))
     }
 }
 

@@ -118,6 +118,11 @@ pub struct Endpoint {
     /// TCP + TLS connect timeout; a connect that takes longer moves on to the next tier.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// The size of the vectors this endpoint's model embeds into (embedding models only).
+    /// Vectors of different models cannot be compared, so every endpoint of a hierarchy that
+    /// declares a size must declare the same one, and a reply of another size is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
 }
 
 fn default_connect_timeout_ms() -> u64 {

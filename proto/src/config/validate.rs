@@ -65,6 +65,7 @@ pub(super) fn validate(config: &RoutingConfig, file: &str) -> Result<(), ConfigE
             }
         }
         check_boundary(&mut p, config, name);
+        check_dimensions(&mut p, config, name);
     }
     // A breaker is per endpoint, so every feature that names a policy must name the same one
     // for an endpoint they share.
@@ -215,6 +216,32 @@ fn check_spill_cycles(p: &mut Problems, config: &RoutingConfig) {
                 break;
             }
             at = next;
+        }
+    }
+}
+
+/// Embedding vectors of different models are not interchangeable: a feature whose hierarchy
+/// could answer one request with 1024 numbers and the next with 768 would break every index
+/// built from it. So the endpoints of a hierarchy that declare `dimensions` declare one size,
+/// and once one declares, all do.
+fn check_dimensions(p: &mut Problems, config: &RoutingConfig, feature: &str) {
+    let Some(f) = config.features.get(feature) else { return };
+    let declared: Vec<(&String, Option<u32>)> =
+        f.hierarchy.iter().filter_map(|n| config.endpoints.get(n).map(|e| (n, e.dimensions))).collect();
+    let Some((first, size)) = declared.iter().find_map(|(n, d)| d.map(|d| (*n, d))) else { return };
+    for (i, (name, d)) in declared.iter().enumerate() {
+        match d {
+            Some(other) if *other != size => p.add(
+                format!("features.{feature}.hierarchy[{i}]"),
+                format!(
+                    "endpoint `{name}` embeds into {other} dimensions but `{first}` into {size}: vectors of different sizes cannot share a feature"
+                ),
+            ),
+            None => p.add(
+                format!("features.{feature}.hierarchy[{i}]"),
+                format!("endpoint `{name}` declares no `dimensions` while `{first}` declares {size}: declare every embedding endpoint's size"),
+            ),
+            Some(_) => {}
         }
     }
 }

@@ -17,7 +17,7 @@ pub fn route(path: &str) -> Option<(String, &str)> {
     let rest = path.strip_prefix("/model/")?;
     let (model, op) = rest.rsplit_once('/')?;
     let op = match op {
-        "converse" | "converse-stream" | "invoke" | "invoke-with-response-stream" => op,
+        "converse" | "converse-stream" | "invoke" | "invoke-with-response-stream" | "count-tokens" => op,
         _ => return None,
     };
     Some((percent_encoding::percent_decode_str(model).decode_utf8().ok()?.into_owned(), op))

@@ -16,6 +16,7 @@ mod kube_watch;
 pub mod openai;
 pub mod responses;
 mod script;
+mod unary;
 pub mod vertex;
 
 pub use script::{Hostile, Script};
@@ -211,7 +212,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         _ => match &bedrock {
             Some((_, "converse" | "converse-stream")) => Wire::BedrockConverse,
             Some(_) => Wire::BedrockInvoke,
-            None if path == "/v1/messages" => Wire::Anthropic,
+            None if path == "/v1/messages" || path == "/v1/messages/count_tokens" => Wire::Anthropic,
+            None if unary::route(path, None, None).is_some() => Wire::OpenAi,
             None if matches!(path, "/v1/responses" | "/responses" | "/openai/v1/responses") => Wire::OpenAiResponses,
             None if path == "/v1/chat/completions" || path == "/chat/completions" || is_azure_path(path) => {
                 Wire::OpenAi
@@ -256,6 +258,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
     }
     if let Some(status) = script.forced_status() {
         return Ok(error(wire, status, &cfg.name, script.retry_after));
+    }
+    if let Some(op) = unary::route(path, bedrock.as_ref(), google) {
+        return Ok(match unary::answer(&op, &bytes) {
+            Ok(body) => json(StatusCode::OK, body, &cfg.name),
+            Err(status) => error(wire, status, &cfg.name, None),
+        });
     }
     let (answer, stream) = match wire {
         Wire::OpenAi => match serde_json::from_slice::<openai::ChatIn>(&bytes) {
