@@ -3,8 +3,8 @@
 # formatting, lints, the supply chain (cargo-deny), every unit and end-to-end test (the official SDK
 # tests and the proptest fuzzers included), and the helm chart's lint and schema checks.
 # Installs what it needs: protoc (scripts/build-deps.sh), etcd (tests/etcd/setup.sh), cargo-nextest
-# if missing, the SDK virtualenv (tests/python/setup.sh), and helm + kubernetes-validate for the
-# chart checks (tests/k8s/setup.sh).
+# if missing, the SDK virtualenv (tests/python/setup.sh), Claude Code and Codex CLI from npm
+# (tests/cli/setup.sh), and helm + kubernetes-validate for the chart checks (tests/k8s/setup.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,6 +20,7 @@ for component in rustfmt clippy; do
   fi
 done
 bash tests/python/setup.sh
+bash tests/cli/setup.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

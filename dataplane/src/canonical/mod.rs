@@ -36,7 +36,13 @@ pub struct Request {
     pub reasoning: Option<Reasoning>,
     /// Fields of the client's request this form does not carry, as the client spelt them.
     pub unrepresented: Vec<Unrepresented>,
+    /// Responses API tool namespaces: their tools are named `{namespace}__{tool}` here (one
+    /// flat list, as every other protocol has), and split again in the reply.
+    pub namespaces: Vec<String>,
 }
+
+/// Joins a namespace and a tool name into the flat name other protocols see.
+pub const NAMESPACE_SEPARATOR: &str = "__";
 
 /// How much to reason: a token budget, an effort level, both, or neither (the model decides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

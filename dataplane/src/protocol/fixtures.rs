@@ -48,7 +48,7 @@ fn stream_ends(wire: Wire, path: &Path) {
     let last = events.last().unwrap_or_else(|| panic!("{}: no events", path.display()));
     assert!(matches!(last, Event::End | Event::Error { .. }), "{}: ends with {last:?}", path.display());
     for p in [Protocol::OpenAi, Protocol::Anthropic, Protocol::Responses] {
-        let mut e = stream_encoder(p, true);
+        let mut e = stream_encoder(p, true, &[]);
         let mut out = BytesMut::new();
         for ev in &events {
             e.encode(ev, &mut out);

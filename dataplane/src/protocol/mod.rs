@@ -238,11 +238,13 @@ pub trait StreamEncoder: Send {
     fn failure(&mut self, code: &str, message: &str, out: &mut BytesMut);
 }
 
-pub fn stream_encoder(p: Protocol, include_usage: bool) -> Box<dyn StreamEncoder> {
+/// The encoder of `p`'s stream; `namespaces`: the Responses caller's tool namespaces (see
+/// `canonical::Request::namespaces`).
+pub fn stream_encoder(p: Protocol, include_usage: bool, namespaces: &[String]) -> Box<dyn StreamEncoder> {
     match p {
         Protocol::OpenAi => Box::new(openai::Encoder::new(include_usage)),
         Protocol::Anthropic => Box::<anthropic::Encoder>::default(),
-        Protocol::Responses => Box::<responses::Encoder>::default(),
+        Protocol::Responses => Box::new(responses::Encoder::new(namespaces.to_vec())),
     }
 }
 

@@ -13,7 +13,9 @@
 //! silently changing the request (see `Unrepresented`).
 
 use super::{SseEventDecoder, StreamEncoder, unix_now};
-use crate::canonical::{self as c, Event, Image, Message, Part, Role, StopReason, ToolChoice, Usage};
+use crate::canonical::{
+    self as c, Event, Image, Message, NAMESPACE_SEPARATOR, Part, Role, StopReason, ToolChoice, Usage,
+};
 use crate::error::ApiError;
 use crate::sse;
 use bytes::BytesMut;
@@ -135,18 +137,24 @@ fn tools(body: &Map<String, Value>, req: &mut c::Request) -> Result<(), ApiError
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad("tools", format!("tools[{i}].name is required")))?;
-                req.tools.push(c::Tool {
-                    name: name.to_owned(),
-                    description: t.get("description").and_then(Value::as_str).map(str::to_owned),
-                    schema: t
-                        .get("parameters")
-                        .filter(|p| p.is_object())
-                        .cloned()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                    // The Responses API makes function tools strict unless told otherwise.
-                    strict: t.get("strict").and_then(Value::as_bool).unwrap_or(true),
-                    cache: None,
-                });
+                req.tools.push(function_tool(t, name));
+            }
+            // A group of function tools: flattened, each named `{namespace}__{tool}`.
+            Some("namespace") => {
+                let ns = t.get("name").and_then(Value::as_str).unwrap_or_default();
+                for inner in t.get("tools").and_then(Value::as_array).into_iter().flatten() {
+                    match inner.get("type").and_then(Value::as_str) {
+                        Some("function") => {
+                            let name = inner.get("name").and_then(Value::as_str).unwrap_or_default();
+                            req.tools.push(function_tool(inner, &format!("{ns}{NAMESPACE_SEPARATOR}{name}")));
+                        }
+                        other => req.unrepresented.push(c::Unrepresented::meaning(&format!(
+                            "{} tool in namespace {ns}",
+                            other.unwrap_or("untyped")
+                        ))),
+                    }
+                }
+                req.namespaces.push(ns.to_owned());
             }
             // Built-in tools (web search, file search, code interpreter, MCP, …) run inside
             // OpenAI: only an endpoint that speaks the Responses API can honour them.
@@ -173,6 +181,51 @@ fn tools(body: &Map<String, Value>, req: &mut c::Request) -> Result<(), ApiError
         },
     };
     Ok(())
+}
+
+fn function_tool(t: &Value, name: &str) -> c::Tool {
+    c::Tool {
+        name: name.to_owned(),
+        description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+        schema: t
+            .get("parameters")
+            .filter(|p| p.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        // The Responses API makes function tools strict unless told otherwise.
+        strict: t.get("strict").and_then(Value::as_bool).unwrap_or(true),
+        cache: None,
+    }
+}
+
+/// A function call's flat name: `{namespace}__{name}` when it names its namespace.
+fn flat_name(item: &Value) -> String {
+    let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+    match item.get("namespace").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{ns}{NAMESPACE_SEPARATOR}{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// A flat tool name split back into the caller's namespace and name, when it is one of theirs.
+fn split_name<'a>(flat: &'a str, namespaces: &[String]) -> (Option<&'a str>, &'a str) {
+    for ns in namespaces {
+        if let Some(rest) = flat.strip_prefix(ns.as_str()).and_then(|r| r.strip_prefix(NAMESPACE_SEPARATOR)) {
+            return (Some(&flat[..ns.len()]), rest);
+        }
+    }
+    (None, flat)
+}
+
+/// A `function_call` output item.
+fn call_item(id: &str, call_id: &str, flat: &str, arguments: &str, status: &str, namespaces: &[String]) -> Value {
+    let (ns, name) = split_name(flat, namespaces);
+    let mut item = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+        "arguments": arguments, "status": status});
+    if let Some(ns) = ns {
+        item["namespace"] = ns.into();
+    }
+    item
 }
 
 /// Consecutive items of one role become one turn.
@@ -221,7 +274,7 @@ fn input_item(item: &Value, i: usize, req: &mut c::Request) -> Result<(), ApiErr
             };
             let call = Part::ToolUse {
                 id: item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                name: item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                name: flat_name(item),
                 input,
             };
             push(&mut req.messages, Role::Assistant, vec![call]);
@@ -501,8 +554,8 @@ fn response_object(
            "truncation": "disabled", "usage": usage.map(usage_to)})
 }
 
-/// Canonical → the client's `response`.
-pub fn encode_response(r: &c::Response) -> Value {
+/// Canonical → the client's `response`; `namespaces`: the caller's tool namespaces.
+pub fn encode_response(r: &c::Response, namespaces: &[String]) -> Value {
     let mut output = Vec::new();
     let mut texts: Vec<Value> = Vec::new();
     let flush = |texts: &mut Vec<Value>, output: &mut Vec<Value>| {
@@ -524,8 +577,7 @@ pub fn encode_response(r: &c::Response) -> Value {
             }
             Part::ToolUse { id, name, input } => {
                 flush(&mut texts, &mut output);
-                output.push(json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": id, "name": name,
-                    "arguments": input.to_string(), "status": "completed"}));
+                output.push(call_item(&format!("fc_{id}"), id, name, &input.to_string(), "completed", namespaces));
             }
             _ => {}
         }
@@ -555,7 +607,7 @@ pub fn decode_response(body: &[u8]) -> Option<c::Response> {
                 let args = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
                 content.push(Part::ToolUse {
                     id: item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                    name: item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    name: flat_name(item),
                     input: serde_json::from_str(args).unwrap_or_else(|_| Value::String(args.to_owned())),
                 });
             }
@@ -603,7 +655,8 @@ impl SseEventDecoder for Decoder {
             "response.output_item.added"
                 if v.pointer("/item/type").and_then(Value::as_str) == Some("function_call") =>
             {
-                out.push(Event::ToolStart { index: self.calls, id: s("/item/call_id"), name: s("/item/name") });
+                let name = v.get("item").map(flat_name).unwrap_or_default();
+                out.push(Event::ToolStart { index: self.calls, id: s("/item/call_id"), name });
                 self.calls += 1;
             }
             "response.function_call_arguments.delta" => {
@@ -660,11 +713,14 @@ pub struct Encoder {
     open: Option<Open>,
     stop: Option<StopReason>,
     usage: Usage,
+    /// The caller's tool namespaces, to split flat tool names by.
+    namespaces: Vec<String>,
 }
 
-impl Default for Encoder {
-    fn default() -> Self {
+impl Encoder {
+    pub fn new(namespaces: Vec<String>) -> Self {
         Encoder {
+            namespaces,
             seq: 0,
             id: reply_item_id("resp_"),
             model: String::new(),
@@ -724,8 +780,7 @@ impl Encoder {
                 );
             }
             Open::Call { id, call_id, name, .. } => {
-                let item = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
-                    "arguments": "", "status": "in_progress"});
+                let item = call_item(id, call_id, name, "", "in_progress", &self.namespaces);
                 self.emit("response.output_item.added", json!({"output_index": i, "item": item}), out);
             }
         }
@@ -765,13 +820,10 @@ impl Encoder {
                 reasoning_item(&id, &text, signature.as_deref())
             }
             Open::Call { id, call_id, name, args } => {
-                self.emit(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": id, "output_index": i, "name": name, "arguments": args}),
-                    out,
-                );
-                json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": args,
-                    "status": "completed"})
+                let item = call_item(&id, &call_id, &name, &args, "completed", &self.namespaces);
+                let data = json!({"item_id": id, "output_index": i, "name": item["name"], "arguments": args});
+                self.emit("response.function_call_arguments.done", data, out);
+                item
             }
         };
         self.emit("response.output_item.done", json!({"output_index": i, "item": item}), out);

@@ -96,7 +96,7 @@ prop_compose! {
         Request {
             system: system.into_iter().map(Part::Text).collect(), messages, no_parallel_tools: no_parallel && !tools.is_empty(),
             tools, tool_choice, max_tokens: Some(max_tokens), temperature, top_p, top_k: None, stop, stream,
-            include_usage: stream, user, format: None, reasoning: None, unrepresented: Vec::new(),
+            include_usage: stream, user, format: None, reasoning: None, unrepresented: Vec::new(), namespaces: Vec::new(),
         }
     }
 }
@@ -143,7 +143,7 @@ proptest! {
     #[test]
     fn streams_round_trip_through_every_client_protocol(events in stream()) {
         for p in [Protocol::OpenAi, Protocol::Anthropic, Protocol::Responses] {
-            let mut enc = stream_encoder(p, true);
+            let mut enc = stream_encoder(p, true, &[]);
             let mut out = BytesMut::new();
             for e in &events {
                 enc.encode(e, &mut out);

@@ -88,7 +88,7 @@ fn translate(from: Protocol, to: Protocol, bytes: &[u8]) -> Vec<u8> {
 
 fn translate_wire(from: Wire, to: Protocol, bytes: &[u8]) -> Vec<u8> {
     let mut d = from.stream_decoder("m", crate::protocol::DEFAULT_MAX_FRAME);
-    let mut e = stream_encoder(to, true);
+    let mut e = stream_encoder(to, true, &[]);
     let (mut events, mut out) = (Vec::new(), BytesMut::new());
     d.feed(bytes, &mut events).unwrap();
     for ev in &events {
@@ -247,4 +247,50 @@ fn a_chat_stream_reaches_a_responses_client_as_its_typed_events() {
         .map(|d| serde_json::from_str::<Value>(d).unwrap()["sequence_number"].as_u64().unwrap())
         .collect();
     assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn responses_tool_namespaces_are_flat_for_other_providers_and_split_again_for_the_caller() {
+    let body = json!({"model": "m", "input": [
+        {"role": "user", "content": "spawn one"},
+        {"type": "function_call", "call_id": "c1", "namespace": "multi_agent_v1", "name": "spawn_agent", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "spawned"}],
+        "tools": [{"type": "namespace", "name": "multi_agent_v1", "description": "agents",
+                   "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object", "properties": {}}}]},
+                  {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {}}}]});
+    let c = super::responses::decode_request(body.as_object().unwrap()).unwrap();
+    let names: Vec<&str> = c.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["multi_agent_v1__spawn_agent", "exec_command"]);
+    assert!(matches!(&c.messages[1].content[0], Part::ToolUse { name, .. } if name == "multi_agent_v1__spawn_agent"));
+    let reply = crate::canonical::Response {
+        id: String::new(),
+        model: "m".into(),
+        content: vec![
+            Part::ToolUse { id: "c2".into(), name: "multi_agent_v1__wait_agent".into(), input: json!({}) },
+            Part::ToolUse { id: "c3".into(), name: "exec_command".into(), input: json!({}) },
+        ],
+        stop: StopReason::ToolUse,
+        usage: Usage::default(),
+    };
+    let out = super::responses::encode_response(&reply, &c.namespaces);
+    assert_eq!(
+        (&out["output"][0]["namespace"], &out["output"][0]["name"]),
+        (&json!("multi_agent_v1"), &json!("wait_agent"))
+    );
+    assert!(out["output"][1].get("namespace").is_none() && out["output"][1]["name"] == "exec_command");
+    // The stream splits the same way.
+    let mut e = stream_encoder(Protocol::Responses, true, &c.namespaces);
+    let mut bytes = BytesMut::new();
+    for ev in [
+        Event::Start { id: "r".into(), model: "m".into() },
+        Event::ToolStart { index: 0, id: "c2".into(), name: "multi_agent_v1__wait_agent".into() },
+        Event::ToolArgs { index: 0, fragment: "{}".into() },
+        Event::Stop(StopReason::ToolUse),
+        Event::End,
+    ] {
+        e.encode(&ev, &mut bytes);
+    }
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(text.contains(r#""namespace":"multi_agent_v1""#) && text.contains(r#""name":"wait_agent""#), "{text}");
+    assert!(!text.contains("multi_agent_v1__"), "{text}");
 }

@@ -133,7 +133,7 @@ pub async fn run(
     let encoded = match req.protocol {
         Protocol::OpenAi => openai::encode_response(&reply),
         Protocol::Anthropic => anthropic::encode_response(&reply),
-        Protocol::Responses => responses::encode_response(&reply),
+        Protocol::Responses => responses::encode_response(&reply, canonical.map_or(&[], |c| c.namespaces.as_slice())),
     };
     Ok(Reply::Complete {
         status: StatusCode::OK,

@@ -423,6 +423,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         up.wire_for(req.protocol),
                         up.model(),
                         include_usage(&req, canonical.as_ref()),
+                        canonical.as_ref().map_or(&[], |c| c.namespaces.as_slice()),
                         hide,
                         ctx.max_frame,
                     );

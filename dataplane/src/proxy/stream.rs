@@ -40,6 +40,7 @@ impl Mode {
         wire: Wire,
         model: &str,
         include_usage: bool,
+        namespaces: &[String],
         hide_usage: bool,
         max_frame: usize,
     ) -> Mode {
@@ -52,7 +53,7 @@ impl Mode {
         } else {
             Mode::Translate {
                 decoder: wire.stream_decoder(model, max_frame),
-                encoder: protocol::stream_encoder(client, include_usage),
+                encoder: protocol::stream_encoder(client, include_usage, namespaces),
             }
         }
     }
@@ -237,10 +238,12 @@ impl GuardedStream {
         let mut out = BytesMut::new();
         match &mut self.mode {
             Mode::Translate { encoder, .. } => encoder.failure(code, &message, &mut out),
-            Mode::Passthrough(p) => protocol::stream_encoder(*p, false).failure(code, &message, &mut out),
-            Mode::Reframe(_) => protocol::stream_encoder(Protocol::Anthropic, false).failure(code, &message, &mut out),
+            Mode::Passthrough(p) => protocol::stream_encoder(*p, false, &[]).failure(code, &message, &mut out),
+            Mode::Reframe(_) => {
+                protocol::stream_encoder(Protocol::Anthropic, false, &[]).failure(code, &message, &mut out)
+            }
             Mode::PassthroughHidingUsage => {
-                protocol::stream_encoder(Protocol::OpenAi, false).failure(code, &message, &mut out)
+                protocol::stream_encoder(Protocol::OpenAi, false, &[]).failure(code, &message, &mut out)
             }
         }
         out.freeze()

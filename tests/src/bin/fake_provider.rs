@@ -69,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         hostile: None,
         redirect: None,
+        tool: None,
     };
     let require_key = match &args.require_key_env {
         Some(var) => Some(std::env::var(var).map_err(|_| anyhow::anyhow!("{var} is not set"))?),

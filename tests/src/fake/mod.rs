@@ -336,6 +336,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Fake
         }
     };
     let mut answer = answer;
+    if let Some(pick) = &script.tool {
+        answer.tool_call = named_tool(&bytes, pick);
+    }
     if hands_back_a_tool_result(&bytes) {
         // A model given what it asked for answers in words, as the next turn of an agent loop.
         answer.tool_call = None;
@@ -461,6 +464,32 @@ enum Wire {
     BedrockInvoke,
     VertexGemini,
     VertexAnthropic,
+}
+
+/// The call to `name` with placeholder arguments, if the request offers a tool of that name
+/// (in any provider's spelling of a tool list); `none` never matches.
+fn named_tool(body: &[u8], name: &str) -> Option<(String, String)> {
+    fn find<'a>(v: &'a serde_json::Value, name: &str) -> Option<Option<&'a serde_json::Value>> {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("name").and_then(|n| n.as_str()) == Some(name) {
+                    let schema = m
+                        .get("input_schema")
+                        .or(m.get("parameters"))
+                        .or(m.get("parametersJsonSchema"))
+                        .or(m.get("inputSchema").and_then(|s| s.get("json")));
+                    return Some(schema);
+                }
+                m.values().find_map(|x| find(x, name))
+            }
+            serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, name)),
+            _ => None,
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let tools = v.get("tools").or(v.get("toolConfig"))?;
+    let schema = find(tools, name)?;
+    openai::choose_tool(std::iter::once((name, schema)), openai::Choice::First)
 }
 
 /// Whether the request's latest turn hands back a tool's result, in any provider's spelling:

@@ -36,6 +36,9 @@ pub struct Script {
     /// Answer `307 Temporary Redirect` to this URL (`x-fake-redirect`): a proxy that followed
     /// it would carry the caller's credentials to another host.
     pub redirect: Option<String>,
+    /// Which offered tool to call (`x-fake-tool`): `none` answers in words whatever is offered;
+    /// a name calls that tool if it is offered. Unset: the first tool offered.
+    pub tool: Option<String>,
 }
 
 /// Streams a hostile upstream sends to make a proxy buffer without end.
@@ -80,6 +83,7 @@ impl Default for Script {
             max_in_flight: None,
             hostile: None,
             redirect: None,
+            tool: None,
         }
     }
 }
@@ -129,6 +133,9 @@ impl Script {
         }
         if let Some(v) = get("x-fake-redirect") {
             s.redirect = Some(v.to_owned());
+        }
+        if let Some(v) = get("x-fake-tool") {
+            s.tool = Some(v.to_owned());
         }
         s
     }
