@@ -11,3 +11,11 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, Infallible>;
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into()).boxed_unsync()
 }
+
+/// A whole reply of `content_type`.
+pub fn text(status: http::StatusCode, content_type: &'static str, body: String) -> http::Response<ProxyBody> {
+    let mut r = http::Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r
+}

@@ -23,6 +23,7 @@ pub mod body;
 pub mod canonical;
 pub mod capacity;
 pub mod error;
+pub mod headers;
 pub mod health;
 pub mod inbound;
 pub mod log;

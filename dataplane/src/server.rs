@@ -3,7 +3,7 @@
 //! Connections are served by hyper (HTTP/1.1 and h2c on the same port). Shutdown stops
 //! accepting, lets in-flight requests and streams finish within a grace period, then returns.
 
-use crate::body::{ProxyBody, full};
+use crate::body::{ProxyBody, text};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::Protocol;
@@ -11,7 +11,7 @@ use crate::proxy::unary::Unary;
 use crate::routing::{Routing, RoutingTable, watch};
 use crate::{AppState, proxy};
 use anyhow::{Context, bail};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -354,11 +354,4 @@ fn models(state: &AppState) -> Response<ProxyBody> {
         .map(|f| serde_json::json!({"id": f, "object": "model", "created": 0, "owned_by": "spillway"}))
         .collect();
     text(StatusCode::OK, "application/json", serde_json::json!({"object": "list", "data": data}).to_string())
-}
-
-pub(crate) fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
 }

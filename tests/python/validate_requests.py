@@ -10,7 +10,11 @@ would send it to `<target>`:
 - `anthropic`, `bedrock_invoke`, `vertex_anthropic`: Anthropic Messages (and its bodies on
   Bedrock InvokeModel and Vertex rawPredict), through the anthropic SDK's request types;
 - `openai`: Chat Completions, through the openai SDK's request types;
-- `responses`: the OpenAI Responses API, through the openai SDK's request types.
+- `responses`: the OpenAI Responses API, through the openai SDK's request types;
+- `count_*`: token counting — Anthropic's and Claude on Vertex's `count_tokens` (the anthropic
+  SDK's types), Bedrock `CountTokens` (botocore, and the InvokeModel body inside it through the
+  anthropic SDK's types), Gemini `countTokens`, OpenAI's Responses `input_tokens` (the openai
+  SDK's types).
 
 The SDKs' TypedDicts and models accept unknown fields for forward compatibility; here they are
 made to refuse them, so a misspelt or misplaced field fails. Prints every problem; exits 1 if
@@ -136,6 +140,72 @@ class Responses:
         return problems(self.adapter, body)
 
 
+class CountAnthropic:
+    def __init__(self):
+        import anthropic.types
+        from anthropic.types import message_count_tokens_params
+
+        forbid_unknown_fields(anthropic.types)
+        self.adapter = pydantic.TypeAdapter(message_count_tokens_params.MessageCountTokensParams)
+
+    def check(self, body, target):
+        body = dict(body)
+        if target == "count_vertex_anthropic":
+            version = body.pop("anthropic_version", None)
+            if version != "vertex-2023-10-16":
+                return [f"anthropic_version is {version!r}, Vertex wants 'vertex-2023-10-16'"]
+            if "model" not in body:
+                return ["Claude on Vertex counts for the model named in the body; it has none"]
+        return problems(self.adapter, body)
+
+
+class CountBedrock:
+    def __init__(self):
+        import botocore.session
+        from botocore.validate import ParamValidator
+
+        model = botocore.session.get_session().get_service_model("bedrock-runtime")
+        self.shape = model.operation_model("CountTokens").input_shape
+        self.validator = ParamValidator()
+        self.invoke = Anthropic()
+
+    def check(self, body, _target):
+        params = Converse.decode_blobs({"modelId": "from-the-url", **body}, self.shape)
+        report = self.validator.validate(params, self.shape)
+        if report.has_errors():
+            return [report.generate_report()]
+        inner = params["input"].get("invokeModel", {}).get("body")
+        if inner is not None:
+            # The InvokeModel body Bedrock counts is Claude's own request.
+            return self.invoke.check(json.loads(inner), "bedrock_invoke")
+        return []
+
+
+class CountGemini:
+    def __init__(self):
+        self.gemini = Gemini()
+
+    def check(self, body, target):
+        extra = [k for k in body if k not in ("contents", "systemInstruction", "tools")]
+        if extra:
+            return [f"{k}: not a field of a countTokens request" for k in extra]
+        return self.gemini.check(body, target)
+
+
+class CountOpenAi:
+    def __init__(self):
+        import openai.types.responses
+        import openai.types.shared_params
+        from openai.types.responses import input_token_count_params
+
+        forbid_unknown_fields(openai.types.responses)
+        forbid_unknown_fields(openai.types.shared_params)
+        self.adapter = pydantic.TypeAdapter(input_token_count_params.InputTokenCountParams)
+
+    def check(self, body, _target):
+        return problems(self.adapter, body)
+
+
 class Converse:
     def __init__(self):
         import botocore.session
@@ -213,6 +283,11 @@ def main():
         "vertex_anthropic": Anthropic,
         "openai": OpenAi,
         "responses": Responses,
+        "count_anthropic": CountAnthropic,
+        "count_vertex_anthropic": CountAnthropic,
+        "count_bedrock": CountBedrock,
+        "count_gemini": CountGemini,
+        "count_openai": CountOpenAi,
     }
     files = sorted(root.glob("*--*.json"))
     if not files:

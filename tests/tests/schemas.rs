@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 use spillway_dataplane::protocol::openai::MaxTokensField;
-use spillway_dataplane::protocol::{Protocol, Wire, anthropic, openai, responses};
+use spillway_dataplane::protocol::{Protocol, Wire, anthropic, count_tokens, openai, responses};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -102,6 +102,51 @@ fn translate_corpus(dir: &Path) -> usize {
         }
     }
     written
+}
+
+/// Token counting: each Anthropic request of the corpus as a `count_tokens` body (the Messages
+/// body without what only generation takes), encoded for every provider's counter. Returns how
+/// many bodies were written.
+fn count_corpus(dir: &Path) -> usize {
+    const GENERATION_ONLY: &[&str] =
+        &["max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata", "service_tier"];
+    let mut written = 0;
+    for (name, protocol, mut body) in corpus() {
+        if protocol != Protocol::Anthropic {
+            continue;
+        }
+        body.retain(|k, _| !GENERATION_ONLY.contains(&k.as_str()));
+        let canonical = anthropic::decode_request(&body).ok();
+        for (wire, target) in [
+            (Wire::Anthropic, "count_anthropic"),
+            (Wire::VertexAnthropic, "count_vertex_anthropic"),
+            (Wire::BedrockConverse, "count_bedrock"),
+            (Wire::BedrockInvoke, "count_bedrock"),
+            (Wire::VertexGemini, "count_gemini"),
+            (Wire::OpenAiResponses, "count_openai"),
+        ] {
+            let Ok(mut encoded) = count_tokens::request(wire, &body, canonical.as_ref(), "model-from-config") else {
+                continue;
+            };
+            if wire == Wire::Anthropic {
+                encoded.insert("model".into(), "model-from-config".into());
+            }
+            let file = dir.join(format!("{name}-{wire:?}--{target}.json"));
+            std::fs::write(file, serde_json::to_vec_pretty(&encoded).unwrap()).unwrap();
+            written += 1;
+        }
+    }
+    written
+}
+
+#[test]
+fn every_token_counting_request_matches_the_providers_published_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = count_corpus(dir.path());
+    assert!(written >= 30, "only {written} bodies encoded");
+    let (ok, report) = validate(dir.path());
+    eprintln!("{report}");
+    assert!(ok, "token counting requests the providers would refuse:\n{report}");
 }
 
 fn validate(dir: &Path) -> (bool, String) {

@@ -314,38 +314,165 @@ impl Usage {
         self.prompt_tokens() + self.output_tokens
     }
 
-    /// The tokens a passed-through `usage` object reports, in OpenAI Chat Completions' spelling
-    /// (`prompt_tokens`, `completion_tokens`, their details), the Responses API's
-    /// (`input_tokens` counting cached tokens, named in `input_tokens_details`) or Anthropic's
-    /// (`input_tokens`, `output_tokens`, `cache_*_input_tokens`).
+    /// The tokens a passed-through `usage` object reports (see [`Reported`]).
     pub fn reported(u: &serde_json::Map<String, Value>) -> Usage {
-        let get = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let detail = |k: &str, d: &str| u.get(k).and_then(|v| v.get(d)).and_then(Value::as_u64).unwrap_or(0);
-        if u.contains_key("prompt_tokens") || u.contains_key("completion_tokens") {
-            let cached = detail("prompt_tokens_details", "cached_tokens");
+        let get = |k: &str| u.get(k).and_then(Value::as_u64);
+        let details = |k: &str| {
+            u.get(k).map(|d| Details {
+                cached_tokens: d.get("cached_tokens").and_then(Value::as_u64),
+                cache_write_tokens: d.get("cache_write_tokens").and_then(Value::as_u64),
+                reasoning_tokens: d.get("reasoning_tokens").and_then(Value::as_u64),
+            })
+        };
+        Reported {
+            prompt_tokens: get("prompt_tokens"),
+            completion_tokens: get("completion_tokens"),
+            input_tokens: get("input_tokens"),
+            output_tokens: get("output_tokens"),
+            cache_read_input_tokens: get("cache_read_input_tokens"),
+            cache_creation_input_tokens: get("cache_creation_input_tokens"),
+            prompt_tokens_details: details("prompt_tokens_details"),
+            completion_tokens_details: details("completion_tokens_details"),
+            input_tokens_details: details("input_tokens_details"),
+            output_tokens_details: details("output_tokens_details"),
+        }
+        .usage()
+    }
+}
+
+/// A `usage` object as a provider reports it, in OpenAI Chat Completions' spelling
+/// (`prompt_tokens`, `completion_tokens`, their details), the Responses API's (`input_tokens`
+/// counting cached tokens, named in `input_tokens_details`) or Anthropic's (`input_tokens`,
+/// `output_tokens`, `cache_*_input_tokens`). Read straight from a passed-through reply, without
+/// building a JSON tree.
+/// Counts of another type than a whole number, and fields of another type than an object, are
+/// read as absent: a reply is never refused for the shape of its usage.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Reported {
+    #[serde(default, deserialize_with = "count")]
+    prompt_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    completion_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    output_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "object")]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default, deserialize_with = "object")]
+    completion_tokens_details: Option<Details>,
+    #[serde(default, deserialize_with = "object")]
+    input_tokens_details: Option<Details>,
+    #[serde(default, deserialize_with = "object")]
+    output_tokens_details: Option<Details>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Details {
+    #[serde(default, deserialize_with = "count")]
+    cached_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    cache_write_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    reasoning_tokens: Option<u64>,
+}
+
+/// A whole, non-negative number; anything else is absent.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde::Deserialize::deserialize(d)? {
+        Lenient::Count(n) => Some(n),
+        Lenient::Other(_) => None,
+    })
+}
+
+/// An object of type `T`; anything else is absent.
+pub fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Visit<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_any(Visit(std::marker::PhantomData))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Lenient {
+    Count(u64),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Reported {
+    /// The counts in Anthropic's sense of each.
+    pub fn usage(&self) -> Usage {
+        let n = |v: Option<u64>| v.unwrap_or(0);
+        let detail = |d: &Option<Details>, f: fn(&Details) -> Option<u64>| d.as_ref().and_then(f).unwrap_or(0);
+        if self.prompt_tokens.is_some() || self.completion_tokens.is_some() {
+            let cached = detail(&self.prompt_tokens_details, |d| d.cached_tokens);
             Usage {
-                input_tokens: get("prompt_tokens").saturating_sub(cached),
-                output_tokens: get("completion_tokens"),
+                input_tokens: n(self.prompt_tokens).saturating_sub(cached),
+                output_tokens: n(self.completion_tokens),
                 cache_read_tokens: cached,
                 cache_write_tokens: 0,
-                reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
+                reasoning_tokens: detail(&self.completion_tokens_details, |d| d.reasoning_tokens),
             }
-        } else if u.contains_key("input_tokens_details") || u.contains_key("output_tokens_details") {
-            let cached = detail("input_tokens_details", "cached_tokens");
-            let written = detail("input_tokens_details", "cache_write_tokens");
+        } else if self.input_tokens_details.is_some() || self.output_tokens_details.is_some() {
+            let cached = detail(&self.input_tokens_details, |d| d.cached_tokens);
+            let written = detail(&self.input_tokens_details, |d| d.cache_write_tokens);
             Usage {
-                input_tokens: get("input_tokens").saturating_sub(cached + written),
-                output_tokens: get("output_tokens"),
+                input_tokens: n(self.input_tokens).saturating_sub(cached + written),
+                output_tokens: n(self.output_tokens),
                 cache_read_tokens: cached,
                 cache_write_tokens: written,
-                reasoning_tokens: detail("output_tokens_details", "reasoning_tokens"),
+                reasoning_tokens: detail(&self.output_tokens_details, |d| d.reasoning_tokens),
             }
         } else {
             Usage {
-                input_tokens: get("input_tokens"),
-                output_tokens: get("output_tokens"),
-                cache_read_tokens: get("cache_read_input_tokens"),
-                cache_write_tokens: get("cache_creation_input_tokens"),
+                input_tokens: n(self.input_tokens),
+                output_tokens: n(self.output_tokens),
+                cache_read_tokens: n(self.cache_read_input_tokens),
+                cache_write_tokens: n(self.cache_creation_input_tokens),
                 reasoning_tokens: 0,
             }
         }
@@ -439,4 +566,32 @@ pub fn text_of(parts: &[Part]) -> String {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_read_straight_from_a_reply_matches_usage_read_from_its_tree_and_never_refuses_it() {
+        let cases = [
+            r#"{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}"#,
+            r#"{"input_tokens":10,"output_tokens":5,"input_tokens_details":{"cached_tokens":3,"cache_write_tokens":1},"output_tokens_details":{"reasoning_tokens":2}}"#,
+            r#"{"input_tokens":10,"output_tokens":5,"cache_read_input_tokens":7,"cache_creation_input_tokens":1}"#,
+            r#"{"prompt_tokens":10.5,"completion_tokens":-1,"prompt_tokens_details":[1],"extra":{"a":[1,2]}}"#,
+        ];
+        for text in cases {
+            let tree: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
+            let direct: Reported = serde_json::from_str(text).unwrap();
+            assert_eq!(direct.usage(), Usage::reported(&tree), "{text}");
+        }
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            #[serde(default, deserialize_with = "object")]
+            usage: Option<Reported>,
+        }
+        for odd in [r#"{"usage":7}"#, r#"{"usage":null}"#, r#"{"usage":"n/a"}"#, r#"{"usage":[1]}"#, "{}"] {
+            assert!(serde_json::from_str::<Reply>(odd).unwrap().usage.is_none(), "{odd}");
+        }
+    }
 }

@@ -134,7 +134,9 @@ pub struct Breaker {
     /// Re-trips since the last time the breaker closed.
     trips: u32,
     reason: Option<Reason>,
-    /// Admission credit in PARTIAL-OPEN: each request adds `share`; a whole credit admits one.
+    /// Admission credit in PARTIAL-OPEN: each request planned adds `share`; a whole credit admits
+    /// one, and is spent only when an attempt is actually sent (`spend`), so a probe planned
+    /// behind a tier that answered is not lost. Capped, so a long wait does not bank a burst.
     /// Deterministic, so a ramp of 5 % admits exactly one request in twenty.
     credit: f64,
     /// Bad attempts in a row (failed or slow), for `consecutive_failures`.
@@ -367,14 +369,16 @@ impl Breaker {
             State::Closed => true,
             State::Open { .. } => false,
             State::PartialOpen { share, .. } => {
-                self.credit += share;
-                if self.credit >= 1.0 {
-                    self.credit -= 1.0;
-                    true
-                } else {
-                    false
-                }
+                self.credit = (self.credit + share).min(1.0 + share);
+                self.credit >= 1.0
             }
+        }
+    }
+
+    /// An admitted attempt was sent: its credit is used.
+    pub fn spend(&mut self) {
+        if matches!(self.state, State::PartialOpen { .. }) && self.credit >= 1.0 {
+            self.credit -= 1.0;
         }
     }
 
@@ -577,7 +581,15 @@ mod tests {
         tripped_then_partial(&mut b).await;
         let mut shares = Vec::new();
         for _ in 0..10 {
-            let admitted = (0..1000).filter(|_| b.admit()).count();
+            let admitted = (0..1000)
+                .filter(|_| {
+                    let sent = b.admit();
+                    if sent {
+                        b.spend();
+                    }
+                    sent
+                })
+                .count();
             shares.push(admitted);
             feed(&mut b, ok(100), admitted);
             sleep_s(10).await;
@@ -590,6 +602,20 @@ mod tests {
         assert_eq!(shares, [50, 100, 200, 400, 800]);
         assert_eq!(b.state(), &State::Closed);
         assert!((0..100).all(|_| b.admit()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_planned_but_not_sent_is_not_lost() {
+        let mut b = Breaker::new(policy(), Instant::now());
+        tripped_then_partial(&mut b).await;
+        // 5 %: the 20th request planned is admitted.
+        let first = (1..=100).find(|_| b.admit()).unwrap();
+        assert_eq!(first, 20);
+        // An earlier tier answered, so nothing was sent here: the next plan still admits it,
+        // and credit does not pile up into a burst.
+        assert!(b.admit() && b.admit());
+        b.spend();
+        assert!(!b.admit(), "one probe sent, the next waits for its credit again");
     }
 
     #[tokio::test(start_paused = true)]

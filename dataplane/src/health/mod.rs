@@ -65,7 +65,8 @@ impl Health {
         self.breaker.as_ref().map(|b| b.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Whether the planner may send the next request here.
+    /// Whether the planner may send the next request here. Nothing is spent until the attempt
+    /// is sent ([`Health::sent`]): a plan is only a plan.
     pub fn admit(&self, metrics: &Metrics) -> bool {
         let Some(mut b) = self.lock() else { return true };
         let now = Instant::now();
@@ -75,6 +76,13 @@ impl Health {
         drop(b);
         self.report(&transitions, &state, metrics);
         admitted
+    }
+
+    /// An attempt is being sent here: a PARTIAL-OPEN endpoint's admission is used.
+    pub fn sent(&self) {
+        if let Some(mut b) = self.lock() {
+            b.spend();
+        }
     }
 
     /// When an attempt still waiting (for its first token if `stream`, else for its whole reply)

@@ -13,6 +13,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod count_tokens;
 pub mod embeddings;
+mod error_reply;
 pub mod gemini;
 pub mod openai;
 pub mod responses;

@@ -121,7 +121,7 @@ pub async fn run(
         let Ok(probe) = serde_json::from_slice::<UsageProbe>(&body) else {
             return Err(AttemptFailure::unavailable(Outcome::Malformed, "reply body is not valid JSON"));
         };
-        let usage = probe.usage.as_ref().and_then(|u| u.as_object()).map(canonical::Usage::reported);
+        let usage = probe.usage.as_ref().map(canonical::Reported::usage);
         return Ok(Reply::Complete { status: parts.status, content_type, body, usage, dropped });
     }
     let Some(reply) = wire.decode_response(&body, up.model()) else {
@@ -166,8 +166,8 @@ fn droppable(wire: Wire, c: &canonical::Request, translation: Translation) -> Re
 /// JSON and keeps only `usage` for PT accounting.
 #[derive(serde::Deserialize)]
 struct UsageProbe {
-    #[serde(default)]
-    usage: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "canonical::object")]
+    usage: Option<canonical::Reported>,
 }
 
 /// Reads until the stream's first token. What came before it (the role chunk, `message_start`,

@@ -1,78 +1,83 @@
-//! The hedge bound: hedges racing at once may be at most a share of the feature's requests in
-//! flight.
+//! Hedging: when a stream's first token is late, the next tier is raced against it. The first
+//! attempt to produce a token wins; the other is dropped, which closes its upstream request.
 //!
-//! Hedging is not a retry: it runs while the first attempt is still alive, so a slow primary with
-//! unbounded hedging doubles the feature's upstream load at the moment it is slowest. The retry
-//! budget bounds something else (load on *failing* endpoints); hedges get their own bound, per
-//! feature, so one feature's brownout cannot spend another's allowance.
+//! A hedge is not a retry: both attempts are alive at once, so each feature bounds its racing
+//! hedges to a share of its requests in flight (`routing::load`), and a hedge aimed at a failing
+//! endpoint asks the retry budget too.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::RequestCtx;
+use super::attempt::Reply;
+use super::plan::Planned;
+use crate::AppState;
+use crate::outcome::Outcome;
+use crate::routing::EndpointTarget;
+use crate::routing::load::Racing;
+use crate::upstream::failure::AttemptFailure;
+use spillway_api::config::HedgeAfter;
+use std::future::Future;
+use std::pin::Pin;
+use tokio::time::Instant;
 
-/// One feature's requests in flight and hedges racing. Kept across config reloads.
-#[derive(Default)]
-pub struct Load {
-    in_flight: AtomicU64,
-    racing: AtomicU64,
+/// An attempt's result, and whether the breaker already counted it as slow in flight.
+pub(super) type Attempted = (Result<Reply, AttemptFailure>, bool);
+
+/// How a race between a late attempt and its hedge ended.
+pub(super) enum Race {
+    /// The first attempt produced a token first.
+    First(Attempted),
+    /// The hedge did.
+    Second(Attempted),
+    /// Neither did: both failed, each with its own failure to account for.
+    BothFailed(Attempted, Attempted),
 }
 
-/// A request in flight; counted until dropped.
-pub struct InFlight(Arc<Load>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+/// Polls both until one succeeds or both have failed.
+pub(super) async fn race<A, B>(mut a: Pin<&mut A>, mut b: Pin<&mut B>) -> Race
+where
+    A: Future<Output = Attempted>,
+    B: Future<Output = Attempted>,
+{
+    let (mut first, mut second) = (None, None);
+    loop {
+        tokio::select! {
+            r = a.as_mut(), if first.is_none() => {
+                if r.0.is_ok() { return Race::First(r) }
+                first = Some(r);
+            }
+            r = b.as_mut(), if second.is_none() => {
+                if r.0.is_ok() { return Race::Second(r) }
+                second = Some(r);
+            }
+        }
+        match (first.take(), second.take()) {
+            (Some(f), Some(s)) => return Race::BothFailed(f, s),
+            (f, s) => (first, second) = (f, s),
+        }
     }
 }
 
-/// A hedge racing; counted until dropped (when the race is decided).
-pub struct Racing(Arc<Load>);
-
-impl Drop for Racing {
-    fn drop(&mut self) {
-        self.0.racing.fetch_sub(1, Ordering::Relaxed);
+/// Starts a hedge if the feature's hedge bound has room, and — when the hedge goes to a failing
+/// endpoint — the retry budget too.
+pub(super) fn start(state: &AppState, ctx: &RequestCtx, next: &Planned) -> Option<Racing> {
+    let Some(racing) = ctx.feature.load.try_hedge(ctx.feature.hedge_max_share) else {
+        state.metrics.attempt(&ctx.feature.name, &next.target.name, Outcome::HedgeRefused);
+        return None;
+    };
+    if next.target.health.failing() && !state.budget().try_retry(Instant::now(), &ctx.retry_budget) {
+        state.metrics.attempt(&ctx.feature.name, &next.target.name, Outcome::SkippedRetryBudget);
+        return None;
     }
+    Some(racing)
 }
 
-impl Load {
-    pub fn enter(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-
-    /// A hedge, if fewer than `max(1, max_share × in flight)` are racing.
-    pub fn try_hedge(self: &Arc<Self>, max_share: f64) -> Option<Racing> {
-        let allowed = ((max_share * self.in_flight.load(Ordering::Relaxed) as f64).floor() as u64).max(1);
-        self.racing
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| (r < allowed).then_some(r + 1))
-            .ok()
-            .map(|_| Racing(self.clone()))
-    }
-
-    /// `(requests in flight, hedges racing)`.
-    pub fn figures(&self) -> (u64, u64) {
-        (self.in_flight.load(Ordering::Relaxed), self.racing.load(Ordering::Relaxed))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hedges_are_a_share_of_requests_in_flight_and_at_least_one() {
-        let load = Arc::new(Load::default());
-        let requests: Vec<InFlight> = (0..5).map(|_| load.enter()).collect();
-        let first = load.try_hedge(0.1);
-        assert!(first.is_some(), "one hedge is always allowed");
-        assert!(load.try_hedge(0.1).is_none(), "10 % of 5 requests is less than two");
-        let more: Vec<InFlight> = (0..25).map(|_| load.enter()).collect();
-        let (second, third) = (load.try_hedge(0.1), load.try_hedge(0.1));
-        assert!(second.is_some() && third.is_some(), "30 requests allow three");
-        assert!(load.try_hedge(0.1).is_none());
-        drop((first, second));
-        assert_eq!(load.figures(), (30, 1), "decided races give their place back");
-        drop((requests, more));
-        assert_eq!(load.figures().0, 0);
+/// When to race the next tier: a fixed time, or the endpoint's own first-token percentile
+/// (no hedge until it has enough samples to know it).
+pub(super) fn delay(h: &HedgeAfter, target: &EndpointTarget) -> Option<std::time::Duration> {
+    match h {
+        HedgeAfter::Millis(ms) => Some(std::time::Duration::from_millis(*ms)),
+        HedgeAfter::Percentile(p) => {
+            let q = p.strip_prefix('p').and_then(|n| n.parse::<f64>().ok())? / 100.0;
+            target.health.ttft_quantile(q)
+        }
     }
 }

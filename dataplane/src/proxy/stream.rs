@@ -6,7 +6,7 @@
 //! client's protocol. A dropped body (the client went away) drops the upstream body with it,
 //! which closes the upstream request.
 
-use super::Finish;
+use super::finish::Finish;
 use crate::canonical::{Event, Usage};
 use crate::outcome::Outcome;
 use crate::protocol::{self, Protocol, StreamDecoder, StreamEncoder, Wire};
@@ -285,7 +285,8 @@ impl Body for GuardedStream {
                 continue;
             }
             if this.cut.as_mut().poll(cx).is_ready() {
-                this.next = Some(this.fail(Outcome::Shutdown, "shutting_down", super::SHUTDOWN_MESSAGE.to_owned()));
+                this.next =
+                    Some(this.fail(Outcome::Shutdown, "shutting_down", super::reply::SHUTDOWN_MESSAGE.to_owned()));
                 continue;
             }
             match ready!(Pin::new(upstream).poll_frame(cx)) {

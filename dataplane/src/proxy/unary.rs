@@ -96,7 +96,7 @@ pub async fn serve(state: &AppState, req: http::Request<hyper::body::Incoming>, 
         },
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-spillway-request-id", v);
+        resp.headers_mut().insert(crate::headers::REQUEST_ID, v);
     }
     resp
 }

@@ -4,6 +4,7 @@
 //! and [`Routing::swap`] publishes it atomically: a request sees the old table or the new one,
 //! never a mix, and a config that fails to build leaves the old table serving.
 
+pub mod load;
 pub mod watch;
 
 use crate::capacity::Pool;
@@ -51,7 +52,7 @@ pub struct FeatureRoute {
     /// Hedges racing at once: at most this share of the feature's requests in flight.
     pub hedge_max_share: f64,
     /// Requests in flight and hedges racing, for the hedge bound.
-    pub load: Arc<crate::proxy::hedge::Load>,
+    pub load: Arc<load::Load>,
     /// The feature's typical output tokens, for estimates of requests that name no limit.
     pub output_avg: Arc<crate::capacity::Average>,
 }

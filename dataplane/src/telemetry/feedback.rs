@@ -107,7 +107,7 @@ pub async fn serve(state: &AppState, req: Request<hyper::body::Incoming>) -> Res
             tracing::debug!(request_id, %feature, %endpoint, score, "feedback received");
             let body = serde_json::json!({"accepted": true, "request_id": request_id, "feature": &*feature,
                 "endpoint": &*endpoint});
-            crate::server::text(StatusCode::ACCEPTED, "application/json", body.to_string())
+            crate::body::text(StatusCode::ACCEPTED, "application/json", body.to_string())
         }
         Err(Rejected::UnknownRequest) => ApiError::not_found(
             "unknown_request_id",

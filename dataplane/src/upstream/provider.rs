@@ -344,7 +344,7 @@ impl Upstream {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(header::USER_AGENT, HeaderValue::from_static(concat!("spillway/", env!("CARGO_PKG_VERSION"))));
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert("x-spillway-request-id", v);
+            h.insert(crate::headers::REQUEST_ID, v);
         }
         *req.uri_mut() = url;
         match &self.kind {
