@@ -65,6 +65,39 @@ struct ReloadLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The series one served request moves (outcome `ok`), resolved once (see [`Metrics::served`]).
+#[derive(Clone)]
+pub struct Served {
+    request: Counter,
+    attempt: Counter,
+    latency: Histogram,
+}
+
+impl Served {
+    pub fn record(&self, elapsed: Duration) {
+        self.request.inc();
+        self.attempt.inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// A feature's [`Served`] handles per endpoint, filled on first use. Lives in the routing table,
+/// which belongs to one sidecar and so to one [`Metrics`].
+#[derive(Default)]
+pub struct ServedCache(std::sync::Mutex<Vec<(Arc<str>, Served)>>);
+
+impl ServedCache {
+    pub fn get(&self, endpoint: &Arc<str>, make: impl FnOnce() -> Served) -> Served {
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, s)) = list.iter().find(|(e, _)| Arc::ptr_eq(e, endpoint)) {
+            return s.clone();
+        }
+        let s = make();
+        list.push((endpoint.clone(), s.clone()));
+        s
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -188,6 +221,20 @@ impl Metrics {
     /// names are the client's, and the `x-spillway-dropped` header carries them.
     pub fn dropped(&self, feature: &Arc<str>, endpoint: &Arc<str>) {
         self.dropped.get_or_create(&EndpointLabels { feature: feature.clone(), endpoint: endpoint.clone() }).inc();
+    }
+
+    /// The metrics a request served by `endpoint` moves, to be kept: resolving three label
+    /// families on every request cost ≈ 1,600 instructions.
+    pub fn served(&self, feature: &Arc<str>, endpoint: &Arc<str>) -> Served {
+        let ok = AttemptLabels { feature: feature.clone(), endpoint: endpoint.clone(), outcome: Outcome::Ok.as_str() };
+        Served {
+            request: self
+                .requests
+                .get_or_create(&RequestLabels { feature: feature.clone(), outcome: ok.outcome })
+                .clone(),
+            attempt: self.attempts.get_or_create(&ok).clone(),
+            latency: self.latency.get_or_create(&ok).clone(),
+        }
     }
 
     pub fn request(&self, feature: &Arc<str>, outcome: &'static str) {

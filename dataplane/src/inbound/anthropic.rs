@@ -53,7 +53,20 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<Request, ApiError> {
             protocol_headers.insert(name, v.clone());
         }
     }
-    Ok(Request { protocol: Protocol::Anthropic, body, model, stream, protocol_headers, body_len: bytes.len() })
+    let hands_back_tool_results = super::last(&body, "messages")
+        .and_then(|m| m.get("content"))
+        .and_then(|c| c.as_array())
+        .is_some_and(|blocks| blocks.iter().any(|b| b.get("type").and_then(|t| t.as_str()) == Some("tool_result")));
+    Ok(Request {
+        protocol: Protocol::Anthropic,
+        model,
+        stream,
+        protocol_headers,
+        body_len: bytes.len(),
+        max_output: super::limit(&body, &["max_tokens"]),
+        hands_back_tool_results,
+        body,
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,20 @@ pub struct Request {
     pub protocol_headers: HeaderMap,
     /// Size of the body as received, for token estimates.
     pub body_len: usize,
+    /// The caller's output limit, if it set one (for token estimates).
+    pub max_output: Option<u64>,
+    /// The latest turn hands back tool results (hedging may be off for such turns).
+    pub hands_back_tool_results: bool,
+}
+
+/// The first of `fields` that is a whole number: the caller's output limit.
+pub(crate) fn limit(body: &Map<String, Value>, fields: &[&str]) -> Option<u64> {
+    fields.iter().find_map(|k| body.get(*k).and_then(Value::as_u64))
+}
+
+/// The last element of the array `field`.
+pub(crate) fn last<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    body.get(field).and_then(Value::as_array).and_then(|a| a.last())
 }
 
 /// Reads the body (at most `limit` bytes, within `timeout`) after checking its content type. A

@@ -21,11 +21,14 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ApiError> {
     }
     Ok(Request {
         protocol: Protocol::OpenAi,
-        body,
         model,
         stream,
         protocol_headers: HeaderMap::new(),
         body_len: bytes.len(),
+        max_output: super::limit(&body, &["max_completion_tokens", "max_tokens"]),
+        hands_back_tool_results: super::last(&body, "messages")
+            .is_some_and(|m| m.get("role").and_then(|r| r.as_str()) == Some("tool")),
+        body,
     })
 }
 

@@ -36,11 +36,14 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ApiError> {
     }
     Ok(Request {
         protocol: Protocol::Responses,
-        body,
         model,
         stream,
         protocol_headers: HeaderMap::new(),
         body_len: bytes.len(),
+        max_output: super::limit(&body, &["max_output_tokens"]),
+        hands_back_tool_results: super::last(&body, "input")
+            .is_some_and(|i| i.get("type").and_then(Value::as_str) == Some("function_call_output")),
+        body,
     })
 }
 

@@ -77,20 +77,62 @@ fn elapsed_ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// `2026-11-22T22:06:54.795869Z  INFO spillway::access: request request_id=… elapsed_ms=3.8`
+/// `2026-11-22T22:06:54.795869Z  INFO spillway::access: request request_id=… elapsed_ms=3.8`,
+/// written piece by piece: through `write!` the line cost ≈ 2,700 instructions.
 fn text(r: &Record<'_>, now: SystemTime, out: &mut Vec<u8>) {
+    rfc3339_micros(now, out);
+    out.extend_from_slice(b"  INFO ");
+    out.extend_from_slice(TARGET.as_bytes());
+    out.extend_from_slice(b": request request_id=");
+    out.extend_from_slice(r.request_id.as_bytes());
+    out.extend_from_slice(b" feature=");
+    out.extend_from_slice(r.feature.as_bytes());
+    out.extend_from_slice(b" endpoint=");
+    out.extend_from_slice(r.endpoint.as_bytes());
+    out.extend_from_slice(b" attempts=");
+    out.extend_from_slice(itoa::Buffer::new().format(r.attempts).as_bytes());
+    // Outcome names are identifiers: their Debug form is the name in quotes.
+    out.extend_from_slice(b" outcome=\"");
+    out.extend_from_slice(r.outcome.as_str().as_bytes());
+    out.extend_from_slice(b"\" elapsed_ms=");
     // Writing into a Vec cannot fail.
-    let _ = writeln!(
-        out,
-        "{}  INFO {TARGET}: request request_id={} feature={} endpoint={} attempts={} outcome={:?} elapsed_ms={:?}",
-        humantime::format_rfc3339_micros(now),
-        r.request_id,
-        r.feature,
-        r.endpoint,
-        r.attempts,
-        r.outcome.as_str(),
-        elapsed_ms(r.elapsed),
-    );
+    let _ = writeln!(out, "{:?}", elapsed_ms(r.elapsed));
+}
+
+/// `2026-11-22T22:06:54.795869Z`, as humantime's `format_rfc3339_micros` writes it.
+fn rfc3339_micros(t: SystemTime, out: &mut Vec<u8>) {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    // Days to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let tod = secs % 86_400;
+    let digits = |out: &mut Vec<u8>, v: u64, n: u32| {
+        for i in (0..n).rev() {
+            out.push(b'0' + (v / 10u64.pow(i) % 10) as u8);
+        }
+    };
+    digits(out, year as u64, 4);
+    out.push(b'-');
+    digits(out, month as u64, 2);
+    out.push(b'-');
+    digits(out, day as u64, 2);
+    out.push(b'T');
+    digits(out, tod / 3_600, 2);
+    out.push(b':');
+    digits(out, tod % 3_600 / 60, 2);
+    out.push(b':');
+    digits(out, tod % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(since.subsec_micros()), 6);
+    out.push(b'Z');
 }
 
 /// `{"timestamp":…,"level":"INFO","fields":{"message":"request",…},"target":"spillway::access"}`
@@ -99,11 +141,9 @@ fn json(r: &Record<'_>, now: SystemTime, out: &mut Vec<u8>) {
         // A str always serialises.
         let _ = serde_json::to_writer(&mut *out, v);
     };
-    let _ = write!(
-        out,
-        "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"fields\":{{\"message\":\"request\",\"request_id\":",
-        humantime::format_rfc3339_micros(now)
-    );
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    rfc3339_micros(now, out);
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"request_id\":");
     s(out, r.request_id);
     out.extend_from_slice(b",\"feature\":");
     s(out, r.feature);
@@ -160,6 +200,19 @@ mod tests {
         let mut out = Vec::new();
         f(&record(), SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_903_614_795_869), &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_the_ones_humantime_writes() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let edges = [0, 951_782_400, 4_107_542_399, 1_709_164_800, 1_795_903_614];
+        let times: Vec<u64> = edges.into_iter().chain((0..2_000).map(|_| rng.u64(0..4_102_444_800))).collect();
+        for secs in times {
+            let t = SystemTime::UNIX_EPOCH + Duration::new(secs, rng.u32(0..1_000_000_000));
+            let mut ours = Vec::new();
+            rfc3339_micros(t, &mut ours);
+            assert_eq!(String::from_utf8(ours).unwrap(), humantime::format_rfc3339_micros(t).to_string(), "{secs}");
+        }
     }
 
     #[test]

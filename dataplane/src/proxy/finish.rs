@@ -40,6 +40,8 @@ pub struct Finish {
     pub(super) attempts: usize,
     /// Managed mode: an answered request may be rated with `POST /v1/feedback`.
     pub(super) feedback: Option<Arc<crate::telemetry::feedback::Feedback>>,
+    /// The series a success moves, resolved once per feature and endpoint.
+    pub(super) served: crate::metrics::Served,
 }
 
 impl Drop for Finish {
@@ -81,9 +83,13 @@ impl Finish {
             };
             self.target.health.record(&o, outcome.class(), self.counted_in_flight, &self.metrics);
         }
-        self.metrics.latency(&self.feature, &self.target.name, outcome, elapsed);
-        self.metrics.attempt(&self.feature, &self.target.name, outcome);
-        self.metrics.request(&self.feature, outcome.as_str());
+        if ok {
+            self.served.record(elapsed);
+        } else {
+            self.metrics.latency(&self.feature, &self.target.name, outcome, elapsed);
+            self.metrics.attempt(&self.feature, &self.target.name, outcome);
+            self.metrics.request(&self.feature, outcome.as_str());
+        }
         crate::log::access::record(&crate::log::access::Record {
             request_id: &self.request_id,
             feature: &self.feature,
@@ -114,5 +120,6 @@ pub(super) fn new_finish(state: &AppState, ctx: &RequestCtx, p: &Planned, estima
         output_avg: ctx.feature.output_avg.clone(),
         attempts,
         feedback: state.feedback.clone(),
+        served: ctx.feature.served.get(&p.target.name, || state.metrics.served(&ctx.feature.name, &p.target.name)),
     }
 }

@@ -179,7 +179,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     let mut attempts = 0;
     state.budget().request(Instant::now(), &ctx.retry_budget);
     let mut budget_refused = false;
-    let estimate = crate::capacity::estimate(req.body_len, max_output(&req), ctx.feature.output_avg.get());
+    let estimate = crate::capacity::estimate(req.body_len, req.max_output, ctx.feature.output_avg.get());
     let mut plan = plan::plan(&ctx.feature, estimate, &state.metrics);
     // A hedge races a late *first token*: only a stream has one. A whole reply is bounded by the
     // attempt timeout and judged by the breaker on its total time.
@@ -187,7 +187,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
         .feature
         .hedge
         .as_ref()
-        .filter(|_| req.stream && (ctx.feature.hedge_tool_results || !ends_with_tool_results(&req)));
+        .filter(|_| req.stream && (ctx.feature.hedge_tool_results || !req.hands_back_tool_results));
     // PT accounting wants real usage; an OpenAI client streaming without asking for it gets it
     // asked for on PT endpoints, and the extra chunk is hidden from it.
     let client_stream_options = req.body.get("stream_options").cloned();
@@ -322,7 +322,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                 Err(f) if f.may_fall_back() => {
                     tracing::warn!(
                         request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %t.name,
-                        kind = ?f.kind, outcome = f.outcome.as_str(), detail = %f.detail, "attempt failed; falling back"
+                        kind = ?f.kind, origin = ?f.origin(), outcome = f.outcome.as_str(), detail = %f.detail, "attempt failed; falling back"
                     );
                     state.metrics.attempt(&ctx.feature.name, &t.name, f.outcome);
                     if f.kind.blames_endpoint() {
@@ -415,20 +415,6 @@ fn within_boundary(boundary: &[String], target: &EndpointTarget) -> bool {
             .is_some_and(|g| boundary.iter().any(|b| b == g))
 }
 
-/// Whether the caller's latest turn hands back tool results.
-fn ends_with_tool_results(req: &inbound::Request) -> bool {
-    if req.protocol == Protocol::Responses {
-        let last = req.body.get("input").and_then(|i| i.as_array()).and_then(|i| i.last());
-        return last.and_then(|i| i.get("type")).and_then(|t| t.as_str()) == Some("function_call_output");
-    }
-    let Some(last) = req.body.get("messages").and_then(|m| m.as_array()).and_then(|m| m.last()) else { return false };
-    last.get("role").and_then(|r| r.as_str()) == Some("tool")
-        || last
-            .get("content")
-            .and_then(|c| c.as_array())
-            .is_some_and(|blocks| blocks.iter().any(|b| b.get("type").and_then(|t| t.as_str()) == Some("tool_result")))
-}
-
 /// Runs an attempt; if its endpoint's breaker has a slow rule for its kind (first token for a
 /// stream, whole reply otherwise) and the attempt is still waiting past it, tells the breaker
 /// right then instead of when the attempt finally ends. The flag says whether it did.
@@ -454,13 +440,6 @@ async fn watch_slow<T>(
 
 fn include_usage(req: &inbound::Request, canonical: Option<&canonical::Request>) -> bool {
     canonical.map_or(req.protocol == Protocol::Anthropic, |c| c.include_usage)
-}
-
-/// The caller's output limit, if any.
-fn max_output(req: &inbound::Request) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| req.body.get(*k).and_then(|v| v.as_u64()))
 }
 
 /// `req_` and 24 random hex digits. Written digit by digit: `format!` cost a microsecond here.

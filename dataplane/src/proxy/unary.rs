@@ -153,7 +153,7 @@ async fn walk(state: &AppState, op: Unary, call: &Call, ctx: &RequestCtx) -> Res
             }
             Err(f) if f.may_fall_back() => {
                 tracing::warn!(request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %target.name,
-                    kind = ?f.kind, outcome = f.outcome.as_str(), detail = %f.detail, "attempt failed; falling back");
+                    kind = ?f.kind, origin = ?f.origin(), outcome = f.outcome.as_str(), detail = %f.detail, "attempt failed; falling back");
                 state.metrics.attempt(&ctx.feature.name, &target.name, f.outcome);
                 failures.push((target.name.clone(), f));
             }

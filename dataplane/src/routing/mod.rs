@@ -55,6 +55,8 @@ pub struct FeatureRoute {
     pub load: Arc<load::Load>,
     /// The feature's typical output tokens, for estimates of requests that name no limit.
     pub output_avg: Arc<crate::capacity::Average>,
+    /// The metrics a served request moves, per endpoint.
+    pub served: crate::metrics::ServedCache,
 }
 
 pub struct RoutingTable {
@@ -156,6 +158,7 @@ impl RoutingTable {
                     output_avg: previous
                         .and_then(|p| p.features.get(name))
                         .map_or_else(|| Arc::new(crate::capacity::Average::new()), |old| old.output_avg.clone()),
+                    served: Default::default(),
                 };
                 (name.clone(), Arc::new(route))
             })

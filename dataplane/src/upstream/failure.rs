@@ -40,7 +40,20 @@ impl FailureKind {
     }
 }
 
-/// Why one attempt at one endpoint failed.
+/// Whose fault a failure is, for logs and for whoever reads them at 3 a.m.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The request itself: every endpoint would refuse it, or this one cannot carry it.
+    Client,
+    /// The provider or the network to it.
+    Upstream,
+    /// This sidecar's own configuration or credentials for the endpoint.
+    Internal,
+}
+
+/// Why one attempt at one endpoint failed: its kind (which decides fallback), its outcome (which
+/// the breaker and metrics count), a detail that carries the cause chain (`source_chain`), and
+/// when the provider said to come back.
 #[derive(Debug, Clone)]
 pub struct AttemptFailure {
     pub kind: FailureKind,
@@ -52,8 +65,23 @@ pub struct AttemptFailure {
 }
 
 impl AttemptFailure {
+    /// Whether another endpoint may still serve the request.
     pub fn may_fall_back(&self) -> bool {
         self.kind.may_fall_back()
+    }
+
+    pub fn origin(&self) -> Origin {
+        match (self.kind, self.outcome) {
+            (_, Outcome::Internal | Outcome::NoCredentials | Outcome::Credentials) => Origin::Internal,
+            (
+                FailureKind::BadRequest
+                | FailureKind::ContentFiltered
+                | FailureKind::ContextTooLong
+                | FailureKind::Unsupported,
+                _,
+            ) => Origin::Client,
+            _ => Origin::Upstream,
+        }
     }
 
     pub fn unavailable(outcome: Outcome, detail: impl Into<String>) -> Self {
@@ -398,5 +426,21 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
         h.insert("retry-after-ms", "250".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::*;
+
+    #[test]
+    fn failures_say_whose_they_are() {
+        let refused = classify_openai(StatusCode::BAD_REQUEST, &HeaderMap::new(), Bytes::from_static(b"{}"));
+        assert_eq!((refused.origin(), refused.may_fall_back()), (Origin::Client, false));
+        let down = classify_openai(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), Bytes::new());
+        assert_eq!((down.origin(), down.may_fall_back()), (Origin::Upstream, true));
+        let keyless = AttemptFailure::no_credentials("OPENAI_API_KEY is not set");
+        assert_eq!((keyless.origin(), keyless.may_fall_back()), (Origin::Internal, true));
+        assert_eq!(AttemptFailure::unsupported("no image URLs").origin(), Origin::Client);
     }
 }
