@@ -350,7 +350,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                     let attempts = finish.attempts;
                     finish.done(outcome);
                     let mut resp = refusal(f, t.upstream.wire_for(req.protocol), req.protocol);
-                    explain(resp.headers_mut(), &t.name, attempts);
+                    explain(resp.headers_mut(), t, attempts);
                     return resp;
                 }
             }

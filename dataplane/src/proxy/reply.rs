@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::headers;
 use crate::outcome::Outcome;
 use crate::protocol::{Protocol, Wire, anthropic, openai};
+use crate::routing::EndpointTarget;
 use crate::upstream::failure::{AttemptFailure, FailureKind};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -57,12 +58,13 @@ pub(super) fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Respon
 }
 
 pub(super) fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: &RequestCtx) -> Response<ProxyBody> {
-    let (endpoint, attempts, spilled) = (finish.target.name.clone(), finish.attempts, finish.spilled);
+    let (target, attempts, spilled) = (finish.target.clone(), finish.attempts, finish.spilled);
+    let endpoint = &target.name;
     let dropped = match &reply {
         Reply::Complete { dropped, .. } | Reply::Stream { dropped, .. } => dropped.join(", "),
     };
     if !dropped.is_empty() {
-        finish.metrics.dropped(&finish.feature, &endpoint);
+        finish.metrics.dropped(&finish.feature, endpoint);
     }
     let mut resp = match reply {
         // A whole reply has no first token of its own: it is judged by its total time.
@@ -76,7 +78,7 @@ pub(super) fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: 
         }
         Reply::Stream { first, rest, .. } => {
             finish.ttft = Some(finish.attempt_started.elapsed());
-            finish.metrics.ttft(&finish.feature, &endpoint, ctx.started.elapsed());
+            finish.metrics.ttft(&finish.feature, endpoint, ctx.started.elapsed());
             let body =
                 stream::GuardedStream::new(mode, first, rest, ctx.deadline, finish, ctx.max_frame, ctx.cut.clone());
             let mut r = Response::new(body.boxed_unsync());
@@ -85,7 +87,7 @@ pub(super) fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: 
             r
         }
     };
-    explain(resp.headers_mut(), &endpoint, attempts);
+    explain(resp.headers_mut(), &target, attempts);
     // Names the client sent, kept to field-like ones by the decoder: always a valid value.
     if let Ok(v) = HeaderValue::from_str(&dropped)
         && !dropped.is_empty()
@@ -99,9 +101,9 @@ pub(super) fn commit(reply: Reply, mode: stream::Mode, mut finish: Finish, ctx: 
 }
 
 /// `x-spillway-endpoint` / `x-spillway-attempts`: which endpoint answered, after how many tries.
-pub(super) fn explain(headers: &mut HeaderMap, endpoint: &str, attempts: usize) {
-    if let Ok(v) = HeaderValue::from_str(endpoint) {
-        headers.insert(crate::headers::ENDPOINT, v);
+pub(super) fn explain(headers: &mut HeaderMap, endpoint: &EndpointTarget, attempts: usize) {
+    if let Some(v) = &endpoint.name_header {
+        headers.insert(crate::headers::ENDPOINT, v.clone());
     }
     headers.insert(crate::headers::ATTEMPTS, HeaderValue::from(attempts));
 }

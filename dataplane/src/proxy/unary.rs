@@ -148,7 +148,7 @@ async fn walk(state: &AppState, op: Unary, call: &Call, ctx: &RequestCtx) -> Res
                 state.metrics.request(&ctx.feature.name, Outcome::Ok.as_str());
                 let mut r = Response::new(full(body));
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                explain(r.headers_mut(), &target.name, attempts);
+                explain(r.headers_mut(), target, attempts);
                 return r;
             }
             Err(f) if f.may_fall_back() => {
@@ -167,7 +167,7 @@ async fn walk(state: &AppState, op: Unary, call: &Call, ctx: &RequestCtx) -> Res
                 state.metrics.request(&ctx.feature.name, outcome.as_str());
                 let wire = target.upstream.wire_for(protocol);
                 let mut r = refusal(f, wire, protocol);
-                explain(r.headers_mut(), &target.name, attempts);
+                explain(r.headers_mut(), target, attempts);
                 return r;
             }
         }

@@ -27,6 +27,8 @@ pub struct EndpointTarget {
     /// The breaker policy the features using this endpoint name, if any.
     pub policy: Option<BreakerPolicy>,
     pub health: Health,
+    /// The name as the `x-spillway-endpoint` value, checked once (`None`: not a valid header value).
+    pub name_header: Option<http::HeaderValue>,
 }
 
 /// One tier of a feature's hierarchy with its capacity: the PT pool it draws from and the
@@ -204,7 +206,8 @@ fn target(
     let upstream = Upstream::new(spec, secrets).map_err(|e| (".auth", e))?;
     let name: Arc<str> = name.into();
     let health = Health::new(name.clone(), policy.clone());
-    Ok(EndpointTarget { name, spec: spec.clone(), upstream, policy, health })
+    let name_header = http::HeaderValue::from_str(&name).ok();
+    Ok(EndpointTarget { name, spec: spec.clone(), upstream, policy, health, name_header })
 }
 
 /// Counts of config reloads, and why the last rejected one was rejected.
