@@ -57,7 +57,7 @@ fn anthropic_stream() -> Vec<u8> {
 /// Feeds the body in 16 KiB reads, as a socket would deliver it, and encodes for the client.
 fn translate(wire: Wire, body: &[u8]) -> usize {
     let mut decoder = wire.stream_decoder("m", spillway_dataplane::protocol::DEFAULT_MAX_FRAME);
-    let mut encoder = stream_encoder(Protocol::OpenAi, true, &[]);
+    let mut encoder = stream_encoder(Protocol::OpenAi, true);
     let mut events = Vec::with_capacity(256);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut written = 0;

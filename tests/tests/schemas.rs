@@ -247,3 +247,36 @@ print(checked)
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.trim().parse::<u32>().unwrap() >= 30, "{stdout}");
 }
+
+/// The token-count and embedding replies the translations are tested on are what the providers
+/// publish: the anthropic and openai SDKs' types, botocore's `CountTokens` output shape and
+/// google-genai's `CountTokensResponse` (through the SDK's own reader of Vertex's reply).
+#[test]
+fn count_and_embedding_fixtures_match_the_published_types() {
+    let code = r#"
+import json, pathlib, sys
+import botocore.session
+from botocore.validate import ParamValidator
+from google.genai import types as genai
+from anthropic.types import MessageTokensCount
+from openai.types import CreateEmbeddingResponse
+from openai.types.responses import InputTokenCountResponse
+root = pathlib.Path(sys.argv[1])
+read = lambda p: json.loads((root / p).read_text())
+MessageTokensCount.model_validate(read("count_tokens/anthropic_count_tokens_response.json"), strict=True)
+MessageTokensCount.model_validate(read("count_tokens/vertex_anthropic_count_tokens_response.json"), strict=True)
+InputTokenCountResponse.model_validate(read("count_tokens/openai_input_tokens_response.json"), strict=True)
+# The SDK reads Vertex's REST reply through its own converter, then its type.
+from google.genai.models import _CountTokensResponse_from_vertex
+gemini = genai.CountTokensResponse.model_validate(_CountTokensResponse_from_vertex(read("count_tokens/gemini_count_tokens_response.json")))
+assert gemini.total_tokens == 31, gemini
+shape = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("CountTokens").output_shape
+report = ParamValidator().validate(read("count_tokens/bedrock_count_tokens_response.json"), shape)
+assert not report.has_errors(), report.generate_report()
+CreateEmbeddingResponse.model_validate(read("embeddings/openai_embeddings_response.json"), strict=True)
+print("ok")
+"#;
+    let out = Command::new(python()).arg("-c").arg(code).arg(fixtures()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.trim() == "ok", "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,22 +1,16 @@
 //! spillway's own errors ([`ApiError`]) in the caller's API format. Here, beside the protocols,
 //! so that `error` depends on nothing and every protocol module can return an `ApiError`.
 
-use super::{Protocol, anthropic};
+use super::Protocol;
 use crate::body::{ProxyBody, full};
 use crate::error::ApiError;
 use http::{HeaderValue, Response, header};
-use serde_json::json;
 
 impl ApiError {
     /// The error body in the caller's protocol: OpenAI's `{"error":{"message","type","param","code"}}`
     /// or Anthropic's `{"type":"error","error":{"type","message"}}`.
     pub fn body(&self, protocol: Protocol) -> serde_json::Value {
-        match protocol {
-            Protocol::OpenAi | Protocol::Responses => {
-                json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
-            }
-            Protocol::Anthropic => anthropic::error_body(anthropic::error_type(self.status.as_u16()), &self.message),
-        }
+        protocol.api().error_body(self.status, self.kind, Some(self.code), &self.message, self.param)
     }
 
     pub fn into_response(self, protocol: Protocol) -> Response<ProxyBody> {

@@ -48,7 +48,7 @@ fn stream_ends(wire: Wire, path: &Path) {
     let last = events.last().unwrap_or_else(|| panic!("{}: no events", path.display()));
     assert!(matches!(last, Event::End | Event::Error { .. }), "{}: ends with {last:?}", path.display());
     for p in [Protocol::OpenAi, Protocol::Anthropic, Protocol::Responses] {
-        let mut e = stream_encoder(p, true, &[]);
+        let mut e = stream_encoder(p, true);
         let mut out = BytesMut::new();
         for ev in &events {
             e.encode(ev, &mut out);
@@ -186,4 +186,52 @@ fn every_provider_fixture_is_exercised() {
         }
     }
     assert!(seen >= 70, "only {seen} fixtures found");
+}
+
+/// Every provider's token count, as the sidecar reads it.
+#[test]
+fn token_count_replies_are_read_as_counts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/count_tokens");
+    let cases = [
+        ("anthropic_count_tokens_response.json", Wire::Anthropic, 2095),
+        ("vertex_anthropic_count_tokens_response.json", Wire::VertexAnthropic, 14),
+        ("bedrock_count_tokens_response.json", Wire::BedrockConverse, 2095),
+        ("gemini_count_tokens_response.json", Wire::VertexGemini, 31),
+        ("openai_input_tokens_response.json", Wire::OpenAiResponses, 11),
+    ];
+    for (name, wire, want) in cases {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(super::count_tokens::count(wire, &bytes), Some(want), "{name}");
+    }
+    let files = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert_eq!(files, cases.len(), "every fixture in count_tokens/ is read here");
+}
+
+/// Every provider's embeddings reply becomes the caller's vectors, in order.
+#[test]
+fn embedding_replies_become_the_callers_vectors() {
+    use super::embeddings::{Family, sizes, vectors};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/embeddings");
+    let read = |name: &str| Bytes::from(std::fs::read(dir.join(name)).unwrap());
+    let cases = [
+        ("titan_v2_response.json", Family::Titan, 1, 6),
+        ("cohere_embed_response.json", Family::Cohere, 2, 0),
+        ("cohere_embed_floats_response.json", Family::Cohere, 2, 0),
+        ("vertex_predict_response.json", Family::Vertex, 2, 6),
+    ];
+    for (name, family, n, tokens) in cases {
+        let (v, t) = vectors(family, &[read(name)]).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!((v.len(), t), (n, tokens), "{name}");
+        assert!(v.iter().all(|x| x.len() == 4), "{name}");
+    }
+    // OpenAI's own reply passes through; its vectors are measured, in floats or base64.
+    assert_eq!(sizes(&read("openai_embeddings_response.json")), Some(vec![4, 4]));
+    let files = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert_eq!(files, cases.len() + 1, "every fixture in embeddings/ is read here");
 }

@@ -11,6 +11,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod client;
 pub mod count_tokens;
 pub mod embeddings;
 mod error_reply;
@@ -239,14 +240,10 @@ pub trait StreamEncoder: Send {
     fn failure(&mut self, code: &str, message: &str, out: &mut BytesMut);
 }
 
-/// The encoder of `p`'s stream; `namespaces`: the Responses caller's tool namespaces (see
-/// `canonical::Request::namespaces`).
-pub fn stream_encoder(p: Protocol, include_usage: bool, namespaces: &[String]) -> Box<dyn StreamEncoder> {
-    match p {
-        Protocol::OpenAi => Box::new(openai::Encoder::new(include_usage)),
-        Protocol::Anthropic => Box::<anthropic::Encoder>::default(),
-        Protocol::Responses => Box::new(responses::Encoder::new(namespaces.to_vec())),
-    }
+/// The encoder of `p`'s stream, for a request of no particular shape (see
+/// [`client::ClientApi::stream_encoder`]).
+pub fn stream_encoder(p: Protocol, include_usage: bool) -> Box<dyn StreamEncoder> {
+    p.api().stream_encoder(include_usage, None)
 }
 
 /// Appends a turn `{"role": role, key: content}`, merged into the previous one when the role

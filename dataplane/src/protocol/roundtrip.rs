@@ -143,7 +143,7 @@ proptest! {
     #[test]
     fn streams_round_trip_through_every_client_protocol(events in stream()) {
         for p in [Protocol::OpenAi, Protocol::Anthropic, Protocol::Responses] {
-            let mut enc = stream_encoder(p, true, &[]);
+            let mut enc = stream_encoder(p, true);
             let mut out = BytesMut::new();
             for e in &events {
                 enc.encode(e, &mut out);

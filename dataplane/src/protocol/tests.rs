@@ -88,7 +88,7 @@ fn translate(from: Protocol, to: Protocol, bytes: &[u8]) -> Vec<u8> {
 
 fn translate_wire(from: Wire, to: Protocol, bytes: &[u8]) -> Vec<u8> {
     let mut d = from.stream_decoder("m", crate::protocol::DEFAULT_MAX_FRAME);
-    let mut e = stream_encoder(to, true, &[]);
+    let mut e = stream_encoder(to, true);
     let (mut events, mut out) = (Vec::new(), BytesMut::new());
     d.feed(bytes, &mut events).unwrap();
     for ev in &events {
@@ -279,7 +279,7 @@ fn responses_tool_namespaces_are_flat_for_other_providers_and_split_again_for_th
     );
     assert!(out["output"][1].get("namespace").is_none() && out["output"][1]["name"] == "exec_command");
     // The stream splits the same way.
-    let mut e = stream_encoder(Protocol::Responses, true, &c.namespaces);
+    let mut e = Protocol::Responses.api().stream_encoder(true, Some(&c));
     let mut bytes = BytesMut::new();
     for ev in [
         Event::Start { id: "r".into(), model: "m".into() },

@@ -9,7 +9,7 @@ use super::RequestCtx;
 use crate::canonical::{self, Event};
 use crate::inbound;
 use crate::outcome::Outcome;
-use crate::protocol::{Protocol, Wire, anthropic, openai, responses};
+use crate::protocol::Wire;
 use crate::routing::EndpointTarget;
 use crate::upstream::failure::{self, AttemptFailure};
 use crate::upstream::provider::{Operation, Upstream};
@@ -130,11 +130,7 @@ pub async fn run(
             "reply body is not a well-formed reply of its protocol",
         ));
     };
-    let encoded = match req.protocol {
-        Protocol::OpenAi => openai::encode_response(&reply),
-        Protocol::Anthropic => anthropic::encode_response(&reply),
-        Protocol::Responses => responses::encode_response(&reply, canonical.map_or(&[], |c| c.namespaces.as_slice())),
-    };
+    let encoded = req.protocol.api().encode_reply(&reply, canonical);
     Ok(Reply::Complete {
         status: StatusCode::OK,
         content_type: HeaderValue::from_static("application/json"),

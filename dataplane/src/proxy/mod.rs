@@ -30,7 +30,7 @@ use crate::health::breaker::Observation;
 use crate::inbound;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
-use crate::protocol::{Protocol, anthropic, openai, responses};
+use crate::protocol::Protocol;
 use crate::routing::{EndpointTarget, FeatureRoute, RoutingTable};
 use crate::upstream::failure::{AttemptFailure, FailureKind};
 use finish::{Finish, new_finish};
@@ -66,11 +66,7 @@ pub async fn serve(
     let (parts, body) = req.into_parts();
     let table = state.routing.load();
     let parsed = match inbound::read_body(&parts.headers, body, state.max_body_bytes, state.body_timeout).await {
-        Ok(bytes) => match protocol {
-            Protocol::OpenAi => inbound::openai::parse(&bytes),
-            Protocol::Anthropic => inbound::anthropic::parse(&bytes, &parts.headers),
-            Protocol::Responses => inbound::responses::parse(&bytes),
-        },
+        Ok(bytes) => protocol.api().parse(&bytes, &parts.headers),
         Err(e) => Err(e),
     };
     let mut resp = match parsed {
@@ -156,12 +152,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
     // that cannot be translated is the caller's to fix, before anything is sent.
     let canonical =
         if ctx.feature.hierarchy.iter().any(|t| !t.upstream.wire_for(req.protocol).passes_through(req.protocol)) {
-            let decoded = match req.protocol {
-                Protocol::OpenAi => openai::decode_request(&req.body),
-                Protocol::Anthropic => anthropic::decode_request(&req.body),
-                Protocol::Responses => responses::decode_request(&req.body),
-            };
-            match decoded {
+            match req.protocol.api().decode(&req.body) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     state.metrics.request(&ctx.feature.name, "invalid_request");
@@ -312,7 +303,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
                         up.wire_for(req.protocol),
                         up.model(),
                         include_usage(&req, canonical.as_ref()),
-                        canonical.as_ref().map_or(&[], |c| c.namespaces.as_slice()),
+                        canonical.as_ref(),
                         hide,
                         ctx.max_frame,
                     );
@@ -385,10 +376,10 @@ fn force_usage(
     client_wants_usage: bool,
     original: &Option<serde_json::Value>,
 ) -> bool {
-    if req.protocol != Protocol::OpenAi || !req.stream || client_wants_usage {
+    if !req.protocol.api().usage_is_optional() || !req.stream || client_wants_usage {
         return false;
     }
-    let force = planned.pool.is_some() && planned.target.upstream.wire.passes_through(Protocol::OpenAi);
+    let force = planned.pool.is_some() && planned.target.upstream.wire_for(req.protocol).passes_through(req.protocol);
     if force {
         let mut options = original.clone().filter(|o| o.is_object()).unwrap_or_else(|| serde_json::json!({}));
         options["include_usage"] = true.into();

@@ -9,7 +9,7 @@ use crate::body::{ProxyBody, full};
 use crate::error::ApiError;
 use crate::headers;
 use crate::outcome::Outcome;
-use crate::protocol::{Protocol, Wire, anthropic, openai};
+use crate::protocol::{Protocol, Wire, openai};
 use crate::routing::EndpointTarget;
 use crate::upstream::failure::{AttemptFailure, FailureKind};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -43,12 +43,7 @@ pub(super) fn refusal(f: AttemptFailure, wire: Wire, client: Protocol) -> Respon
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let message = v.pointer("/error/message").or(v.get("message")).and_then(|m| m.as_str()).unwrap_or(&f.detail);
         let code = v.pointer("/error/code").and_then(|m| m.as_str());
-        let out = match client {
-            Protocol::OpenAi | Protocol::Responses => {
-                openai::error_body(openai::error_type(status.as_u16()), code, message, None)
-            }
-            Protocol::Anthropic => anthropic::error_body(anthropic::error_type(status.as_u16()), message),
-        };
+        let out = client.api().error_body(status, openai::error_type(status.as_u16()), code, message, None);
         out.to_string().into()
     };
     let mut resp = Response::new(full(body));

@@ -10,7 +10,7 @@ use super::finish::Finish;
 use crate::canonical::{Event, Usage};
 use crate::outcome::Outcome;
 use crate::protocol::{self, Protocol, StreamDecoder, StreamEncoder, Wire};
-use crate::sse::{self, EventKind, SseSplitter};
+use crate::sse::{self, SseSplitter};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -40,11 +40,11 @@ impl Mode {
         wire: Wire,
         model: &str,
         include_usage: bool,
-        namespaces: &[String],
+        request: Option<&crate::canonical::Request>,
         hide_usage: bool,
         max_frame: usize,
     ) -> Mode {
-        if wire.replies_natively(client) && hide_usage && client == Protocol::OpenAi {
+        if wire.replies_natively(client) && hide_usage && client.api().usage_is_optional() {
             Mode::PassthroughHidingUsage
         } else if wire.replies_natively(client) {
             Mode::Passthrough(client)
@@ -53,7 +53,7 @@ impl Mode {
         } else {
             Mode::Translate {
                 decoder: wire.stream_decoder(model, max_frame),
-                encoder: protocol::stream_encoder(client, include_usage, namespaces),
+                encoder: client.api().stream_encoder(include_usage, request),
             }
         }
     }
@@ -166,51 +166,31 @@ impl GuardedStream {
     fn passthrough(&mut self, block: Bytes) -> Option<Bytes> {
         let mut ended = None;
         let out = match &mut self.mode {
-            Mode::Passthrough(Protocol::OpenAi) | Mode::PassthroughHidingUsage => {
-                let hide = matches!(self.mode, Mode::PassthroughHidingUsage);
+            Mode::PassthroughHidingUsage => {
+                let api = Protocol::OpenAi.api();
                 let (mut kept, mut hid) = (BytesMut::new(), false);
                 for event in sse::events(&block) {
                     let usage = reported_usage(event);
                     if let Some(u) = usage {
                         self.usage.merge(u);
                     }
-                    match sse::classify(event) {
-                        EventKind::Done => ended = Some(Outcome::Ok),
-                        EventKind::Error(_) => ended = Some(Outcome::StreamError),
-                        EventKind::Data | EventKind::Other => {}
-                    }
+                    ended = api.stream_end(event).or(ended);
                     // The usage-only chunk has no choices; content chunks carry `usage: null`.
-                    if hide && usage.is_some() && event.windows(12).any(|w| w == b"\"choices\":[]") {
+                    if usage.is_some() && event.windows(12).any(|w| w == b"\"choices\":[]") {
                         hid = true;
-                    } else if hide {
+                    } else {
                         kept.extend_from_slice(event);
                     }
                 }
                 if hid { kept.freeze() } else { block }
             }
-            Mode::Passthrough(Protocol::Responses) => {
+            Mode::Passthrough(p) => {
+                let api = p.api();
                 for event in sse::events(&block) {
                     if let Some(u) = reported_usage(event) {
                         self.usage.merge(u);
                     }
-                    match sse::event_name(event) {
-                        Some(b"response.completed" | b"response.incomplete") => ended = Some(Outcome::Ok),
-                        Some(b"response.failed" | b"error") => ended = Some(Outcome::StreamError),
-                        _ => {}
-                    }
-                }
-                block
-            }
-            Mode::Passthrough(Protocol::Anthropic) => {
-                for event in sse::events(&block) {
-                    if let Some(u) = reported_usage(event) {
-                        self.usage.merge(u);
-                    }
-                    match sse::event_name(event) {
-                        Some(b"message_stop") => ended = Some(Outcome::Ok),
-                        Some(b"error") => ended = Some(Outcome::StreamError),
-                        _ => {}
-                    }
+                    ended = api.stream_end(event).or(ended);
                 }
                 block
             }
@@ -238,12 +218,10 @@ impl GuardedStream {
         let mut out = BytesMut::new();
         match &mut self.mode {
             Mode::Translate { encoder, .. } => encoder.failure(code, &message, &mut out),
-            Mode::Passthrough(p) => protocol::stream_encoder(*p, false, &[]).failure(code, &message, &mut out),
-            Mode::Reframe(_) => {
-                protocol::stream_encoder(Protocol::Anthropic, false, &[]).failure(code, &message, &mut out)
-            }
+            Mode::Passthrough(p) => protocol::stream_encoder(*p, false).failure(code, &message, &mut out),
+            Mode::Reframe(_) => protocol::stream_encoder(Protocol::Anthropic, false).failure(code, &message, &mut out),
             Mode::PassthroughHidingUsage => {
-                protocol::stream_encoder(Protocol::OpenAi, false, &[]).failure(code, &message, &mut out)
+                protocol::stream_encoder(Protocol::OpenAi, false).failure(code, &message, &mut out)
             }
         }
         out.freeze()
