@@ -8,6 +8,10 @@
 //! - stream: provider events → canonical events (`StreamDecoder`), canonical events → client
 //!   events (`StreamEncoder`);
 //! - errors: the client's error body for a status and message (`error_body`).
+//!
+//! Two contracts put them to use: [`client::ClientApi`], what the request path needs of the API
+//! a caller speaks (one implementation per client API), and [`wire::WireApi`], what it needs of
+//! the wire an endpoint speaks (one implementation per wire).
 
 pub mod anthropic;
 pub mod bedrock;
@@ -18,6 +22,7 @@ mod error_reply;
 pub mod gemini;
 pub mod openai;
 pub mod responses;
+pub mod wire;
 
 use crate::canonical::{self, Event};
 use crate::sse::{self, SseSplitter};
@@ -73,27 +78,15 @@ impl Wire {
         self.passes_through(client) && self != Wire::BedrockInvoke
     }
 
-    /// The request body in this wire's format, from the canonical form, as it is sent to an
-    /// endpoint serving `model` (keyed providers' `model` is set again on sending; Bedrock and
-    /// Vertex take it from the URL).
+    /// The request body in this wire's format, from the canonical form (see
+    /// [`wire::WireApi::encode_request`]).
     pub fn encode_request(
         self,
         c: &canonical::Request,
         model: &str,
         max_tokens_field: openai::MaxTokensField,
     ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-        Ok(match self {
-            Wire::OpenAi => openai::encode_request(c, model, max_tokens_field),
-            Wire::OpenAiResponses => responses::encode_request(c, model),
-            Wire::Anthropic => anthropic::encode_request(c, Some(model)),
-            Wire::BedrockConverse => bedrock::encode_converse(c)?,
-            Wire::VertexGemini => gemini::encode_request(c)?,
-            Wire::BedrockInvoke | Wire::VertexAnthropic => {
-                let mut body = anthropic::encode_request(c, None);
-                self.place_anthropic_fields(&mut body, None);
-                body
-            }
-        })
+        self.api().encode_request(c, model, max_tokens_field)
     }
 
     /// Moves what an Anthropic body carries to where this wire wants it, for translated and
@@ -121,73 +114,15 @@ impl Wire {
         }
     }
 
-    /// What a translation of `c` to this wire loses: the client's fields the canonical form does
-    /// not carry, and those this wire has no place for.
-    pub fn losses(self, c: &canonical::Request) -> Vec<canonical::Unrepresented> {
-        let mut out = c.unrepresented.clone();
-        let mut lose = |present: bool, field: &str| {
-            if present {
-                out.push(canonical::Unrepresented::tuning(field));
-            }
-        };
-        match self {
-            // The Messages API has no sampling parameters (the anthropic SDK's request types).
-            Wire::Anthropic | Wire::BedrockInvoke | Wire::VertexAnthropic => {
-                let room = c.max_tokens.unwrap_or(anthropic::DEFAULT_MAX_TOKENS) > anthropic::MIN_THINKING_BUDGET;
-                lose(c.reasoning.is_some_and(|r| r.budget_tokens.is_some()) && !room, "thinking");
-                lose(c.temperature.is_some(), "temperature");
-                lose(c.top_p.is_some(), "top_p");
-                lose(c.top_k.is_some(), "top_k");
-            }
-            Wire::BedrockConverse => {
-                lose(c.no_parallel_tools && !c.tools.is_empty(), "parallel_tool_calls");
-                lose(c.user.as_deref().is_some_and(|u| !bedrock::metadata_value(u)), "user");
-            }
-            // Both cache prompts on their own, without breakpoints.
-            Wire::VertexGemini => {
-                lose(c.no_parallel_tools && !c.tools.is_empty(), "parallel_tool_calls");
-                lose(c.user.is_some(), "user");
-                lose(c.caches(), "cache_control");
-                // Gemini takes the whole schema, but does not promise calls will match it.
-                lose(c.tools.iter().any(|t| t.strict), "strict");
-            }
-            Wire::OpenAi => {
-                lose(c.top_k.is_some(), "top_k");
-                lose(c.caches(), "cache_control");
-                lose(c.reasoning.is_some(), "thinking");
-            }
-            // The Responses API has no stop sequences.
-            Wire::OpenAiResponses => {
-                lose(!c.stop.is_empty(), "stop");
-                lose(c.top_k.is_some(), "top_k");
-                lose(c.caches(), "cache_control");
-            }
-        }
-        out
-    }
-
     /// A provider reply body → canonical; `None` if it is not a reply of this wire.
     pub fn decode_response(self, body: &[u8], model: &str) -> Option<canonical::Response> {
-        match self {
-            Wire::OpenAi => openai::decode_response(body),
-            Wire::OpenAiResponses => responses::decode_response(body),
-            Wire::Anthropic | Wire::BedrockInvoke | Wire::VertexAnthropic => anthropic::decode_response(body),
-            Wire::BedrockConverse => bedrock::decode_response(body, model),
-            Wire::VertexGemini => gemini::decode_response(body, model),
-        }
+        self.api().decode_response(body, model)
     }
 
     /// A decoder for this wire's stream that holds at most `max_frame` bytes of an unfinished
     /// frame (SSE event or event-stream message); a longer one is a corrupt stream.
     pub fn stream_decoder(self, model: &str, max_frame: usize) -> Box<dyn StreamDecoder> {
-        match self {
-            Wire::OpenAi => Box::new(Sse::new(openai::Decoder::default(), max_frame)),
-            Wire::OpenAiResponses => Box::new(Sse::new(responses::Decoder::default(), max_frame)),
-            Wire::Anthropic | Wire::VertexAnthropic => Box::new(Sse::new(anthropic::Decoder::default(), max_frame)),
-            Wire::VertexGemini => Box::new(Sse::new(gemini::Decoder::new(model), max_frame)),
-            Wire::BedrockConverse => Box::new(bedrock::ConverseStream::new(model, max_frame)),
-            Wire::BedrockInvoke => Box::new(bedrock::InvokeStream::new(max_frame)),
-        }
+        self.api().stream_decoder(model, max_frame)
     }
 }
 

@@ -90,12 +90,7 @@ pub async fn run(
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
     if req.stream {
-        let expected = match wire {
-            Wire::OpenAi | Wire::OpenAiResponses | Wire::Anthropic | Wire::VertexGemini | Wire::VertexAnthropic => {
-                "text/event-stream"
-            }
-            Wire::BedrockConverse | Wire::BedrockInvoke => "application/vnd.amazon.eventstream",
-        };
+        let expected = wire.api().stream_content_type();
         if !content_type.to_str().unwrap_or_default().starts_with(expected) {
             return Err(AttemptFailure::unavailable(
                 Outcome::Malformed,

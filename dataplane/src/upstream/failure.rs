@@ -173,18 +173,9 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     get("retry-after").filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64)
 }
 
-/// Classifies an error reply in the provider's protocol.
+/// Classifies an error reply in the provider's protocol (see [`crate::protocol::wire::WireApi`]).
 pub fn classify(wire: Wire, status: StatusCode, headers: &HeaderMap, body: Bytes) -> AttemptFailure {
-    match wire {
-        Wire::OpenAi | Wire::OpenAiResponses => classify_openai(status, headers, body),
-        Wire::Anthropic => classify_anthropic(status, headers, body),
-        Wire::BedrockConverse | Wire::BedrockInvoke => classify_bedrock(status, headers, body),
-        Wire::VertexGemini => classify_google(status, headers, body),
-        // Model-side errors of Claude on Vertex come in Anthropic's shape, front-door ones
-        // (quota, auth, URL) in Google's.
-        Wire::VertexAnthropic if anthropic_shaped(&body) => classify_anthropic(status, headers, body),
-        Wire::VertexAnthropic => classify_google(status, headers, body),
-    }
+    wire.api().classify(status, headers, body)
 }
 
 /// The failure for an error reply of `kind`; `code` is the provider's machine-readable type.
@@ -209,7 +200,8 @@ fn by_status(status: StatusCode) -> FailureKind {
     }
 }
 
-fn anthropic_shaped(body: &[u8]) -> bool {
+/// Whether an error body is Anthropic's (`{"type":"error",…}`), not Google's.
+pub fn anthropic_shaped(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("error"))
 }
