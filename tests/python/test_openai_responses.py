@@ -197,3 +197,24 @@ def test_an_agent_with_a_tool_runs_through_a_translated_provider():
             result = asyncio.run(run(feature, streamed))
             assert seen == ["fake-city"], (feature, streamed, seen)
             assert str(result.final_output).startswith("Hello from primary."), (feature, streamed)
+
+
+@pytest.mark.parametrize("feature", ["midstream", "truncated"])
+def test_a_stream_that_fails_after_its_first_token_ends_as_a_failed_response(client, feature):
+    """After the commit point a failure cannot fall back: the caller gets Responses' own `error`
+    event and a `response.failed`, never a stream that just stops."""
+    with client.responses.stream(model=feature, input="Say hello") as stream:
+        events = list(stream)
+    received = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert received.startswith("Hello from"), "the deltas before the failure arrived"
+    kinds = [e.type for e in events]
+    assert "error" in kinds and kinds[-1] == "response.failed", kinds
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.message, failed
+    assert "response.completed" not in kinds
+    # Strictly as the published types define them, the failure events included.
+    status, _, raw = post({"model": feature, "input": "Say hello", "stream": True})
+    assert status == 200
+    for name, data in sse_events(raw):
+        STREAM_EVENT.validate_python(data)
+        assert name == data["type"]

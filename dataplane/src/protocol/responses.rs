@@ -887,7 +887,7 @@ impl StreamEncoder for Encoder {
             Event::Stop(r) => self.stop = Some(r.clone()),
             Event::Error { overloaded, message } => {
                 let code = if *overloaded { "server_is_overloaded" } else { "server_error" };
-                self.emit("error", json!({"code": code, "message": message, "param": null}), out);
+                self.fail(*overloaded, code, message, out);
             }
             Event::End => {
                 self.close(out);
@@ -902,6 +902,19 @@ impl StreamEncoder for Encoder {
     }
 
     fn failure(&mut self, code: &str, message: &str, out: &mut BytesMut) {
+        self.fail(false, code, message, out);
+    }
+}
+
+impl Encoder {
+    /// A stream that cannot finish: the `error` event, then `response.failed` with what was
+    /// produced so far — the SDKs see a failed response, never one that just stops.
+    fn fail(&mut self, overloaded: bool, code: &str, message: &str, out: &mut BytesMut) {
         self.emit("error", json!({"code": code, "message": message, "param": null}), out);
+        let mut r = self.response("failed", Value::Null, Some(&self.usage.clone()));
+        // The response's error code is one of the API's own; the event above carries ours.
+        let kind = if overloaded { "rate_limit_exceeded" } else { "server_error" };
+        r["error"] = json!({"code": kind, "message": message});
+        self.emit("response.failed", json!({"response": r}), out);
     }
 }
