@@ -15,11 +15,15 @@ use serde_json::{Value, json};
 /// What a request on `path` is, for the operations answered here.
 pub enum Op {
     CountAnthropic,
+    /// Claude on Vertex: the model named in the body, Vertex's `anthropic_version`.
+    CountVertexClaude,
     CountOpenAi,
     CountBedrock,
     CountGemini,
     EmbedOpenAi,
-    EmbedBedrock { model: String },
+    EmbedBedrock {
+        model: String,
+    },
     EmbedVertex,
 }
 
@@ -34,7 +38,7 @@ pub fn route(path: &str, bedrock: Option<&(String, &str)>, google: Option<(&str,
         (_, Some((_, "count-tokens")), _) => Op::CountBedrock,
         (_, Some((model, "invoke")), _) if model.contains("embed") => Op::EmbedBedrock { model: model.clone() },
         (_, _, Some((_, _, "countTokens"))) => Op::CountGemini,
-        (_, _, Some(("anthropic", "count-tokens", "rawPredict"))) => Op::CountAnthropic,
+        (_, _, Some(("anthropic", "count-tokens", "rawPredict"))) => Op::CountVertexClaude,
         (_, _, Some((_, _, "predict"))) => Op::EmbedVertex,
         _ => return None,
     })
@@ -45,6 +49,13 @@ pub fn answer(op: &Op, body: &[u8]) -> Result<Bytes, u16> {
     let v: Value = serde_json::from_slice(body).map_err(|_| 400u16)?;
     let reply = match op {
         Op::CountAnthropic if v.get("messages").is_some_and(Value::is_array) => json!({"input_tokens": words(&v)}),
+        Op::CountVertexClaude
+            if v.get("messages").is_some_and(Value::is_array)
+                && v.get("model").is_some_and(Value::is_string)
+                && v.get("anthropic_version").and_then(Value::as_str) == Some("vertex-2023-10-16") =>
+        {
+            json!({"input_tokens": words(&v)})
+        }
         Op::CountOpenAi if v.get("input").is_some() && v.get("model").is_some() => {
             json!({"object": "response.input_tokens", "input_tokens": words(&v)})
         }
