@@ -34,6 +34,16 @@ impl ApiError {
         self
     }
 
+    /// The sidecar cannot serve the request right now, but will shortly: a 503 the caller should
+    /// retry after a second.
+    pub fn retry_shortly(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            kind: "service_unavailable",
+            retry_after_s: Some(1),
+            ..Self::invalid_request(code, None, message).with_status(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::invalid_request(code, None, message).with_status(StatusCode::NOT_FOUND)
     }

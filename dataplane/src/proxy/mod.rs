@@ -34,7 +34,7 @@ use crate::protocol::Protocol;
 use crate::routing::{EndpointTarget, FeatureRoute, RoutingTable};
 use crate::upstream::failure::{AttemptFailure, FailureKind};
 use finish::{Finish, new_finish};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response};
 use plan::Planned;
 use reply::{all_failed, commit, explain, refusal, shutting_down};
 use spillway_api::config::RetryBudget;
@@ -52,6 +52,20 @@ pub struct RequestCtx {
     pub max_frame: usize,
     /// Fires when the shutdown grace period ends (see `AppState::cut`).
     pub cut: tokio_util::sync::CancellationToken,
+}
+
+impl RequestCtx {
+    fn new(state: &AppState, table: &RoutingTable, feature: Arc<FeatureRoute>, id: String, started: Instant) -> Self {
+        RequestCtx {
+            id,
+            deadline: started + feature.deadline,
+            feature,
+            retry_budget: table.retry_budget.clone(),
+            started,
+            max_frame: state.max_upstream_frame_bytes,
+            cut: state.cut.clone(),
+        }
+    }
 }
 
 /// Serves one API call in the caller's `protocol`: `POST /v1/chat/completions` (OpenAI),
@@ -80,15 +94,7 @@ pub async fn serve(
                 e.into_response(protocol)
             }
             Ok(feature) => {
-                let ctx = RequestCtx {
-                    id: id.clone(),
-                    deadline: started + feature.deadline,
-                    feature,
-                    retry_budget: table.retry_budget.clone(),
-                    started,
-                    max_frame: state.max_upstream_frame_bytes,
-                    cut: state.cut.clone(),
-                };
+                let ctx = RequestCtx::new(state, &table, feature, id.clone(), started);
                 tokio::select! {
                     biased;
                     resp = route(state, request, ctx) => resp,
@@ -110,15 +116,10 @@ pub async fn serve(
 fn resolve_feature(table: &RoutingTable, headers: &HeaderMap, model: &str) -> Result<Arc<FeatureRoute>, ApiError> {
     if table.version.is_empty() {
         // A managed sidecar before its first snapshot: retryable, unlike an unknown feature.
-        let mut e = ApiError::invalid_request(
+        return Err(ApiError::retry_shortly(
             "not_ready",
-            None,
             "spillway has no routing config yet (waiting for the control plane); retry shortly",
-        )
-        .with_status(StatusCode::SERVICE_UNAVAILABLE);
-        e.kind = "service_unavailable";
-        e.retry_after_s = Some(1);
-        return Err(e);
+        ));
     }
     let known = || table.feature_names().join(", ");
     if let Some(h) = headers.get(headers::FEATURE) {

@@ -19,15 +19,10 @@ use tokio::time::Instant;
 
 /// What a request still in flight when the shutdown grace ends gets: retryable, elsewhere.
 pub(super) fn shutting_down() -> ApiError {
-    let mut e = ApiError::invalid_request(
+    ApiError::retry_shortly(
         "shutting_down",
-        None,
         "the spillway sidecar is shutting down and its grace period ended; retry the request",
     )
-    .with_status(StatusCode::SERVICE_UNAVAILABLE);
-    e.kind = "service_unavailable";
-    e.retry_after_s = Some(1);
-    e
 }
 
 /// The error event a stream still open when the shutdown grace ends is closed with.

@@ -82,15 +82,7 @@ pub async fn serve(state: &AppState, req: http::Request<hyper::body::Incoming>, 
                 e.into_response(protocol)
             }
             Ok(feature) => {
-                let ctx = RequestCtx {
-                    id: id.clone(),
-                    deadline: started + feature.deadline,
-                    feature,
-                    retry_budget: table.retry_budget.clone(),
-                    started,
-                    max_frame: state.max_upstream_frame_bytes,
-                    cut: state.cut.clone(),
-                };
+                let ctx = RequestCtx::new(state, &table, feature, id.clone(), started);
                 walk(state, op, &call, &ctx).await
             }
         },
