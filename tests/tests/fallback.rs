@@ -274,3 +274,43 @@ async fn a_client_that_goes_away_cancels_the_upstream_stream() {
     let metrics = TestClient::default().get(&sc.url("/metrics")).await.unwrap().text();
     assert!(metrics.contains(r#"spillway_requests_total{feature="chat",outcome="client_cancelled"} 1"#), "{metrics}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn embeddings_ask_the_retry_budget_before_a_failing_endpoint() {
+    let backup = FakeProvider::start(FakeConfig::named("backup")).await.unwrap();
+    let primary = FakeProvider::start(FakeConfig::named("primary")).await.unwrap();
+    let yaml = format!(
+        r#"
+endpoints:
+  primary: {{ provider: openai_compatible, base_url: "{}", model: e, dimensions: 8, headers: {{ x-fake-status: "503" }} }}
+  backup:  {{ provider: openai_compatible, base_url: "{}", model: e, dimensions: 8 }}
+features:
+  embed: {{ hierarchy: [primary, backup] }}
+retry_budget: {{ ratio: 0.0, min_per_s: 2, window_s: 1 }}
+"#,
+        primary.base_url(),
+        backup.base_url()
+    );
+    let sc = TestSidecar::start(&yaml).await.unwrap();
+    let embed = || async {
+        TestClient::default()
+            .post_json(&sc.url("/v1/embeddings"), &[], json!({"model": "embed", "input": "hi"}).to_string())
+            .await
+            .unwrap()
+    };
+    // A healthy backup takes every fallback, budget or not.
+    for _ in 0..6 {
+        assert_eq!(embed().await.status, 200);
+    }
+    assert_eq!(backup.hits(), 6);
+    // Once the backup fails as well, retries at it are retries at a failing endpoint.
+    backup.set_script(Script { status: Some(502), ..Script::default() });
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    let before = backup.hits();
+    for _ in 0..6 {
+        assert_eq!(embed().await.status, 503);
+    }
+    assert_eq!(backup.hits() - before, 3, "the unforeseeable first failure, then the budget's two");
+    let r = embed().await;
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("retry budget"), "{}", r.text());
+}

@@ -173,6 +173,13 @@ impl Health {
     }
 
     /// When this endpoint last failed; the planner's last resort is the one that failed longest ago.
+    /// A failure that says the endpoint is down (a refused connection, a 5xx) but is not to be
+    /// judged by the breaker (an operation other than generation): noted, so that retries at the
+    /// endpoint in the next second ask the retry budget, and nothing more.
+    pub fn note_failure(&self) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
     pub fn last_failure(&self) -> Option<Instant> {
         *self.last_failure.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -2,9 +2,9 @@
 //!
 //! They walk the feature's hierarchy like a chat request — data boundary, credentials,
 //! fallback on any failure another endpoint may not share, the deadline, errors in the caller's
-//! format — without what only generation needs: no streams, hedges or PT charges (neither
-//! operation generates tokens). They read the breakers (an OPEN endpoint is tried last) but do
-//! not feed them: a breaker judges an endpoint's generation, and a millisecond count or an
+//! format, the retry budget before a failing endpoint — without what only generation needs: no
+//! streams, hedges or PT charges (neither operation generates tokens). They read the breakers
+//! (an OPEN endpoint is tried last) but do not feed them: a breaker judges an endpoint's generation, and a millisecond count or an
 //! embedding call says nothing about its first-token time.
 
 use super::{RequestCtx, all_failed, explain, new_request_id, refusal, resolve_feature, within_boundary};
@@ -125,12 +125,21 @@ async fn walk(state: &AppState, op: Unary, call: &Call, ctx: &RequestCtx) -> Res
     order.sort_by_key(|t| t.health.failing());
     let mut failures: Vec<(Arc<str>, AttemptFailure)> = Vec::new();
     let mut attempts = 0;
+    // The sidecar's retry budget bounds these retries too: a fallback to an endpoint that is
+    // failing adds load to it, whatever the operation.
+    state.budget().request(Instant::now(), &ctx.retry_budget);
+    let mut budget_refused = false;
     for target in order {
         if Instant::now() >= ctx.deadline {
             break;
         }
         if !within_boundary(&ctx.feature.boundary, target) {
             state.metrics.attempt(&ctx.feature.name, &target.name, Outcome::BoundaryRefused);
+            continue;
+        }
+        if attempts > 0 && target.health.failing() && !state.budget().try_retry(Instant::now(), &ctx.retry_budget) {
+            state.metrics.attempt(&ctx.feature.name, &target.name, Outcome::SkippedRetryBudget);
+            budget_refused = true;
             continue;
         }
         attempts += 1;
@@ -147,6 +156,9 @@ async fn walk(state: &AppState, op: Unary, call: &Call, ctx: &RequestCtx) -> Res
                 tracing::warn!(request_id = %ctx.id, feature = %ctx.feature.name, endpoint = %target.name,
                     kind = ?f.kind, origin = ?f.origin(), outcome = f.outcome.as_str(), detail = %f.detail, "attempt failed; falling back");
                 state.metrics.attempt(&ctx.feature.name, &target.name, f.outcome);
+                if f.kind.blames_endpoint() && f.origin() == failure::Origin::Upstream {
+                    target.health.note_failure();
+                }
                 failures.push((target.name.clone(), f));
             }
             Err(f) => {
@@ -164,7 +176,7 @@ async fn walk(state: &AppState, op: Unary, call: &Call, ctx: &RequestCtx) -> Res
             }
         }
     }
-    all_failed(state, ctx, protocol, failures, attempts, false)
+    all_failed(state, ctx, protocol, failures, attempts, budget_refused)
 }
 
 /// One endpoint: the body (or bodies) it takes, sent within the attempt's bound, its replies
