@@ -275,14 +275,14 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
         (&Method::POST, "/v1/messages") => proxy::serve(state, req, Protocol::Anthropic).await,
         (&Method::POST, "/v1/responses") => proxy::serve(state, req, Protocol::Responses).await,
         (&Method::POST, "/v1/messages/count_tokens") => proxy::unary::serve(state, req, Unary::CountTokens).await,
-        (m, path @ "/v1/messages/count_tokens") => method_not_allowed(m, path, Protocol::Anthropic),
+        (m, path @ "/v1/messages/count_tokens") => method_not_allowed(state, m, path, Protocol::Anthropic),
         (&Method::POST, "/v1/embeddings") => proxy::unary::serve(state, req, Unary::Embeddings).await,
-        (m, path @ "/v1/embeddings") => method_not_allowed(m, path, Protocol::OpenAi),
-        (m, path @ "/v1/responses") => method_not_allowed(m, path, Protocol::Responses),
-        (m, path @ "/v1/messages") => method_not_allowed(m, path, Protocol::Anthropic),
-        (m, path @ "/v1/chat/completions") => method_not_allowed(m, path, Protocol::OpenAi),
+        (m, path @ "/v1/embeddings") => method_not_allowed(state, m, path, Protocol::OpenAi),
+        (m, path @ "/v1/responses") => method_not_allowed(state, m, path, Protocol::Responses),
+        (m, path @ "/v1/messages") => method_not_allowed(state, m, path, Protocol::Anthropic),
+        (m, path @ "/v1/chat/completions") => method_not_allowed(state, m, path, Protocol::OpenAi),
         (&Method::POST, "/v1/feedback") => crate::telemetry::feedback::serve(state, req).await,
-        (m, path @ "/v1/feedback") => method_not_allowed(m, path, Protocol::OpenAi),
+        (m, path @ "/v1/feedback") => method_not_allowed(state, m, path, Protocol::OpenAi),
         (&Method::GET, "/v1/models") => models(state),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") if state.routing.load().version.is_empty() => text(
@@ -328,21 +328,37 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody>
             text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
         }
         // An Anthropic SDK's calls (`/v1/messages/...`) get Anthropic's error shape.
-        (_, path) => ApiError::not_found(
-            "unknown_path",
-            format!(
-                "no route for {} {path}; spillway serves POST /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages and /v1/messages/count_tokens",
-                req.method()
+        (_, path) => refused(
+            state,
+            ApiError::not_found(
+                "unknown_path",
+                format!(
+                    "no route for {} {path}; spillway serves POST /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages and /v1/messages/count_tokens",
+                    req.method()
+                ),
             ),
-        )
-        .into_response(if path.starts_with("/v1/messages") { Protocol::Anthropic } else { Protocol::OpenAi }),
+            if path.starts_with("/v1/messages") { Protocol::Anthropic } else { Protocol::OpenAi },
+        ),
     }
 }
 
-fn method_not_allowed(method: &Method, path: &str, protocol: Protocol) -> Response<ProxyBody> {
-    ApiError::invalid_request("method_not_allowed", None, format!("{method} is not allowed on {path}; use POST"))
-        .with_status(StatusCode::METHOD_NOT_ALLOWED)
-        .into_response(protocol)
+fn method_not_allowed(state: &AppState, method: &Method, path: &str, protocol: Protocol) -> Response<ProxyBody> {
+    let e =
+        ApiError::invalid_request("method_not_allowed", None, format!("{method} is not allowed on {path}; use POST"))
+            .with_status(StatusCode::METHOD_NOT_ALLOWED);
+    refused(state, e, protocol)
+}
+
+/// An API call answered before any routing (an unknown path, a wrong method): like every
+/// other, it carries a request id and writes its access line.
+fn refused(state: &AppState, e: ApiError, protocol: Protocol) -> Response<ProxyBody> {
+    let id = proxy::new_request_id();
+    proxy::record_end(state, &id, &Arc::from("-"), "-", 0, e.code, tokio::time::Instant::now());
+    let mut resp = e.into_response(protocol);
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(crate::headers::REQUEST_ID, v);
+    }
+    resp
 }
 
 /// Features are what applications put in `model`, so they are what `/v1/models` lists.

@@ -95,7 +95,7 @@ impl Finish {
             feature: &self.feature,
             endpoint: &self.target.name,
             attempts: self.attempts,
-            outcome,
+            outcome: outcome.as_str(),
             elapsed,
         });
     }
@@ -122,4 +122,27 @@ pub(super) fn new_finish(state: &AppState, ctx: &RequestCtx, p: &Planned, estima
         feedback: state.feedback.clone(),
         served: ctx.feature.served.get(&p.target.name, || state.metrics.served(&ctx.feature.name, &p.target.name)),
     }
+}
+
+/// The end of a request no [`Finish`] records — refused, unknown, every endpoint failed, or
+/// answered in one body (token counts, embeddings): its count by `label` and its access line,
+/// so that every request has one. `endpoint` is `-` when none answered.
+pub(crate) fn record_end(
+    state: &AppState,
+    id: &str,
+    feature: &Arc<str>,
+    endpoint: &str,
+    attempts: usize,
+    label: &'static str,
+    started: Instant,
+) {
+    state.metrics.request(feature, label);
+    crate::log::access::record(&crate::log::access::Record {
+        request_id: id,
+        feature,
+        endpoint,
+        attempts,
+        outcome: label,
+        elapsed: started.elapsed(),
+    });
 }

@@ -33,6 +33,7 @@ use crate::outcome::Outcome;
 use crate::protocol::Protocol;
 use crate::routing::{EndpointTarget, FeatureRoute, RoutingTable};
 use crate::upstream::failure::{AttemptFailure, FailureKind};
+pub(crate) use finish::record_end;
 use finish::{Finish, new_finish};
 use http::{HeaderMap, HeaderValue, Response};
 use plan::Planned;
@@ -85,12 +86,12 @@ pub async fn serve(
     };
     let mut resp = match parsed {
         Err(e) => {
-            state.metrics.request(&feature_label(&table, &parts.headers), "invalid_request");
+            record_end(state, &id, &feature_label(&table, &parts.headers), "-", 0, "invalid_request", started);
             e.into_response(protocol)
         }
         Ok(request) => match resolve_feature(&table, &parts.headers, &request.model) {
             Err(e) => {
-                state.metrics.request(&Arc::from("-"), "unknown_feature");
+                record_end(state, &id, &Arc::from("-"), "-", 0, "unknown_feature", started);
                 e.into_response(protocol)
             }
             Ok(feature) => {
@@ -99,7 +100,7 @@ pub async fn serve(
                     biased;
                     resp = route(state, request, ctx) => resp,
                     () = state.cut.cancelled() => {
-                        state.metrics.request(&feature_label(&table, &parts.headers), "shutdown");
+                        record_end(state, &id, &feature_label(&table, &parts.headers), "-", 0, "shutdown", started);
                         shutting_down().into_response(protocol)
                     }
                 }
@@ -156,7 +157,7 @@ async fn route(state: &AppState, mut req: inbound::Request, ctx: RequestCtx) -> 
             match req.protocol.api().decode(&req.body) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    state.metrics.request(&ctx.feature.name, "invalid_request");
+                    record_end(state, &ctx.id, &ctx.feature.name, "-", 0, "invalid_request", ctx.started);
                     return e.into_response(req.protocol);
                 }
             }
@@ -435,7 +436,7 @@ fn include_usage(req: &inbound::Request, canonical: Option<&canonical::Request>)
 }
 
 /// `req_` and 24 random hex digits. Written digit by digit: `format!` cost a microsecond here.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let (hi, lo) = (fastrand::u64(..), fastrand::u32(..));
     let mut id = String::with_capacity(28);

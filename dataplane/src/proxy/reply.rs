@@ -166,7 +166,7 @@ pub(super) fn all_failed(
         let cut = (0..=4096).rev().find(|&i| err.message.is_char_boundary(i)).unwrap_or(0);
         err.message.truncate(cut);
     }
-    state.metrics.request(feature, err.code);
+    super::finish::record_end(state, &ctx.id, feature, "-", attempts, err.code, ctx.started);
     tracing::warn!(request_id = %ctx.id, feature = %feature, attempts, code = err.code, "request failed");
     let mut resp = err.into_response(protocol);
     resp.headers_mut().insert(headers::ATTEMPTS, HeaderValue::from(attempts));

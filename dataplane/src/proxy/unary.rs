@@ -7,6 +7,7 @@
 //! (an OPEN endpoint is tried last) but do not feed them: a breaker judges an endpoint's generation, and a millisecond count or an
 //! embedding call says nothing about its first-token time.
 
+use super::finish::record_end;
 use super::{RequestCtx, all_failed, explain, new_request_id, refusal, resolve_feature, within_boundary};
 use crate::AppState;
 use crate::body::{ProxyBody, full};
@@ -73,12 +74,12 @@ pub async fn serve(state: &AppState, req: http::Request<hyper::body::Incoming>, 
     };
     let mut resp = match checked {
         Err(e) => {
-            state.metrics.request(&Arc::from("-"), "invalid_request");
+            record_end(state, &id, &Arc::from("-"), "-", 0, "invalid_request", started);
             e.into_response(protocol)
         }
         Ok((model, call)) => match resolve_feature(&table, &parts.headers, &model) {
             Err(e) => {
-                state.metrics.request(&Arc::from("-"), "unknown_feature");
+                record_end(state, &id, &Arc::from("-"), "-", 0, "unknown_feature", started);
                 e.into_response(protocol)
             }
             Ok(feature) => {
@@ -146,7 +147,15 @@ async fn walk(state: &AppState, op: Unary, call: &Call, ctx: &RequestCtx) -> Res
         match attempt(op, call, target, ctx).await {
             Ok(body) => {
                 state.metrics.attempt(&ctx.feature.name, &target.name, Outcome::Ok);
-                state.metrics.request(&ctx.feature.name, Outcome::Ok.as_str());
+                record_end(
+                    state,
+                    &ctx.id,
+                    &ctx.feature.name,
+                    &target.name,
+                    attempts,
+                    Outcome::Ok.as_str(),
+                    ctx.started,
+                );
                 let mut r = Response::new(full(body));
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 explain(r.headers_mut(), target, attempts);
@@ -168,7 +177,7 @@ async fn walk(state: &AppState, op: Unary, call: &Call, ctx: &RequestCtx) -> Res
                     Outcome::BadRequest
                 };
                 state.metrics.attempt(&ctx.feature.name, &target.name, outcome);
-                state.metrics.request(&ctx.feature.name, outcome.as_str());
+                record_end(state, &ctx.id, &ctx.feature.name, &target.name, attempts, outcome.as_str(), ctx.started);
                 let wire = target.upstream.wire_for(protocol);
                 let mut r = refusal(f, wire, protocol);
                 explain(r.headers_mut(), target, attempts);
