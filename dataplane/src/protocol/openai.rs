@@ -63,18 +63,7 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
         _ => Vec::new(),
     };
     req.no_parallel_tools = body.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    match body.get("reasoning_effort").and_then(Value::as_str) {
-        None | Some("none") => {}
-        Some(e) => match c::Effort::parse(e) {
-            Some(effort) => req.reasoning = Some(c::Reasoning { budget_tokens: None, effort: Some(effort) }),
-            None => {
-                return Err(bad(
-                    "reasoning_effort",
-                    format!("reasoning_effort `{e}` is not one of none, minimal, low, medium, high, xhigh"),
-                ));
-            }
-        },
-    }
+    req.reasoning = effort(body.get("reasoning_effort"), "reasoning_effort", "reasoning_effort")?;
     match body.get("response_format") {
         None | Some(Value::Null) => {}
         Some(f) => match f.get("type").and_then(Value::as_str) {
@@ -82,12 +71,7 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
             Some("json_object") => req.format = Some(c::OutputFormat::JsonObject),
             Some("json_schema") => {
                 let spec = f.get("json_schema").unwrap_or(&Value::Null);
-                let name = spec.get("name").and_then(Value::as_str).unwrap_or("output").to_owned();
-                let Some(schema) = spec.get("schema").filter(|s| s.is_object()) else {
-                    return Err(bad("response_format", "response_format.json_schema.schema must be an object".into()));
-                };
-                let strict = spec.get("strict").and_then(Value::as_bool).unwrap_or(false);
-                req.format = Some(c::OutputFormat::JsonSchema { name, schema: schema.clone(), strict });
+                req.format = Some(json_schema(spec, "response_format", "response_format.json_schema")?);
             }
             // A format this form does not know: only an endpoint of the caller's own protocol may answer.
             _ => req.unrepresented.push(c::Unrepresented::meaning("response_format")),
@@ -163,9 +147,32 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
     Ok(req)
 }
 
+/// A reasoning effort level (`none` asks for none); `param` and `at` name the field in errors.
+/// The Responses API spells it `reasoning.effort`.
+pub(super) fn effort(v: Option<&Value>, param: &'static str, at: &str) -> Result<Option<c::Reasoning>, ApiError> {
+    match v.and_then(Value::as_str) {
+        None | Some("none") => Ok(None),
+        Some(e) => match c::Effort::parse(e) {
+            Some(effort) => Ok(Some(c::Reasoning { budget_tokens: None, effort: Some(effort) })),
+            None => Err(bad(param, format!("{at} `{e}` is not one of none, minimal, low, medium, high, xhigh"))),
+        },
+    }
+}
+
+/// A JSON-schema output format from the object holding `name`, `schema` and `strict`; `param`
+/// and `at` name it in errors. The Responses API puts that object in `text.format`.
+pub(super) fn json_schema(spec: &Value, param: &'static str, at: &str) -> Result<c::OutputFormat, ApiError> {
+    let name = spec.get("name").and_then(Value::as_str).unwrap_or("output").to_owned();
+    let Some(schema) = spec.get("schema").filter(|s| s.is_object()) else {
+        return Err(bad(param, format!("{at}.schema must be an object")));
+    };
+    let strict = spec.get("strict").and_then(Value::as_bool).unwrap_or(false);
+    Ok(c::OutputFormat::JsonSchema { name, schema: schema.clone(), strict })
+}
+
 /// Consecutive turns of one role become one turn: OpenAI sends each tool result as its own
 /// message, Anthropic wants them together in one user turn.
-fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
+pub(super) fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
     if parts.is_empty() {
         return;
     }
@@ -239,7 +246,7 @@ fn user_parts(content: &Value, i: usize) -> Result<Vec<Part>, ApiError> {
 }
 
 /// `data:` URIs become inline images, anything else stays a URL.
-fn image_from_url(url: &str) -> Image {
+pub(super) fn image_from_url(url: &str) -> Image {
     if let Some(rest) = url.strip_prefix("data:")
         && let Some((meta, data)) = rest.split_once(',')
         && let Some(media_type) = meta.strip_suffix(";base64")
@@ -406,7 +413,7 @@ pub fn encode_request(req: &c::Request, model: &str, max_field: MaxTokensField) 
     out
 }
 
-fn image_url(img: &Image) -> String {
+pub(super) fn image_url(img: &Image) -> String {
     match img {
         Image::Url(u) => u.clone(),
         Image::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),

@@ -74,19 +74,7 @@ pub async fn run(
         let mut body = wire.encode_request(c, up.model(), up.max_tokens_field).map_err(AttemptFailure::unsupported)?;
         up.request(&mut body, wire, Operation::Generate { stream: req.stream }, None, &ctx.id).await?
     };
-    let resp = match timeout_at(first_byte_by, up.client.request(upstream_req)).await {
-        Err(_) => return Err(timed_out(ctx, first_byte_by, "no response head")),
-        Ok(Err(e)) => return Err(AttemptFailure::from_client_error(&e)),
-        Ok(Ok(r)) => r,
-    };
-    let (parts, body) = resp.into_parts();
-    if !parts.status.is_success() {
-        let body = match timeout_at(first_byte_by, Limited::new(body, ERROR_BODY_LIMIT).collect()).await {
-            Ok(Ok(c)) => c.to_bytes(),
-            _ => Bytes::new(),
-        };
-        return Err(failure::classify(wire, parts.status, &parts.headers, body));
-    }
+    let (parts, body) = head(up, wire, upstream_req, first_byte_by, ctx).await?;
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
     if req.stream {
@@ -99,19 +87,7 @@ pub async fn run(
         }
         return first_token(up, wire, body, first_byte_by, ctx, dropped).await;
     }
-    // A non-streaming reply commits only when whole, so the attempt timeout covers its body too:
-    // a body that stalls after the headers falls back instead of waiting out the deadline.
-    let body = match timeout_at(first_byte_by, Limited::new(body, ctx.max_frame).collect()).await {
-        Err(_) => return Err(timed_out(ctx, first_byte_by, "reply body incomplete")),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(AttemptFailure::unavailable(
-                Outcome::Malformed,
-                format!("reply body longer than {} bytes (--max-upstream-frame-bytes)", ctx.max_frame),
-            ));
-        }
-        Ok(Err(e)) => return Err(AttemptFailure::unavailable(Outcome::Reset, format!("reply body failed: {e}"))),
-        Ok(Ok(c)) => c.to_bytes(),
-    };
+    let body = whole_body(body, first_byte_by, ctx).await?;
     if passthrough {
         let Ok(probe) = serde_json::from_slice::<UsageProbe>(&body) else {
             return Err(AttemptFailure::unavailable(Outcome::Malformed, "reply body is not valid JSON"));
@@ -217,6 +193,46 @@ async fn first_token(
         if has_output {
             return Ok(Reply::Stream { first: first.freeze(), rest: body, dropped });
         }
+    }
+}
+
+/// Sends `req` and waits for the response head within `by`. An error reply is read (its first
+/// `ERROR_BODY_LIMIT` bytes) and classified; a success's head and body are returned.
+pub(super) async fn head(
+    up: &Upstream,
+    wire: Wire,
+    req: http::Request<http_body_util::Full<Bytes>>,
+    by: Instant,
+    ctx: &RequestCtx,
+) -> Result<(http::response::Parts, Incoming), AttemptFailure> {
+    let resp = match timeout_at(by, up.client.request(req)).await {
+        Err(_) => return Err(timed_out(ctx, by, "no response head")),
+        Ok(Err(e)) => return Err(AttemptFailure::from_client_error(&e)),
+        Ok(Ok(r)) => r,
+    };
+    let (parts, body) = resp.into_parts();
+    if !parts.status.is_success() {
+        let body = match timeout_at(by, Limited::new(body, ERROR_BODY_LIMIT).collect()).await {
+            Ok(Ok(c)) => c.to_bytes(),
+            _ => Bytes::new(),
+        };
+        return Err(failure::classify(wire, parts.status, &parts.headers, body));
+    }
+    Ok((parts, body))
+}
+
+/// A whole reply body, within `by` and the frame limit. A reply commits only when whole, so
+/// the attempt timeout covers its body too: a body that stalls after the headers falls back
+/// instead of waiting out the deadline.
+pub(super) async fn whole_body(body: Incoming, by: Instant, ctx: &RequestCtx) -> Result<Bytes, AttemptFailure> {
+    match timeout_at(by, Limited::new(body, ctx.max_frame).collect()).await {
+        Err(_) => Err(timed_out(ctx, by, "reply body incomplete")),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(AttemptFailure::unavailable(
+            Outcome::Malformed,
+            format!("reply body longer than {} bytes (--max-upstream-frame-bytes)", ctx.max_frame),
+        )),
+        Ok(Err(e)) => Err(AttemptFailure::unavailable(Outcome::Reset, format!("reply body failed: {e}"))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
     }
 }
 

@@ -8,7 +8,7 @@
 //! embedding call says nothing about its first-token time.
 
 use super::finish::record_end;
-use super::{RequestCtx, all_failed, explain, new_request_id, refusal, resolve_feature, within_boundary};
+use super::{RequestCtx, all_failed, attempt, explain, new_request_id, refusal, resolve_feature, within_boundary};
 use crate::AppState;
 use crate::body::{ProxyBody, full};
 use crate::canonical;
@@ -21,11 +21,10 @@ use crate::routing::EndpointTarget;
 use crate::upstream::failure::{self, AttemptFailure};
 use crate::upstream::provider::Operation;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderMap, HeaderValue, Response, header};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 /// An operation answered with one body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,22 +265,6 @@ async fn send(
 ) -> Result<Bytes, AttemptFailure> {
     let up = &target.upstream;
     let req = up.request(&mut body, wire, op.operation(), headers, &ctx.id).await?;
-    let resp = match timeout_at(by, up.client.request(req)).await {
-        Err(_) => return Err(AttemptFailure::unavailable(Outcome::Timeout, "no response head in time")),
-        Ok(Err(e)) => return Err(AttemptFailure::from_client_error(&e)),
-        Ok(Ok(r)) => r,
-    };
-    let (parts, body) = resp.into_parts();
-    let body = match timeout_at(by, Limited::new(body, ctx.max_frame).collect()).await {
-        Err(_) => return Err(AttemptFailure::unavailable(Outcome::Timeout, "reply body incomplete in time")),
-        Ok(Err(e)) => return Err(AttemptFailure::unavailable(Outcome::Reset, format!("reply body failed: {e}"))),
-        Ok(Ok(c)) => c.to_bytes(),
-    };
-    if !parts.status.is_success() {
-        return Err(failure::classify(wire, parts.status, &parts.headers, body));
-    }
-    if parts.status != StatusCode::OK && body.is_empty() {
-        return Err(AttemptFailure::unavailable(Outcome::Malformed, "an empty reply"));
-    }
-    Ok(body)
+    let (_, body) = attempt::head(up, wire, req, by, ctx).await?;
+    attempt::whole_body(body, by, ctx).await
 }

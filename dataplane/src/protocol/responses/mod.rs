@@ -16,7 +16,8 @@ mod stream;
 
 pub use stream::{Decoder, Encoder};
 
-use super::unix_now;
+use super::openai::{image_from_url, image_url, push};
+use super::{openai, unix_now};
 use crate::canonical::{self as c, Image, Message, NAMESPACE_SEPARATOR, Part, Role, StopReason, ToolChoice, Usage};
 use crate::error::ApiError;
 use serde_json::{Map, Value, json};
@@ -92,18 +93,7 @@ pub fn decode_request(body: &Map<String, Value>) -> Result<c::Request, ApiError>
 
 fn reasoning(body: &Map<String, Value>, req: &mut c::Request) -> Result<(), ApiError> {
     let Some(r) = body.get("reasoning").filter(|r| !r.is_null()) else { return Ok(()) };
-    match r.get("effort").and_then(Value::as_str) {
-        None | Some("none") => {}
-        Some(e) => match c::Effort::parse(e) {
-            Some(effort) => req.reasoning = Some(c::Reasoning { budget_tokens: None, effort: Some(effort) }),
-            None => {
-                return Err(bad(
-                    "reasoning",
-                    format!("reasoning.effort `{e}` is not one of none, minimal, low, medium, high, xhigh"),
-                ));
-            }
-        },
-    }
+    req.reasoning = openai::effort(r.get("effort"), "reasoning", "reasoning.effort")?;
     Ok(())
 }
 
@@ -116,14 +106,7 @@ fn text_format(body: &Map<String, Value>, req: &mut c::Request) -> Result<(), Ap
     match f.get("type").and_then(Value::as_str) {
         Some("text") => {}
         Some("json_object") => req.format = Some(c::OutputFormat::JsonObject),
-        Some("json_schema") => {
-            let name = f.get("name").and_then(Value::as_str).unwrap_or("output").to_owned();
-            let Some(schema) = f.get("schema").filter(|s| s.is_object()) else {
-                return Err(bad("text", "text.format.schema must be an object".into()));
-            };
-            let strict = f.get("strict").and_then(Value::as_bool).unwrap_or(false);
-            req.format = Some(c::OutputFormat::JsonSchema { name, schema: schema.clone(), strict });
-        }
+        Some("json_schema") => req.format = Some(openai::json_schema(f, "text", "text.format")?),
         _ => req.unrepresented.push(c::Unrepresented::meaning("text.format")),
     }
     Ok(())
@@ -226,17 +209,6 @@ fn call_item(id: &str, call_id: &str, flat: &str, arguments: &str, status: &str,
         item["namespace"] = ns.into();
     }
     item
-}
-
-/// Consecutive items of one role become one turn.
-fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
-    if parts.is_empty() {
-        return;
-    }
-    match messages.last_mut() {
-        Some(last) if last.role == role => last.content.extend(parts),
-        _ => messages.push(Message { role, content: parts }),
-    }
 }
 
 /// The marker that tells a reasoning item carrying Anthropic's `redacted_thinking` from one
@@ -372,24 +344,6 @@ fn content_parts(content: &Value, i: usize) -> Result<Vec<Part>, ApiError> {
         }
     }
     Ok(parts)
-}
-
-/// `data:` URIs become inline images, anything else stays a URL.
-fn image_from_url(url: &str) -> Image {
-    if let Some(rest) = url.strip_prefix("data:")
-        && let Some((meta, data)) = rest.split_once(',')
-        && let Some(media_type) = meta.strip_suffix(";base64")
-    {
-        return Image::Base64 { media_type: media_type.to_owned(), data: data.to_owned() };
-    }
-    Image::Url(url.to_owned())
-}
-
-fn image_url(img: &Image) -> String {
-    match img {
-        Image::Url(u) => u.clone(),
-        Image::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
-    }
 }
 
 /// Canonical → a Responses request body for `model`.
